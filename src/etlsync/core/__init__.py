@@ -1,0 +1,1 @@
+"""The pipeline kernel: batches, stage contracts, channels, checkpoints and the runner."""

@@ -1,0 +1,73 @@
+"""Stages for testing your own stages: a memory source and a collecting sink."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+from etlsync.core.batch import Batch, Row
+from etlsync.core.stages import Sink, Source
+
+
+class MemorySource(Source):
+    """Yields ``rows`` in batches of ``batch_size``. The position after a batch is the number
+    of rows consumed, so a resumed run skips what was committed.
+
+    :param follow: after the rows, keep waiting (like a CDC source) until stopped.
+    """
+
+    def __init__(self, rows: Sequence[Row] | Iterable[Row], batch_size: int = 1000, *,
+                 stream: str = "memory", follow: bool = False, name: str = "memory") -> None:
+        self.rows = rows if isinstance(rows, Sequence) else list(rows)
+        self.batch_size = batch_size
+        self.stream = stream
+        self.follow = follow
+        self.name = name
+        self.committed: list[Any] = []
+
+    async def read(self, position: Any | None) -> AsyncIterator[Batch]:
+        start = int(position or 0)
+        rows, size = self.rows, self.batch_size
+        for i in range(start, len(rows), size):
+            chunk = list(rows[i:i + size])
+            yield Batch(chunk, stream=self.stream, position=i + len(chunk))
+        while self.follow:
+            await asyncio.sleep(3600)
+
+    async def on_commit(self, position: Any) -> None:
+        self.committed.append(position)
+
+
+class CollectingSink(Sink):
+    """Keeps every written batch in memory; ``rows`` lists all rows written, in order.
+
+    :param delay: seconds to wait in each write (a slow sink).
+    :param fail_on: a callable given each batch; raise from it to inject failures.
+    """
+
+    def __init__(self, name: str = "collect", *, delay: float = 0.0,
+                 fail_on: Any = None) -> None:
+        self.name = name
+        self.delay = delay
+        self.fail_on = fail_on
+        self.batches: list[Batch] = []
+        self.opened = False
+        self.closed = False
+
+    async def open(self) -> None:
+        self.opened = True
+
+    async def write(self, batch: Batch) -> None:
+        if self.fail_on is not None:
+            self.fail_on(batch)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self.batches.append(batch)
+
+    async def close(self) -> None:
+        self.closed = True
+
+    @property
+    def rows(self) -> list[Row]:
+        return [r for b in self.batches for r in b.rows]
