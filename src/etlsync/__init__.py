@@ -23,7 +23,7 @@ from etlsync.core.metrics import RunSummary, StageMetrics
 from etlsync.core.modes import ConflictStrategy, SchemaPolicy, SyncMode, WriteMode
 from etlsync.core.pipeline import Pipeline
 from etlsync.core.schema import Column, ColumnType, Schema
-from etlsync.core.stages import Operator, Sink, Source
+from etlsync.core.stages import Operator, Sink, Source, StageContext
 from etlsync.operators import Filter, Map, MapBatch
 
 __version__ = "0.1.0"
@@ -33,5 +33,5 @@ __all__ = [
     "ConflictError", "ConflictStrategy", "DataError", "EtlsyncError", "Filter", "Map",
     "MapBatch", "MemoryCheckpointStore", "Op", "Operator", "Pipeline", "Row", "RunSummary",
     "Schema", "SchemaError", "SchemaPolicy", "ServiceNotReady", "Sink", "Source",
-    "StageError", "StageMetrics", "SyncMode", "Watermark", "WriteMode",
+    "StageContext", "StageError", "StageMetrics", "SyncMode", "Watermark", "WriteMode",
 ]

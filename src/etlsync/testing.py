@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from etlsync.core.batch import Batch, Row
-from etlsync.core.stages import Sink, Source
+from etlsync.core.stages import Sink, Source, StageContext
 
 
 class MemorySource(Source):
@@ -55,8 +55,9 @@ class CollectingSink(Sink):
         self.opened = False
         self.closed = False
 
-    async def open(self) -> None:
+    async def open(self, context: StageContext) -> None:
         self.opened = True
+        self.context = context
 
     async def write(self, batch: Batch) -> None:
         if self.fail_on is not None:

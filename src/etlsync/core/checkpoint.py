@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
 from etlsync.core.batch import Ticket
@@ -62,6 +62,7 @@ class CheckpointTracker:
         self._next_seq = 0
         self._frontier = -1
         self._done: list[int] = []
+        self._done_set: set[int] = set()
         self._positions: dict[int, Any] = {}
         self.committable: Any = None
         self.has_committable = False
@@ -82,11 +83,30 @@ class CheckpointTracker:
         self._next_seq += 1
         return t
 
+    def position_after(self, tickets: Iterable[Ticket]) -> tuple[bool, Any]:
+        """The position that becomes committable once the caller releases its hold on
+        ``tickets`` (one reference each): ``(True, position)``, or ``(False, None)`` if the
+        committable position would not change. Transactional sinks write this position in
+        the same transaction as the batch (exactly-once)."""
+        finishing = {t.seq for t in tickets if t.refs == 1}
+        if not finishing:
+            return False, None
+        found, position = False, None
+        seq = self._frontier + 1
+        while seq in finishing or seq in self._done_set:
+            p = self._positions.get(seq)
+            if p is not None:
+                found, position = True, p
+            seq += 1
+        return found, position
+
     def _ticket_done(self, ticket: Ticket) -> None:
         heapq.heappush(self._done, ticket.seq)
+        self._done_set.add(ticket.seq)
         advanced = False
         while self._done and self._done[0] == self._frontier + 1:
             seq = heapq.heappop(self._done)
+            self._done_set.discard(seq)
             self._frontier = seq
             pos = self._positions.pop(seq)
             if pos is not None:

@@ -15,7 +15,14 @@ from etlsync.core.channel import Channel, ChannelClosed
 from etlsync.core.checkpoint import CheckpointStore, CheckpointTracker, MemoryCheckpointStore
 from etlsync.core.errors import StageError
 from etlsync.core.metrics import RunSummary, StageMetrics, now
-from etlsync.core.stages import Operator, OperatorOutput, Sink, Source, stage_name
+from etlsync.core.stages import (
+    Operator,
+    OperatorOutput,
+    Sink,
+    Source,
+    StageContext,
+    stage_name,
+)
 from etlsync.log import get_logger
 
 
@@ -174,7 +181,8 @@ class Pipeline:
         opened: list[Sink] = []
         try:
             for name, sink in zip(self._sink_names, self.sinks, strict=True):
-                await self._guard(name, sink.open())
+                ctx = StageContext(self.name, name, self.log.bind(stage=name), tracker)
+                await self._guard(name, sink.open(ctx))
                 opened.append(sink)
             try:
                 async with asyncio.TaskGroup() as tg:

@@ -7,6 +7,27 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from etlsync.core.batch import Batch
+from etlsync.core.schema import Schema
+
+
+class StageContext:
+    """What the runner tells a sink when it opens: the pipeline name, a bound logger, and
+    the position a write makes committable (for sinks that commit it transactionally)."""
+
+    def __init__(self, pipeline: str, stage: str, log: Any, tracker: Any = None) -> None:
+        self.pipeline = pipeline
+        self.stage = stage
+        self.log = log
+        self._tracker = tracker
+
+    def position_after(self, batch: Batch) -> tuple[bool, Any]:
+        """``(True, position)`` when writing ``batch`` makes ``position`` committable: a
+        transactional sink stores it (under :attr:`pipeline`) in the batch's transaction and
+        so gets an exactly-once effect. ``(False, None)`` otherwise."""
+        if self._tracker is None:
+            return False, None
+        result: tuple[bool, Any] = self._tracker.position_after(batch.tickets)
+        return result
 
 
 class Source(ABC):
@@ -27,6 +48,11 @@ class Source(ABC):
     async def on_commit(self, position: Any) -> None:
         """Called after ``position`` was committed: acknowledge it upstream (replication
         slot feedback, Kafka commit, ...). The default does nothing."""
+
+    async def discover(self) -> dict[str, Schema]:
+        """The schemas of the streams this source reads, by stream name, without reading
+        data (for ``--dry-run`` and sinks that create tables). Default: unknown (empty)."""
+        return {}
 
 
 OperatorOutput = Batch | Sequence[Batch] | None
@@ -61,8 +87,12 @@ class Sink(ABC):
 
     name: str = ""
 
-    async def open(self) -> None:
+    async def open(self, context: StageContext) -> None:
         """Connect and prepare (create tables, ...). Called once before the first write."""
+
+    async def describe(self) -> Schema | None:
+        """The target's current schema, if it exists, without writing (for ``--dry-run``)."""
+        return None
 
     @abstractmethod
     async def write(self, batch: Batch) -> None:

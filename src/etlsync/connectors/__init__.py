@@ -1,0 +1,1 @@
+"""Connectors: sources and sinks for external systems, one package per family."""
