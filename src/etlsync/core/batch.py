@@ -30,7 +30,7 @@ class Ticket:
     may advance past its position. Users never create tickets.
     """
 
-    __slots__ = ("seq", "position", "refs", "_on_done")
+    __slots__ = ("_on_done", "position", "refs", "seq")
 
     def __init__(self, seq: int, position: Any, on_done: Any) -> None:
         self.seq = seq

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from etlsync.core.batch import Ticket
@@ -63,6 +64,8 @@ class CheckpointTracker:
         self._frontier = -1
         self._done: list[int] = []
         self._done_set: set[int] = set()
+        self._deferring = False
+        self._deferred: list[Ticket] = []
         self._positions: dict[int, Any] = {}
         self.committable: Any = None
         self.has_committable = False
@@ -100,7 +103,27 @@ class CheckpointTracker:
             seq += 1
         return found, position
 
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold back 'done' decisions while an operator call runs: a ticket that drops to zero
+        references inside the block (an operator releasing batches it held) is done only if
+        it still has none at the end, after the runner has retained the operator's outputs."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+            pending, self._deferred = self._deferred, []
+            seen: set[int] = set()
+            for t in pending:
+                if t.refs == 0 and t.seq not in seen:
+                    seen.add(t.seq)
+                    self._ticket_done(t)
+
     def _ticket_done(self, ticket: Ticket) -> None:
+        if self._deferring:
+            self._deferred.append(ticket)
+            return
         heapq.heappush(self._done, ticket.seq)
         self._done_set.add(ticket.seq)
         advanced = False

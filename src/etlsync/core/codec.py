@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import math
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -14,10 +15,14 @@ _TAG = "$t"
 
 
 def _wrap(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return {_TAG: "float", "v": repr(value)}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, dict):
-        return {str(k): _wrap(v) for k, v in value.items()}
+        if _TAG in value or not all(isinstance(k, str) for k in value):
+            return {_TAG: "dict", "v": [[_wrap(k), _wrap(v)] for k, v in value.items()]}
+        return {k: _wrap(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_wrap(v) for v in value]
     if isinstance(value, tuple):
@@ -40,6 +45,7 @@ def _wrap(value: Any) -> Any:
 
 
 _DECODERS: dict[str, Any] = {
+    "float": float,
     "tuple": lambda v: tuple(_unwrap(x) for x in v),
     "datetime": dt.datetime.fromisoformat,
     "date": dt.date.fromisoformat,
@@ -48,6 +54,7 @@ _DECODERS: dict[str, Any] = {
     "bytes": base64.b64decode,
     "uuid": uuid.UUID,
     "set": lambda v: {_unwrap(x) for x in v},
+    "dict": lambda v: {_unwrap(k): _unwrap(x) for k, x in v},
 }
 
 

@@ -1,0 +1,76 @@
+"""Shared benchmark plumbing: run each variant in its own subprocess, measure peak RSS, and
+print one JSON object per line (``--json``) or a table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def parse_args(description: str, default_rows: int, extra: Callable[[argparse.ArgumentParser], None]
+               | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rows", type=int, default=default_rows, help="rows per variant")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds; variants alternate within a round, the best round counts")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    if extra is not None:
+        extra(parser)
+    return parser.parse_args()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_result(name: str, rows: int, seconds: float, **extra: Any) -> None:
+    """Called inside a variant's subprocess: print its measurement as JSON on stdout."""
+    print(json.dumps({"name": name, "rows": rows, "seconds": round(seconds, 4),
+                      "rows_per_s": round(rows / seconds) if seconds > 0 else None,
+                      "peak_rss_mb": round(peak_rss_mb(), 1), **extra}))
+
+
+def run_variants(script: str, variants: Sequence[str], rows: int, repeat: int = 1,
+                 extra_args: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """Run every variant of ``script`` in its own interpreter, ``repeat`` rounds with the
+    variants alternating inside each round (so all see the same machine load); keep each
+    variant's fastest round, with its round count."""
+    results: dict[str, dict[str, Any]] = {}
+    for _ in range(max(1, repeat)):
+        for v in variants:
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, script, "--variant", v, "--rows", str(rows),
+                                   *extra_args], capture_output=True, text=True)
+            if proc.returncode != 0:
+                lines = proc.stderr.strip().splitlines()
+                results.setdefault(v, {"name": v, "rows": rows, "error": lines[-1:] or ["failed"],
+                                       "seconds": round(time.perf_counter() - t0, 3)})
+                continue
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            best = results.get(v)
+            if best is None or "error" in best or r["seconds"] < best["seconds"]:
+                r["rounds"] = repeat
+                results[v] = r
+    return results
+
+
+def report(results: dict[str, dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        for r in results.values():
+            print(json.dumps(r))
+        return
+    for r in results.values():
+        if "error" in r:
+            print(f"{r['name']:<28} ERROR {r['error']}")
+            continue
+        ratios = " ".join(f"{k}={v}" for k, v in r.items() if k.startswith("ratio_"))
+        print(f"{r['name']:<28} {r['rows']:>9} rows {r['seconds']:>8.3f}s "
+              f"{r['rows_per_s']:>11,} rows/s {r['peak_rss_mb']:>7.1f} MB  {ratios}")

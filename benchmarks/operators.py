@@ -1,0 +1,116 @@
+"""Column operators on CSV-like rows: select, rename, cast (int, Decimal, date, datetime) and
+an expression filter, through a pipeline.
+
+Side by side in one run, each variant in its own process, all on the same generated rows of
+strings (as a CSV reader yields them):
+
+- ``plain_python``: the same conversions hand-written in one synchronous loop (the floor);
+- ``etlsync_operators``: ``Pipeline(source, [Select, Rename, Cast, FilterExpr], sink)``;
+- ``etlsync_callable_filter``: the same with ``Filter(lambda)`` instead of the expression.
+
+    python benchmarks/operators.py --rows 1000000 --json
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import child_result, parse_args, report, run_variants
+
+VARIANTS = ["plain_python", "etlsync_operators", "etlsync_callable_filter"]
+BATCH = 10_000
+EXPR = "status != 'test' and quantity > 0"
+
+
+def make_rows(n: int) -> Iterator[dict[str, Any]]:
+    base = dt.datetime(2024, 3, 1)
+    statuses = ("paid", "pending", "shipped", "test")
+    for i in range(n):
+        t = base + dt.timedelta(seconds=i)
+        yield {"id": str(i), "customer": f"c{i % 977}", "status": statuses[i % 4],
+               "quantity": str(i % 13), "price": f"{i % 50000 / 100:.2f}",
+               "order_date": t.date().isoformat(), "updated_at": t.isoformat(sep=" "),
+               "junk": "x"}
+
+
+def run_plain(n: int) -> int:
+    kept = 0
+    for r in make_rows(n):
+        row = {"id": int(r["id"]), "customer_name": r["customer"], "status": r["status"],
+               "quantity": int(r["quantity"]), "price": Decimal(r["price"]),
+               "order_date": dt.date.fromisoformat(r["order_date"]),
+               "updated_at": dt.datetime.fromisoformat(r["updated_at"])}
+        if row["status"] != "test" and row["quantity"] > 0:
+            kept += 1
+    return kept
+
+
+async def run_etlsync(n: int, callable_filter: bool) -> int:
+    from etlsync import Batch, Filter, Pipeline, Sink, Source
+    from etlsync.operators import Cast, FilterExpr, Rename, Select
+
+    class GenSource(Source):
+        name = "gen"
+
+        async def read(self, position: Any):  # type: ignore[no-untyped-def]
+            buf: list[dict[str, Any]] = []
+            for i, r in enumerate(make_rows(n)):
+                buf.append(r)
+                if len(buf) == BATCH:
+                    yield Batch(buf, stream="orders", position=i + 1)
+                    buf = []
+            if buf:
+                yield Batch(buf, stream="orders", position=n)
+
+    class CountSink(Sink):
+        name = "count"
+        rows = 0
+
+        async def write(self, batch: Batch) -> None:
+            self.rows += len(batch.rows)
+
+    cols = ["id", "customer", "status", "quantity", "price", "order_date", "updated_at"]
+    filt = (Filter(lambda r: r["status"] != "test" and r["quantity"] > 0) if callable_filter
+            else FilterExpr(EXPR))
+    sink = CountSink()
+    await Pipeline(GenSource(), [
+        Select(cols), Rename({"customer": "customer_name"}),
+        Cast({"id": "integer", "quantity": "integer", "price": "decimal",
+              "order_date": "date", "updated_at": "datetime"}),
+        filt,
+    ], [sink], name="bench").run(handle_signals=False)
+    return sink.rows
+
+
+def child(variant: str, n: int) -> None:
+    t0 = time.perf_counter()
+    if variant == "plain_python":
+        kept = run_plain(n)
+    else:
+        kept = asyncio.run(run_etlsync(n, variant == "etlsync_callable_filter"))
+    child_result(variant, n, time.perf_counter() - t0, rows_kept=kept)
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "", 200_000)
+    if args.variant:
+        child(args.variant, args.rows)
+        return
+    results = run_variants(__file__, VARIANTS, args.rows, args.repeat)
+    floor = results.get("plain_python", {}).get("seconds")
+    for r in results.values():
+        if floor and "seconds" in r and "error" not in r:
+            r["ratio_vs_plain_python"] = round(r["seconds"] / floor, 2)
+    report(results, args.json)
+
+
+if __name__ == "__main__":
+    main()

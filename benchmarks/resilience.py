@@ -1,0 +1,139 @@
+"""Resilience middleware overhead on the kernel benchmark (source -> map -> filter -> sink).
+
+Side by side in one run, each variant in its own process:
+
+- ``bare``: the kernel pipeline, no middleware.
+- ``resilient``: every stage wrapped (ResilientSource, ResilientOperator x2, Resilient sink
+  with retry, circuit breaker and a dead-letter sink), no faults: ``ratio_vs_bare``.
+- ``resilient_20pct_faults``: the same with 20% of sink writes failing transiently
+  (retried with 1-10 ms full-jitter backoff).
+- ``resilient_1pct_bad_rows``: 1% of rows rejected by the sink, isolated by bisection and
+  dead-lettered.
+
+    python benchmarks/resilience.py --rows 1000000 --json
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import child_result, parse_args, report, run_variants
+
+VARIANTS = ["bare", "resilient", "resilient_20pct_faults", "resilient_1pct_bad_rows"]
+
+
+def make_rows(n: int) -> Iterator[dict[str, Any]]:
+    for i in range(n):
+        yield {"id": i, "amount": i % 1000, "status": "paid" if i % 3 else "void"}
+
+
+def transform(r: dict[str, Any]) -> dict[str, Any]:
+    return {"id": r["id"], "amount": r["amount"] * 2, "status": r["status"]}
+
+
+def keep(r: dict[str, Any]) -> bool:
+    return r["status"] == "paid"
+
+
+async def run(variant: str, n: int) -> dict[str, Any]:
+    from etlsync import Batch, Filter, Map, Pipeline, Sink, Source, StageContext
+    from etlsync.core.errors import DataError
+    from etlsync.resilience import (
+        CircuitBreaker,
+        MemoryDeadLetterSink,
+        Resilient,
+        ResilientOperator,
+        ResilientSource,
+        RetryPolicy,
+    )
+
+    class GenSource(Source):
+        name = "gen"
+
+        async def read(self, position: Any):  # type: ignore[no-untyped-def]
+            buf: list[dict[str, Any]] = []
+            for r in make_rows(n):
+                buf.append(r)
+                if len(buf) == 1000:
+                    yield Batch(buf, position=r["id"])
+                    buf = []
+            if buf:
+                yield Batch(buf, position=n)
+
+    class CountSink(Sink):
+        def __init__(self, fail_p: float = 0.0, bad_every: int = 0) -> None:
+            self.count = 0
+            self.fail_p = fail_p
+            self.bad_every = bad_every
+            self.rng = random.Random(1)
+            self.failures = 0
+
+        async def open(self, context: StageContext) -> None:
+            pass
+
+        async def write(self, batch: Batch) -> None:
+            if self.fail_p and self.rng.random() < self.fail_p:
+                self.failures += 1
+                raise ConnectionResetError("injected")
+            if self.bad_every:
+                for r in batch.rows:
+                    if r["id"] % self.bad_every == 0:
+                        raise DataError("amount rejected", row=r)
+            self.count += len(batch.rows)
+
+    if variant == "bare":
+        sink = CountSink()
+        await Pipeline(GenSource(), [Map(transform), Filter(keep)], sink).run(
+            handle_signals=False)
+        return {"delivered": sink.count}
+    fail_p = 0.2 if variant == "resilient_20pct_faults" else 0.0
+    bad_every = 101 if variant == "resilient_1pct_bad_rows" else 0
+    inner = CountSink(fail_p, bad_every)
+    dlq = MemoryDeadLetterSink()
+    retry = RetryPolicy(max_attempts=None, base_delay=0.001, max_delay=0.01, max_elapsed=60)
+    sink = Resilient(inner, retry=retry, breaker=CircuitBreaker(failure_threshold=20,
+                                                                reset_timeout=0.01),
+                     on_bad_data="dead_letter", dead_letter=dlq, max_bad_ratio=0.05)
+    ops = [ResilientOperator(Map(transform)), ResilientOperator(Filter(keep))]
+    await Pipeline(ResilientSource(GenSource()), ops, sink).run(handle_signals=False)
+    return {"delivered": inner.count, "dead_letters": len(dlq.letters),
+            "injected_failures": inner.failures, "retries": sink.metrics["retries"],
+            "breaker_opened": sink.metrics["breaker_opened"]}
+
+
+def child(variant: str, n: int) -> None:
+    import etlsync.resilience  # noqa: F401 - imports are not part of the measurement
+
+    t0 = time.perf_counter()
+    info = asyncio.run(run(variant, n))
+    seconds = time.perf_counter() - t0
+    kept = [r["id"] for r in make_rows(n) if keep(r)]
+    bad = sum(1 for i in kept if i % 101 == 0) if variant == "resilient_1pct_bad_rows" else 0
+    if info["delivered"] != len(kept) - bad or info.get("dead_letters", 0) != bad:
+        raise SystemExit(f"{variant}: delivered {info}, expected {len(kept) - bad} + {bad} bad")
+    child_result(variant, n, seconds, **info)
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "", 1_000_000)
+    if args.variant:
+        child(args.variant, args.rows)
+        return
+    results = run_variants(__file__, VARIANTS, args.rows, args.repeat)
+    bare = results["bare"].get("rows_per_s")
+    for name in VARIANTS[1:]:
+        r = results[name]
+        if bare and r.get("rows_per_s"):
+            r["ratio_vs_bare"] = round(r["rows_per_s"] / bare, 3)
+    report(results, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,378 @@
+"""Shared machinery of the file connectors: globs, resumable positions, passes, watermarks.
+
+A file source reads a *pass* over the sorted files of its glob. Its position is a dict::
+
+    {"file": path, "offset": unit_start, "skip": rows_done_in_unit,
+     "pass_complete": bool, "wm": {"base": state, "next": state}}  # "wm": incremental only
+
+``offset`` is where a unit (a chunk of whole records: a byte offset for CSV and JSON Lines, a
+row index for Parquet) starts; ``skip`` counts the rows of that unit already delivered. So a
+resumed read costs at most one unit of re-parsing and holds one unit in memory.
+
+The last batch of a pass is empty and carries ``"pass_complete": True``: the next run of a
+full refresh starts a new pass from the first file; an incremental run starts a new pass
+with the watermark reached. Sinks that replace their target (overwrite) use this marker to
+know that the new data set is complete (see :func:`is_end_of_pass`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import glob
+import os
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from etlsync.core.batch import Batch, Op, Row, Ticket
+from etlsync.core.errors import ConfigError, DataError
+from etlsync.core.incremental import Watermark, _key
+from etlsync.core.modes import SyncMode, WriteMode
+from etlsync.core.schema import ColumnType, Schema
+from etlsync.core.stages import Sink, Source, StageContext
+
+PASS_COMPLETE = "pass_complete"
+_GLOB_CHARS = set("*?[")
+
+
+def is_end_of_pass(position: Any) -> bool:
+    """True when ``position`` marks the end of a complete pass of a finite source."""
+    return isinstance(position, dict) and position.get(PASS_COMPLETE) is True
+
+
+def is_pass_aware(position: Any) -> bool:
+    """True when ``position`` comes from a source that marks the end of its passes."""
+    return isinstance(position, dict) and PASS_COMPLETE in position
+
+
+def expand(path: str | os.PathLike[str]) -> list[str]:
+    """The files of ``path`` (a file or a glob), in sorted path order."""
+    text = os.fspath(path)
+    if _GLOB_CHARS & set(text):
+        return sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p))
+    return [text]
+
+
+def default_stream(path: str | os.PathLike[str]) -> str:
+    """A stream name from a path: the file's stem, or for a glob its directory's name."""
+    text = os.fspath(path)
+    p = Path(text)
+    if _GLOB_CHARS & set(text):
+        parent = next((q for q in p.parents if not (_GLOB_CHARS & set(q.name))), None)
+        return (parent.name if parent is not None else "") or "files"
+    return p.stem or "file"
+
+
+_CONVERTERS: dict[ColumnType, Callable[[Any], Any]] = {
+    ColumnType.STRING: str,
+    ColumnType.INTEGER: int,
+    ColumnType.FLOAT: float,
+    ColumnType.DECIMAL: lambda v: v if isinstance(v, Decimal) else Decimal(str(v)),
+    ColumnType.DATE: lambda v: v if isinstance(v, dt.date) else dt.date.fromisoformat(v),
+    ColumnType.DATETIME: lambda v: v if isinstance(v, dt.datetime)
+    else dt.datetime.fromisoformat(v),
+    ColumnType.TIMESTAMP: lambda v: v if isinstance(v, dt.datetime)
+    else dt.datetime.fromisoformat(v),
+}
+
+
+class FileWatermark:
+    """Incremental filtering of files, which are re-read on every pass in any row order.
+
+    A row passes when its cursor is above the watermark of the *previous* pass (``base``),
+    or equal to it with a primary key not delivered at that value (the
+    :class:`~etlsync.core.incremental.Watermark` rule). ``next`` tracks the highest cursor
+    value seen in this pass and every key seen at it; it becomes the next pass's base.
+    """
+
+    def __init__(self, cursor_field: str, primary_key: Sequence[str],
+                 convert: Callable[[Any], Any] | None, state: dict[str, Any] | None) -> None:
+        self.cursor_field = cursor_field
+        self.primary_key = tuple(primary_key)
+        self.convert = convert
+        state = state or {}
+        self.base = Watermark.from_state(cursor_field, self.primary_key, state.get("base"))
+        nxt = state.get("next", state.get("base"))
+        self.next = Watermark.from_state(cursor_field, self.primary_key, nxt)
+
+    def admit(self, rows: list[Row]) -> list[Row]:
+        out: list[Row] = []
+        cf, pk, conv = self.cursor_field, self.primary_key, self.convert
+        base_v, base_keys = self.base.value, self.base.keys_at_value
+        nxt = self.next
+        for row in rows:
+            v = row.get(cf)
+            if v is None or v == "":
+                continue
+            if conv is not None:
+                try:
+                    v = conv(v)
+                except (ValueError, TypeError, ArithmeticError) as exc:
+                    raise DataError(f"cursor {cf!r}: cannot convert {v!r}: {exc}",
+                                    column=cf, value=v, row=row) from exc
+            k = _key(row, pk) if pk else tuple(sorted(row.items()))
+            if base_v is not None and (v < base_v or (v == base_v and k in base_keys)):
+                if v == nxt.value:
+                    nxt.keys_at_value.add(k)
+                continue
+            if nxt.value is None or v > nxt.value:
+                nxt.value, nxt.keys_at_value = v, {k}
+            elif v == nxt.value:
+                nxt.keys_at_value.add(k)
+            out.append(row)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"base": self.base.to_state(), "next": self.next.to_state()}
+
+    def completed_state(self) -> dict[str, Any]:
+        """The state that starts the next pass: this pass's ``next`` as the new base."""
+        s = self.next.to_state() if self.next.value is not None else self.base.to_state()
+        return {"base": s, "next": s}
+
+
+@dataclass(slots=True)
+class Unit:
+    """Whole records of one file: rows, where the unit starts and where the next starts."""
+
+    start: int
+    end: int
+    rows: list[Row]
+
+
+class FileSource(Source):
+    """Base of the file sources: a pass over a glob, resumable, optionally incremental."""
+
+    row_offsets = False
+    """Units are addressed by row index (any row is a resume point), not byte offset."""
+
+    def __init__(self, path: str | os.PathLike[str], *, stream: str | None, batch_size: int,
+                 sync_mode: SyncMode | str, cursor_field: str | None,
+                 primary_key: Sequence[str], cursor_type: ColumnType | str | None) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.path = os.fspath(path)
+        self.stream = stream or default_stream(self.path)
+        self.batch_size = batch_size
+        self.sync_mode = SyncMode(sync_mode)
+        if self.sync_mode == SyncMode.CDC:
+            raise ConfigError(f"{type(self).__name__}: sync_mode 'cdc' is not supported by files")
+        if self.sync_mode == SyncMode.INCREMENTAL and not cursor_field:
+            raise ConfigError(f"{type(self).__name__}({self.path!r}): incremental sync needs "
+                              "cursor_field")
+        self.cursor_field = cursor_field
+        self.primary_key = tuple(primary_key)
+        self._convert = None if cursor_type is None else _CONVERTERS[ColumnType(cursor_type)]
+
+    @abstractmethod
+    def _units(self, path: str, start: int) -> Iterator[Unit]:
+        """Units of whole records of ``path`` from the unit starting at ``start``."""
+
+    def _schema(self) -> Schema | None:
+        return None
+
+    def files(self) -> list[str]:
+        """The files of this source's pass, in the order they are read."""
+        files = expand(self.path)
+        if not files:
+            raise ConfigError(f"{type(self).__name__}: no file matches {self.path!r}")
+        return files
+
+    async def read(self, position: Any | None) -> AsyncIterator[Batch]:
+        pos = dict(position) if isinstance(position, dict) else {}
+        wm_state = pos.get("wm")
+        if is_end_of_pass(pos):
+            pos = {}
+        wm = None
+        if self.sync_mode == SyncMode.INCREMENTAL:
+            assert self.cursor_field is not None
+            wm = FileWatermark(self.cursor_field, self.primary_key, self._convert, wm_state)
+        start_file: str | None = pos.get("file")
+        start_offset, start_skip = int(pos.get("offset", 0)), int(pos.get("skip", 0))
+        files = [f for f in self.files() if start_file is None or f >= start_file]
+        schema = self._schema()
+        pending: list[Row] = []
+        size = self.batch_size
+        it = self._iter_units(files, start_file, start_offset, start_skip)
+        assert isinstance(it, Generator)
+        last: dict[str, Any] = {}
+        try:
+            while True:
+                item = await asyncio.to_thread(next, it, None)
+                if item is None:
+                    break
+                path, unit, skip = item
+                rows, i, n = unit.rows, skip, len(unit.rows)
+                if n == i and not pending:
+                    last = {"file": path, "offset": unit.end, "skip": 0}
+                while i < n:
+                    take = min(size - len(pending), n - i)
+                    pending.extend(rows[i:i + take])
+                    i += take
+                    if i >= n:
+                        last = {"file": path, "offset": unit.end, "skip": 0}
+                    elif self.row_offsets:
+                        last = {"file": path, "offset": unit.start + i, "skip": 0}
+                    else:
+                        last = {"file": path, "offset": unit.start, "skip": i}
+                    if len(pending) >= size:
+                        batch = self._make_batch(pending, last, wm, schema)
+                        pending = []
+                        if batch is not None:
+                            yield batch
+            if pending:
+                batch = self._make_batch(pending, last, wm, schema)
+                if batch is not None:
+                    yield batch
+        finally:
+            with contextlib.suppress(Exception):
+                it.close()
+        end: dict[str, Any] = {"file": None, "offset": 0, "skip": 0, PASS_COMPLETE: True}
+        if wm is not None:
+            end["wm"] = wm.completed_state()
+        yield Batch([], stream=self.stream, position=end, schema=schema)
+
+    def _make_batch(self, rows: list[Row], last: dict[str, Any], wm: FileWatermark | None,
+                    schema: Schema | None) -> Batch | None:
+        position: dict[str, Any] = {**last, PASS_COMPLETE: False}
+        if wm is not None:
+            rows = wm.admit(rows)
+            position["wm"] = wm.state()
+            if not rows:
+                return None
+        return Batch(rows, stream=self.stream, position=position, schema=schema)
+
+    def _iter_units(self, files: list[str], start_file: str | None, start_offset: int,
+                    start_skip: int) -> Iterator[tuple[str, Unit, int]]:
+        for path in files:
+            resume = path == start_file
+            first = True
+            for unit in self._units(path, start_offset if resume else 0):
+                skip = start_skip if resume and first else 0
+                first = False
+                yield path, unit, skip
+
+
+# -- sinks ------------------------------------------------------------------------------------
+
+
+class FileSink(Sink):
+    """Base of the file sinks.
+
+    ``append`` adds to the file and makes every batch durable (flush + fsync) before
+    ``write`` returns. ``overwrite`` writes a temporary file next to the target and renames it
+    over the target when the pass is complete (the end-of-pass marker of a file or SQLite
+    source, or ``close`` after error-free writes for other sources): the old file stays until
+    the new one is complete. Until then the sink holds the batches' checkpoint tickets, so a
+    crash re-reads the pass instead of losing it.
+    """
+
+    replace_on_finish = False
+    """Subclasses whose format can only be written whole (Parquet) set this."""
+
+    def __init__(self, path: str | os.PathLike[str], write_mode: WriteMode | str) -> None:
+        self.path = os.fspath(path)
+        self.write_mode = WriteMode(write_mode)
+        if self.write_mode == WriteMode.UPSERT:
+            raise ConfigError(f"{type(self).__name__}: write_mode 'upsert' needs a keyed target "
+                              "(use SqliteSink); files support append and overwrite")
+        self._temp = self.write_mode == WriteMode.OVERWRITE or self.replace_on_finish
+        self._held: list[Ticket] = []
+        self._pass_aware = False
+        self._failed = False
+        self._finished = False
+        self._context: StageContext | None = None
+
+    @property
+    def target_path(self) -> str:
+        """Where rows are written now: the temporary file while a replacement is open."""
+        return self.path + ".etlsync-tmp" if self._temp else self.path
+
+    async def open(self, context: StageContext) -> None:
+        self._context = context
+        await asyncio.to_thread(self._prepare_sync)
+
+    def _prepare_sync(self) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._open_sync()
+
+    async def write(self, batch: Batch) -> None:
+        if batch.ops is not None and any(op != Op.INSERT for op in batch.ops):
+            bad = next(op for op in batch.ops if op != Op.INSERT)
+            raise DataError(f"{type(self).__name__}({self.path!r}) cannot apply {bad.value!r} "
+                            f"changes of stream {batch.stream!r}; write them to SQLite")
+        self._pass_aware = self._pass_aware or is_pass_aware(batch.position)
+        try:
+            if self._finished:
+                await asyncio.to_thread(self._open_sync)
+                self._finished = False
+            if batch.rows:
+                await asyncio.to_thread(self._write_sync, batch.rows, not self._temp)
+            if self._temp:
+                if is_end_of_pass(batch.position):
+                    await asyncio.to_thread(self._finish_sync)
+                    self._finished = True
+                    self._release_held()
+                else:
+                    batch.retain()
+                    self._held.extend(batch.tickets)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        Batch([], tickets=tuple(held)).release()
+
+    async def close(self) -> None:
+        try:
+            if self._temp and not self._finished:
+                if not self._failed and not self._pass_aware:
+                    await asyncio.to_thread(self._finish_sync)
+                    self._release_held()
+                else:
+                    await asyncio.to_thread(self._discard_sync)
+            elif not self._finished:
+                await asyncio.to_thread(self._close_sync)
+        finally:
+            self._held = []
+
+    def _finish_sync(self) -> None:
+        self._close_sync()
+        tmp = self.target_path
+        if not os.path.exists(tmp):
+            return
+        os.replace(tmp, self.path)
+        fsync_dir(self.path)
+
+    def _discard_sync(self) -> None:
+        self._close_sync()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.target_path)
+
+    @abstractmethod
+    def _open_sync(self) -> None:
+        """Open the file to write (the temporary file in overwrite mode)."""
+
+    @abstractmethod
+    def _write_sync(self, rows: list[Row], durable: bool) -> None:
+        """Write rows; when ``durable``, flush and fsync before returning."""
+
+    @abstractmethod
+    def _close_sync(self) -> None:
+        """Flush, fsync and close the open file, if any."""
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename of ``path`` durable (fsync its directory), where the OS allows it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

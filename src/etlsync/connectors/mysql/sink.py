@@ -1,0 +1,485 @@
+"""``MysqlSink`` (append / atomic overwrite / upsert, deletes, schema policies, exactly-once
+checkpoints on InnoDB) and ``MysqlCheckpointStore``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from typing import Any
+
+import pymysql
+from pymysql.converters import escape_string
+
+from etlsync.connectors.mysql import _wire
+from etlsync.connectors.mysql.config import (
+    MysqlOptions,
+    connect,
+    load_schema,
+    native_type,
+    qualified,
+    quote,
+)
+from etlsync.core.batch import Batch, Op, Row
+from etlsync.core.codec import dumps, loads
+from etlsync.core.errors import ConfigError, ConflictError, SchemaError
+from etlsync.core.modes import ConflictStrategy, SchemaPolicy, WriteMode
+from etlsync.core.schema import Column, ColumnType, Schema
+from etlsync.core.stages import Sink, StageContext
+
+DEFAULT_STATE_TABLE = "_etlsync_state"
+_TRANSACTIONAL: set[tuple[str, int, str, str]] = set()
+
+
+def _state_key(o: MysqlOptions, database: str, table: str) -> tuple[str, int, str, str]:
+    return (o.host, o.port, database, table)
+
+
+def _state_ddl(database: str, table: str) -> str:
+    return (f"CREATE TABLE IF NOT EXISTS {qualified(database, table)} ("
+            "`pipeline` VARCHAR(255) NOT NULL PRIMARY KEY, `position` LONGBLOB NOT NULL, "
+            "`updated_at` TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) "
+            "ON UPDATE CURRENT_TIMESTAMP(6)) ENGINE=InnoDB")
+
+
+def _state_upsert(database: str, table: str) -> str:
+    return (f"INSERT INTO {qualified(database, table)} (`pipeline`, `position`) VALUES (%s, %s) "
+            "ON DUPLICATE KEY UPDATE `position` = VALUES(`position`)")
+
+
+class MysqlCheckpointStore:
+    """Positions in a MySQL/MariaDB table (``pipeline``, ``position``). When a
+    :class:`MysqlSink` with ``exactly_once`` writes the same table inside its batch
+    transactions, :meth:`commit` leaves it to the sink (so it never moves backwards)."""
+
+    def __init__(self, options: MysqlOptions | dict[str, Any] | None = None, *,
+                 table: str = DEFAULT_STATE_TABLE, **conn: Any) -> None:
+        self.options = MysqlOptions.from_params(options, **conn)
+        if not self.options.database:
+            raise ConfigError("MysqlCheckpointStore needs a database")
+        self.table = table
+
+    async def _conn(self) -> Any:
+        conn = await connect(self.options)
+        async with conn.cursor() as cur:
+            await cur.execute(_state_ddl(self.options.database or "", self.table))
+        return conn
+
+    async def load(self, pipeline: str) -> Any | None:
+        conn = await self._conn()
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(f"SELECT `position` FROM {quote(self.table)} WHERE `pipeline`=%s",
+                                  (pipeline,))
+                row = await cur.fetchone()
+            return None if row is None else loads(bytes(row[0]))
+        finally:
+            conn.close()
+
+    async def commit(self, pipeline: str, position: Any) -> None:
+        if _state_key(self.options, self.options.database or "", self.table) in _TRANSACTIONAL:
+            return
+        conn = await self._conn()
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(_state_upsert(self.options.database or "", self.table),
+                                  (pipeline, dumps(position)))
+        finally:
+            conn.close()
+
+
+def _infer(value: Any) -> ColumnType:
+    if isinstance(value, bool):
+        return ColumnType.BOOLEAN
+    if isinstance(value, int):
+        return ColumnType.INTEGER
+    if isinstance(value, float):
+        return ColumnType.FLOAT
+    if isinstance(value, Decimal):
+        return ColumnType.DECIMAL
+    if isinstance(value, dt.datetime):
+        return ColumnType.TIMESTAMP if value.tzinfo else ColumnType.DATETIME
+    if isinstance(value, dt.date):
+        return ColumnType.DATE
+    if isinstance(value, dt.time):
+        return ColumnType.TIME
+    if isinstance(value, dt.timedelta):
+        return ColumnType.INTERVAL
+    if isinstance(value, (bytes, bytearray)):
+        return ColumnType.BYTES
+    if isinstance(value, (dict, list)):
+        return ColumnType.JSON
+    return ColumnType.STRING
+
+
+def _plain(v: Any) -> Any:
+    """A value pymysql can escape: JSON for containers, naive UTC for aware datetimes."""
+    if isinstance(v, dt.datetime) and v.tzinfo is not None:
+        return v.astimezone(dt.UTC).replace(tzinfo=None)
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, ensure_ascii=False, default=str)
+    if isinstance(v, (set, frozenset)):
+        return ",".join(sorted(str(x) for x in v))
+    return v
+
+
+def _literal(v: Any, escape: Any) -> str:
+    t = type(v)
+    if t is int or t is float:
+        return repr(v)
+    if t is str:
+        return "'" + escape_string(v) + "'"
+    if v is None:
+        return "NULL"
+    result: str = escape(_plain(v))
+    return result
+
+
+def _tsv(v: Any) -> bytes:
+    """One LOAD DATA field (``\\N`` for NULL, backslash escapes)."""
+    if v is None:
+        return b"\\N"
+    t = type(v)
+    if t is int or t is float or t is Decimal:
+        return str(v).encode()
+    if t is bool:
+        return b"1" if v else b"0"
+    if isinstance(v, (bytes, bytearray)):
+        raw = bytes(v)
+    else:
+        v = _plain(v)
+        if isinstance(v, dt.datetime):
+            raw = v.isoformat(" ").encode()
+        elif isinstance(v, dt.timedelta):
+            s = int(v.total_seconds())
+            sign = "-" if s < 0 else ""
+            s, us = abs(s), abs(v).microseconds
+            raw = f"{sign}{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}.{us:06d}".encode()
+        else:
+            raw = str(v).encode()
+    if b"\\" in raw or b"\t" in raw or b"\n" in raw or b"\0" in raw:
+        raw = (raw.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n")
+               .replace(b"\0", b"\\0"))
+    return raw
+
+
+class MysqlSink(Sink):
+    """Writes batches into ``database.table`` on MySQL/MariaDB (InnoDB).
+
+    :param write_mode: ``append`` (LOAD DATA LOCAL from memory, or multi-row INSERT),
+        ``overwrite`` (a staging table swapped in atomically by :meth:`close` after a
+        clean run) or ``upsert`` (INSERT ... ON DUPLICATE KEY UPDATE on the primary key).
+    :param conflict: for upserts: skip / overwrite / merge / fail (see ``core.modes``).
+    :param schema_policy: evolve / freeze / discard for columns the table lacks.
+    :param exactly_once: store the pipeline position in ``state_table`` in the same
+        transaction as each batch; :class:`MysqlCheckpointStore` then resumes exactly.
+    :param load_method: ``auto`` (LOAD DATA when the server allows it), ``load_data`` or
+        ``insert`` for appends.
+    Change batches (ops) apply deletes by key and updates as upserts in every mode.
+    """
+
+    def __init__(self, options: MysqlOptions | dict[str, Any] | None = None, *, table: str,
+                 database: str | None = None, write_mode: WriteMode | str = WriteMode.APPEND,
+                 primary_key: Sequence[str] = (),
+                 conflict: ConflictStrategy | str = ConflictStrategy.OVERWRITE,
+                 schema_policy: SchemaPolicy | str = SchemaPolicy.EVOLVE, create: bool = True,
+                 exactly_once: bool = True, state_table: str = DEFAULT_STATE_TABLE,
+                 load_method: str = "auto", name: str = "mysql", **conn: Any) -> None:
+        self.options = MysqlOptions.from_params(options, **conn)
+        self.database = database or self.options.database or ""
+        if not self.database:
+            raise ConfigError("MysqlSink needs a database")
+        try:
+            self.write_mode = WriteMode(write_mode)
+            self.conflict = ConflictStrategy(conflict)
+            self.schema_policy = SchemaPolicy(schema_policy)
+        except ValueError as exc:
+            raise ConfigError(f"MysqlSink: {exc}") from exc
+        if load_method not in ("auto", "load_data", "insert"):
+            raise ConfigError(f"MysqlSink: load_method {load_method!r} (auto, load_data, insert)")
+        self.table = table
+        self.primary_key = tuple(primary_key)
+        self.create = create
+        self.exactly_once = exactly_once
+        self.state_table = state_table
+        self.load_method = load_method
+        self.name = name
+        self.conn: Any = None
+        self.pipeline = ""
+        self.context: StageContext | None = None
+        self._columns: list[str] | None = None
+        self._target = table
+        self._use_load = False
+        self._failed = False
+        self._wrote = False
+
+    async def open(self, context: StageContext) -> None:
+        self.context = context
+        self.pipeline = context.pipeline
+        self.conn = await connect(self.options, database=False, local_infile=True)
+        async with self.conn.cursor() as cur:
+            if self.exactly_once:
+                await cur.execute(_state_ddl(self.database, self.state_table))
+                _TRANSACTIONAL.add(_state_key(self.options, self.database, self.state_table))
+            await cur.execute("SELECT @@global.local_infile")
+            allowed = bool((await cur.fetchone())[0])
+        self._use_load = self.load_method == "load_data" or (self.load_method == "auto" and allowed)
+        if self.write_mode == WriteMode.OVERWRITE:
+            self._target = f"{self.table}__etlsync_new"
+            await self._prepare_staging()
+
+    async def _prepare_staging(self) -> None:
+        resume = False
+        if self.exactly_once:
+            async with self.conn.cursor() as cur:
+                await cur.execute(f"SELECT `position` FROM {qualified(self.database, self.state_table)}"
+                                  " WHERE `pipeline`=%s", (self.pipeline,))
+                row = await cur.fetchone()
+            pos = loads(bytes(row[0])) if row else None
+            resume = isinstance(pos, dict) and not pos.get("done", True)
+        async with self.conn.cursor() as cur:
+            if not resume:
+                await cur.execute(f"DROP TABLE IF EXISTS {qualified(self.database, self._target)}")
+            if await load_schema(self.conn, self.database, self.table) is not None:
+                await cur.execute(f"CREATE TABLE IF NOT EXISTS {qualified(self.database, self._target)}"
+                                  f" LIKE {qualified(self.database, self.table)}")
+
+    async def describe(self) -> Schema | None:
+        conn = self.conn or await connect(self.options, database=False)
+        try:
+            return await load_schema(conn, self.database, self.table)
+        finally:
+            if conn is not self.conn:
+                conn.close()
+
+    # -- schema ----------------------------------------------------------------------------
+    async def _ensure_table(self, batch: Batch, names: list[str]) -> list[str]:
+        if self._columns is None:
+            existing = await load_schema(self.conn, self.database, self._target)
+            if existing is None:
+                if not self.create:
+                    raise SchemaError(f"table {self.database}.{self._target} does not exist "
+                                      "and create=False")
+                await self._create(batch, names)
+                existing = await load_schema(self.conn, self.database, self._target)
+                assert existing is not None
+            self._columns = existing.names
+            if not self.primary_key:
+                self.primary_key = existing.primary_key
+        missing = [n for n in names if n not in self._columns]
+        if missing:
+            if self.schema_policy == SchemaPolicy.FREEZE:
+                raise SchemaError(f"table {self.database}.{self.table} has no column(s) "
+                                  f"{', '.join(missing)} (schema_policy=freeze)")
+            if self.schema_policy == SchemaPolicy.EVOLVE:
+                adds = ", ".join(f"ADD COLUMN {quote(c.name)} {native_type(c)} NULL"
+                                 for c in self._infer_columns(batch, missing))
+                async with self.conn.cursor() as cur:
+                    await cur.execute(f"ALTER TABLE {qualified(self.database, self._target)} {adds}")
+                self._columns.extend(missing)
+        return [c for c in self._columns if c in names] if names else []
+
+    def _infer_columns(self, batch: Batch, names: list[str]) -> list[Column]:
+        out = []
+        for n in names:
+            if batch.schema is not None and n in batch.schema:
+                out.append(batch.schema.column(n))
+                continue
+            value = next((r[n] for r in batch.rows if r.get(n) is not None), None)
+            out.append(Column(n, _infer(value) if value is not None else ColumnType.STRING))
+        return out
+
+    async def _create(self, batch: Batch, names: list[str]) -> None:
+        pk = self.primary_key or (batch.schema.primary_key if batch.schema else ())
+        self.primary_key = tuple(pk)
+        cols = self._infer_columns(batch, names)
+        defs = [f"{quote(c.name)} {native_type(c, c.name in pk)}"
+                f"{' NOT NULL' if c.name in pk else ' NULL'}" for c in cols]
+        if pk:
+            defs.append("PRIMARY KEY (" + ", ".join(quote(k) for k in pk) + ")")
+        async with self.conn.cursor() as cur:
+            await cur.execute(f"CREATE TABLE IF NOT EXISTS {qualified(self.database, self._target)} "
+                              f"({', '.join(defs)}) ENGINE=InnoDB")
+
+    # -- writes ----------------------------------------------------------------------------
+    async def write(self, batch: Batch) -> None:
+        try:
+            await self._write(batch)
+        except BaseException:
+            self._failed = True
+            raise
+
+    async def _write(self, batch: Batch) -> None:
+        assert self.context is not None
+        found, position = self.context.position_after(batch) if self.exactly_once else (False, None)
+        if not batch.rows and not found:
+            return
+        names: list[str] = []
+        if batch.rows:
+            seen: dict[str, None] = dict.fromkeys(batch.schema.names) if batch.schema else {}
+            for r in batch.rows:
+                if len(r) != len(seen) or any(k not in seen for k in r):
+                    seen.update(dict.fromkeys(r))
+            names = list(seen)
+        cols = await self._ensure_table(batch, names) if batch.rows else []
+        await self.conn.begin()
+        try:
+            if batch.rows:
+                await self._apply(batch, cols)
+            if found:
+                async with self.conn.cursor() as cur:
+                    await cur.execute(_state_upsert(self.database, self.state_table),
+                                      (self.pipeline, dumps(position)))
+            await self.conn.commit()
+        except BaseException:
+            self.conn.close()  # an interrupted transaction: the server rolls it back
+            self.conn = None
+            raise
+        self._wrote = True
+
+    async def _apply(self, batch: Batch, cols: list[str]) -> None:
+        upsert = self.write_mode == WriteMode.UPSERT or batch.ops is not None
+        if upsert and not self.primary_key:
+            raise ConfigError(f"MysqlSink {self.table}: upserts and deletes need a primary key")
+        if batch.ops is None:
+            await self._rows(batch.rows, cols, upsert)
+            return
+        for op, rows in _runs(batch, self.primary_key):
+            if op == Op.DELETE:
+                await self._delete(rows)
+            elif op == Op.TRUNCATE:
+                async with self.conn.cursor() as cur:
+                    await cur.execute(f"DELETE FROM {qualified(self.database, self._target)}")
+            else:
+                await self._rows(rows, cols, True)
+
+    async def _rows(self, rows: list[Row], cols: list[str], upsert: bool) -> None:
+        if not upsert and self._use_load:
+            await self._load(rows, cols)
+            return
+        conflict = self.conflict if upsert else None
+        if conflict == ConflictStrategy.MERGE:
+            groups: dict[tuple[str, ...], list[Row]] = {}
+            for r in rows:
+                groups.setdefault(tuple(c for c in cols if c in r), []).append(r)
+            for present, group in groups.items():
+                await self._insert(group, list(present), conflict)
+            return
+        await self._insert(rows, cols, conflict)
+
+    async def _insert(self, rows: list[Row], cols: list[str], conflict: ConflictStrategy | None,
+                      ) -> None:
+        escape = self.conn.escape
+        head = (f"INSERT INTO {qualified(self.database, self._target)} ("
+                + ", ".join(quote(c) for c in cols) + ") VALUES ")
+        tail = ""
+        pk = self.primary_key
+        if conflict == ConflictStrategy.SKIP:
+            tail = f" ON DUPLICATE KEY UPDATE {quote(pk[0])} = {quote(pk[0])}"
+        elif conflict in (ConflictStrategy.OVERWRITE, ConflictStrategy.MERGE):
+            upd = [f"{quote(c)} = VALUES({quote(c)})" for c in cols if c not in pk]
+            tail = " ON DUPLICATE KEY UPDATE " + ", ".join(
+                upd or [f"{quote(pk[0])} = {quote(pk[0])}"])
+        async with self.conn.cursor() as cur:
+            for chunk in _chunks(rows, 2000):
+                values = ",".join(
+                    "(" + ",".join([_literal(r.get(c), escape) for c in cols]) + ")" for r in chunk)
+                try:
+                    await cur.execute(head + values + tail)
+                except pymysql.err.IntegrityError as exc:
+                    if exc.args[0] == 1062 and conflict == ConflictStrategy.FAIL:
+                        m = re.search(r"Duplicate entry '(.*)' for key", str(exc.args[1]))
+                        key = m.group(1) if m else "?"
+                        raise ConflictError(f"{self.database}.{self.table}: key {key} exists "
+                                            "(conflict=fail)") from exc
+                    raise
+
+    async def _delete(self, rows: list[Row]) -> None:
+        pk = self.primary_key
+        target = qualified(self.database, self._target)
+        async with self.conn.cursor() as cur:
+            for chunk in _chunks(rows, 1000):
+                if len(pk) == 1:
+                    keys = ",".join(_literal(r.get(pk[0]), self.conn.escape) for r in chunk)
+                    await cur.execute(f"DELETE FROM {target} WHERE {quote(pk[0])} IN ({keys})")
+                else:
+                    tuples = ",".join("(" + ",".join(_literal(r.get(k), self.conn.escape)
+                                                     for k in pk) + ")" for r in chunk)
+                    cols = ", ".join(quote(k) for k in pk)
+                    await cur.execute(f"DELETE FROM {target} WHERE ({cols}) IN ({tuples})")
+
+    async def _load(self, rows: list[Row], cols: list[str]) -> None:
+        sql = (f"LOAD DATA LOCAL INFILE 'etlsync-stream' INTO TABLE "
+               f"{qualified(self.database, self._target)} CHARACTER SET utf8mb4 "
+               "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ("
+               + ", ".join(quote(c) for c in cols) + ")")
+        await _wire.load_data_stream(self.conn, sql, _tsv_lines(rows, cols))
+
+    async def close(self) -> None:
+        try:
+            if (self.write_mode == WriteMode.OVERWRITE and self.conn is not None
+                    and not self._failed and self._wrote):
+                await self._swap()
+        finally:
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
+            _TRANSACTIONAL.discard(_state_key(self.options, self.database, self.state_table))
+
+    async def _swap(self) -> None:
+        """Replace the target with the staging table in one atomic RENAME."""
+        live, new = qualified(self.database, self.table), qualified(self.database, self._target)
+        old = qualified(self.database, f"{self.table}__etlsync_old")
+        async with self.conn.cursor() as cur:
+            await cur.execute(f"DROP TABLE IF EXISTS {old}")
+            if await load_schema(self.conn, self.database, self.table) is not None:
+                await cur.execute(f"RENAME TABLE {live} TO {old}, {new} TO {live}")
+                await cur.execute(f"DROP TABLE {old}")
+            else:
+                await cur.execute(f"RENAME TABLE {new} TO {live}")
+
+
+def _runs(batch: Batch, pk: Sequence[str]) -> Iterator[tuple[Op, list[Row]]]:
+    """Consecutive rows of the same kind (inserts and updates together); an update that
+    changed the key deletes the old key first."""
+    assert batch.ops is not None
+    cur_op: Op | None = None
+    cur: list[Row] = []
+    before = batch.before
+    for i, (op, row) in enumerate(zip(batch.ops, batch.rows, strict=True)):
+        steps: list[tuple[Op, Row]] = []
+        if op == Op.UPDATE and before is not None:
+            old = before[i]
+            if old is not None and any(old.get(k) != row.get(k) for k in pk):
+                steps.append((Op.DELETE, old))
+        steps.append((Op.INSERT if op == Op.UPDATE else op, row))
+        for kind, r in steps:
+            if kind != cur_op and cur:
+                assert cur_op is not None
+                yield cur_op, cur
+                cur = []
+            cur_op = kind
+            cur.append(r)
+    if cur and cur_op is not None:
+        yield cur_op, cur
+
+
+def _chunks(rows: list[Row], n: int) -> Iterator[list[Row]]:
+    for i in range(0, len(rows), n):
+        yield rows[i:i + n]
+
+
+def _tsv_lines(rows: list[Row], cols: list[str]) -> Iterator[bytes]:
+    out: list[bytes] = []
+    size = 0
+    for r in rows:
+        line = b"\t".join([_tsv(r.get(c)) for c in cols]) + b"\n"
+        out.append(line)
+        size += len(line)
+        if size >= 1 << 20:
+            yield b"".join(out)
+            out, size = [], 0
+    if out:
+        yield b"".join(out)

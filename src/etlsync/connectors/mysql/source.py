@@ -1,0 +1,208 @@
+"""``MysqlSource``: full snapshots by keyset pagination and incremental cursor reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from etlsync.connectors.mysql.config import MysqlOptions, connect, load_schema, qualified, quote
+from etlsync.core.batch import Batch, Row
+from etlsync.core.errors import ConfigError
+from etlsync.core.incremental import Watermark
+from etlsync.core.modes import SyncMode
+from etlsync.core.schema import ColumnType, Schema
+from etlsync.core.stages import Source
+
+
+def split_table(name: str, database: str | None) -> tuple[str, str]:
+    """``"db.table"`` or ``"table"`` (in ``database``) as ``(db, table)``."""
+    if "." in name:
+        d, t = name.split(".", 1)
+        return d, t
+    if not database:
+        raise ConfigError(f"table {name!r} needs a database: pass database= or 'db.table'")
+    return database, name
+
+
+def _fixer(schema: Schema) -> Any:
+    """Make snapshot values match what the binlog decoder yields (UTC-aware TIMESTAMP,
+    BIT as int, zero dates as NULL)."""
+    fixes: list[tuple[str, Any]] = []
+    for c in schema.columns:
+        if c.type == ColumnType.TIMESTAMP:
+            fixes.append((c.name, lambda x: x.replace(tzinfo=dt.UTC)
+                          if isinstance(x, dt.datetime) else None))
+        elif c.native.startswith("bit"):
+            fixes.append((c.name, lambda x: int.from_bytes(x, "big") if isinstance(x, bytes) else x))
+        elif c.type in (ColumnType.DATE, ColumnType.DATETIME):
+            fixes.append((c.name, lambda x: x if isinstance(x, (dt.date, dt.datetime)) else None))
+    if not fixes:
+        return None
+
+    def fix(rows: list[Row]) -> None:
+        for row in rows:
+            for name, f in fixes:
+                x = row[name]
+                if x is not None:
+                    row[name] = f(x)
+    return fix
+
+
+def _after(key_cols: Sequence[str], n_params: int) -> str:
+    """Keyset predicate ``(k1, k2, ...) > (%s, ...)`` in a form indexes use."""
+    ors = []
+    for i in range(len(key_cols)):
+        eqs = [f"{quote(k)} = %s" for k in key_cols[:i]]
+        ors.append("(" + " AND ".join([*eqs, f"{quote(key_cols[i])} > %s"]) + ")")
+    return "(" + " OR ".join(ors) + ")"
+
+
+def _after_params(key: Sequence[Any]) -> list[Any]:
+    out: list[Any] = []
+    for i in range(len(key)):
+        out.extend(key[:i + 1])
+    return out
+
+
+async def snapshot_table(conn: Any, database: str, table: str, last_key: Any, chunk: int,
+                         ) -> AsyncIterator[tuple[list[Row], Any, Schema]]:
+    """Chunks of ``database.table`` ordered by its primary key after ``last_key``; yields
+    ``(rows, key of the last row, schema)``."""
+    import aiomysql
+
+    schema = await load_schema(conn, database, table)
+    if schema is None:
+        raise ConfigError(f"table {database}.{table} does not exist")
+    pk = list(schema.primary_key)
+    if not pk:
+        raise ConfigError(f"table {database}.{table} has no primary key: keyset snapshots need one")
+    fix = _fixer(schema)
+    cols = ", ".join(quote(c) for c in schema.names)
+    order = ", ".join(quote(k) for k in pk)
+    base = f"SELECT {cols} FROM {qualified(database, table)}"
+    key = list(last_key) if last_key is not None else None
+    async with conn.cursor(aiomysql.DictCursor) as cur:
+        while True:
+            if key is None:
+                await cur.execute(f"{base} ORDER BY {order} LIMIT {int(chunk)}")
+            else:
+                await cur.execute(f"{base} WHERE {_after(pk, len(key))} ORDER BY {order} "
+                                  f"LIMIT {int(chunk)}", _after_params(key))
+            rows = list(await cur.fetchall())
+            if not rows:
+                return
+            if fix is not None:
+                fix(rows)
+            key = [rows[-1][k] for k in pk]
+            yield rows, key, schema
+            if len(rows) < chunk:
+                return
+
+
+class MysqlSource(Source):
+    """Reads tables: a full snapshot in primary-key chunks (resumable mid-table), or
+    incremental reads of rows whose ``cursor_field`` is ``>=`` the watermark.
+
+    :param tables: ``"table"`` or ``"db.table"`` names.
+    :param mode: ``full_refresh`` or ``incremental``.
+    :param cursor_field: the growing column for incremental mode (pushed down as ``>=``).
+    """
+
+    def __init__(self, tables: Sequence[str] | str, *, options: MysqlOptions | dict[str, Any] | None = None,
+                 mode: SyncMode | str = SyncMode.FULL_REFRESH, cursor_field: str | None = None,
+                 chunk_rows: int = 10_000, name: str = "mysql", **conn: Any) -> None:
+        self.options = MysqlOptions.from_params(options, **conn)
+        names = [tables] if isinstance(tables, str) else list(tables)
+        self.tables = [split_table(t, self.options.database) for t in names]
+        self.mode = SyncMode(mode)
+        if self.mode == SyncMode.INCREMENTAL and not cursor_field:
+            raise ConfigError("MysqlSource: incremental mode needs cursor_field")
+        if self.mode == SyncMode.CDC:
+            raise ConfigError("MysqlSource: use MysqlCdcSource for cdc mode")
+        self.cursor_field = cursor_field
+        self.chunk_rows = chunk_rows
+        self.name = name
+
+    def _stream(self, d: str, t: str) -> str:
+        return t if d == self.options.database else f"{d}.{t}"
+
+    async def discover(self) -> dict[str, Schema]:
+        conn = await connect(self.options, database=False)
+        try:
+            out = {}
+            for d, t in self.tables:
+                s = await load_schema(conn, d, t)
+                if s is not None:
+                    out[self._stream(d, t)] = s
+            return out
+        finally:
+            conn.close()
+
+    async def read(self, position: Any | None) -> AsyncIterator[Batch]:
+        conn = await connect(self.options, database=False)
+        try:
+            if self.mode == SyncMode.INCREMENTAL:
+                async for b in self._incremental(conn, position or {}):
+                    yield b
+                return
+            if position is None or position.get("done"):
+                position = {"table": 0, "last_key": None}
+            last_key = position.get("last_key")
+            for i in range(position["table"], len(self.tables)):
+                d, t = self.tables[i]
+                async for rows, key, schema in snapshot_table(conn, d, t, last_key, self.chunk_rows):
+                    yield Batch(rows, stream=self._stream(d, t), schema=schema,
+                                position={"table": i, "last_key": key})
+                last_key = None
+                done = i + 1 == len(self.tables)
+                yield Batch([], stream=self._stream(d, t),
+                            position={"table": i + 1, "last_key": None, "done": done})
+        finally:
+            conn.close()
+
+    async def _incremental(self, conn: Any, position: dict[str, Any]) -> AsyncIterator[Batch]:
+        import aiomysql
+
+        assert self.cursor_field is not None
+        state = dict(position.get("watermarks", {}))
+        for d, t in self.tables:
+            stream = self._stream(d, t)
+            schema = await load_schema(conn, d, t)
+            if schema is None:
+                raise ConfigError(f"table {d}.{t} does not exist")
+            if self.cursor_field not in schema:
+                raise ConfigError(f"table {d}.{t} has no cursor column {self.cursor_field!r}")
+            pk = list(schema.primary_key)
+            wm = Watermark.from_state(self.cursor_field, pk, state.get(stream))
+            fix = _fixer(schema)
+            order_cols = [self.cursor_field, *pk]
+            cols = ", ".join(quote(c) for c in schema.names)
+            base = f"SELECT {cols} FROM {qualified(d, t)}"
+            order = ", ".join(quote(c) for c in order_cols)
+            cf = quote(self.cursor_field)
+            last: list[Any] | None = None
+            async with conn.cursor(aiomysql.DictCursor) as cur:
+                while True:
+                    if last is not None:
+                        await cur.execute(f"{base} WHERE {_after(order_cols, len(last))} "
+                                          f"ORDER BY {order} LIMIT {int(self.chunk_rows)}",
+                                          _after_params(last))
+                    elif wm.value is not None:
+                        await cur.execute(f"{base} WHERE {cf} >= %s ORDER BY {order} "
+                                          f"LIMIT {int(self.chunk_rows)}", (wm.value,))
+                    else:
+                        await cur.execute(f"{base} WHERE {cf} IS NOT NULL ORDER BY {order} "
+                                          f"LIMIT {int(self.chunk_rows)}")
+                    rows = list(await cur.fetchall())
+                    if not rows:
+                        break
+                    if fix is not None:
+                        fix(rows)
+                    last = [rows[-1][c] for c in order_cols]
+                    admitted = wm.admit(rows)
+                    state[stream] = wm.to_state()
+                    yield Batch(admitted, stream=stream, schema=schema,
+                                position={"watermarks": dict(state)})
+                    if len(rows) < self.chunk_rows:
+                        break

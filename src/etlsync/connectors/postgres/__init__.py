@@ -1,0 +1,22 @@
+"""PostgreSQL connector: snapshot and incremental source, bulk sink with every write mode, a
+transactional checkpoint store, and the CSV pass-through fast path. Needs ``etlsync[postgres]``
+(asyncpg)."""
+
+from etlsync.connectors.postgres.checkpoint import PostgresCheckpointStore
+from etlsync.connectors.postgres.connection import PgConnectionConfig, qualified, quote_ident
+from etlsync.connectors.postgres.passthrough import CopyResult, copy_csv_file
+from etlsync.connectors.postgres.sink import PostgresSink
+from etlsync.connectors.postgres.source import PostgresSource
+from etlsync.connectors.postgres.types import UNCHANGED
+
+__all__ = [
+    "UNCHANGED",
+    "CopyResult",
+    "PgConnectionConfig",
+    "PostgresCheckpointStore",
+    "PostgresSink",
+    "PostgresSource",
+    "copy_csv_file",
+    "qualified",
+    "quote_ident",
+]

@@ -1,0 +1,175 @@
+"""How a batch of changes becomes SQL: the net effect per primary key (pure Python), and the
+statements that apply it. :class:`~etlsync.connectors.postgres.sink.PostgresSink` is the only
+caller; CDC readers feed it batches with ``ops``.
+
+Rules (per batch, in row order):
+
+- ``TRUNCATE`` empties the table; earlier changes of the batch are void.
+- ``DELETE`` removes the key (its key comes from the row, else from ``before``).
+- ``INSERT`` follows the sink's conflict strategy (skip / overwrite / merge / fail).
+- ``UPDATE`` updates the columns present in the row (a missing key is inserted); an update
+  whose ``before`` key differs from the new key deletes the old key first. Values equal to
+  :data:`~etlsync.connectors.postgres.types.UNCHANGED` keep the stored value.
+- Several changes of one key in one batch combine into one (the statement may touch a key
+  only once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
+
+from etlsync.connectors.postgres.types import UNCHANGED
+from etlsync.core.batch import Batch, Op, Row
+from etlsync.core.errors import ConflictError, DataError
+from etlsync.core.modes import ConflictStrategy
+
+Key = tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class Pending:
+    """One key's net upsert: the row (source names), how it applies, and unchanged columns."""
+
+    row: Row
+    mode: ConflictStrategy
+    unchanged: frozenset[str] = frozenset()
+    update_cols: frozenset[str] | None = None
+    """For ``merge``: the columns an existing row takes from ``row`` (default: all in it)."""
+
+
+@dataclass(slots=True)
+class NetChanges:
+    """The net effect of a batch: truncate first, then deletes, then upserts."""
+
+    truncate: bool = False
+    deletes: dict[Key, None] = field(default_factory=dict)
+    upserts: dict[Key, Pending] = field(default_factory=dict)
+
+
+def _key_of(row: Row | None, pk: Sequence[str]) -> Key | None:
+    if row is None:
+        return None
+    try:
+        key = tuple(row[k] for k in pk)
+    except KeyError:
+        return None
+    if any(v is None or v is UNCHANGED for v in key):
+        return None
+    return key
+
+
+def _split_unchanged(row: Row) -> tuple[Row, frozenset[str]]:
+    gone = [k for k, v in row.items() if v is UNCHANGED]
+    if not gone:
+        return row, frozenset()
+    return {k: v for k, v in row.items() if v is not UNCHANGED}, frozenset(gone)
+
+
+def net_changes(batch: Batch, pk: Sequence[str], strategy: ConflictStrategy) -> NetChanges:
+    """Reduce ``batch`` to its net effect per primary key (``pk`` in the rows' names).
+
+    :raises ConflictError: an insert repeats a key within the batch under ``fail``.
+    :raises DataError: a row lacks its primary key.
+    """
+    net = NetChanges()
+    before = batch.before
+    for i, (op, raw) in enumerate(batch.iter_changes()):
+        if op is Op.TRUNCATE:
+            net.truncate = True
+            net.deletes.clear()
+            net.upserts.clear()
+            continue
+        old = before[i] if before is not None else None
+        if op is Op.DELETE:
+            key = _key_of(raw, pk) or _key_of(old, pk)
+            if key is None:
+                raise DataError(f"delete in stream {batch.stream!r} carries no primary key "
+                                f"{list(pk)}", row=raw)
+            net.upserts.pop(key, None)
+            net.deletes[key] = None
+            continue
+        key = _key_of(raw, pk)
+        if key is None:
+            raise DataError(f"row in stream {batch.stream!r} lacks primary key {list(pk)}",
+                            row=raw)
+        row, unchanged = _split_unchanged(raw)
+        if op is Op.UPDATE:
+            old_key = _key_of(old, pk)
+            if old_key is not None and old_key != key:
+                net.upserts.pop(old_key, None)
+                net.deletes[old_key] = None
+            mode = ConflictStrategy.MERGE
+        else:
+            mode = strategy
+        prev = net.upserts.get(key)
+        if prev is None:
+            net.upserts[key] = Pending(row, mode, unchanged)
+            continue
+        if mode is ConflictStrategy.SKIP:
+            continue
+        if mode is ConflictStrategy.FAIL:
+            raise ConflictError(f"key {_show(pk, key)} occurs twice in one batch of stream "
+                                f"{batch.stream!r} (conflict strategy 'fail')")
+        if mode is ConflictStrategy.OVERWRITE:
+            keep = {c: prev.row[c] for c in unchanged if c in prev.row}
+            net.upserts[key] = Pending({**row, **keep}, ConflictStrategy.OVERWRITE,
+                                       frozenset(unchanged - keep.keys()))
+        else:  # merge / update onto what the batch already holds for this key
+            still = frozenset((prev.unchanged | unchanged) - row.keys() - prev.row.keys())
+            if prev.mode in (ConflictStrategy.OVERWRITE, ConflictStrategy.FAIL):
+                net.upserts[key] = Pending({**prev.row, **row}, prev.mode, still)
+                continue
+            # after skip: a stored row only takes this change; after merge: both changes
+            cols = frozenset(row) if prev.mode is ConflictStrategy.SKIP else (
+                (prev.update_cols if prev.update_cols is not None else frozenset(prev.row))
+                | frozenset(row))
+            net.upserts[key] = Pending({**prev.row, **row}, ConflictStrategy.MERGE, still, cols)
+    return net
+
+
+Group = tuple[tuple[str, ...], ConflictStrategy, frozenset[str], frozenset[str]]
+"""(columns present, mode, unchanged columns, columns a merge updates)."""
+
+
+def group_upserts(net: NetChanges) -> dict[Group, list[Row]]:
+    """Upserts grouped by :data:`Group`: one statement each."""
+    groups: dict[Group, list[Row]] = {}
+    for p in net.upserts.values():
+        cols = tuple(sorted(p.row))
+        update = p.update_cols if p.update_cols is not None else frozenset(cols)
+        groups.setdefault((cols, p.mode, p.unchanged, update), []).append(p.row)
+    return groups
+
+
+def plain_group(batch: Batch, pk: Sequence[str],
+                strategy: ConflictStrategy) -> dict[Group, list[Row]] | None:
+    """The fast path for a batch of plain inserts whose rows all have the same columns and
+    distinct keys: one group, no per-row reduction. ``None`` when it does not apply."""
+    rows = batch.rows
+    if batch.ops is not None or not rows or not pk:
+        return None
+    cols = tuple(sorted(rows[0]))
+    width = len(cols)
+    if any(len(r) != width for r in rows):
+        return None
+    getter = itemgetter(*pk)
+    try:
+        if len({getter(r) for r in rows}) != len(rows):
+            return None
+    except (KeyError, TypeError):
+        return None
+    if tuple(sorted(set().union(*rows))) != cols:
+        return None
+    return {(cols, strategy, frozenset(), frozenset(cols)): rows}
+
+
+def _show(pk: Sequence[str], key: Key) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in zip(pk, key, strict=True))
+
+
+def show_key(pk: Sequence[str], key: Sequence[Any]) -> str:
+    """``id=1, region='eu'``: a key for error messages."""
+    return _show(pk, tuple(key))

@@ -1,0 +1,387 @@
+"""An asyncio client of PostgreSQL's streaming replication protocol (``replication=database``).
+
+Covers what logical replication needs: startup with TLS negotiation, trust / cleartext / md5 /
+SCRAM-SHA-256 authentication, simple queries (``IDENTIFY_SYSTEM``,
+``CREATE_REPLICATION_SLOT``), ``START_REPLICATION`` in CopyBoth mode, XLogData and keepalive
+frames, and standby status updates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import struct
+import time
+from collections.abc import Sequence
+
+from etlsync.connectors.postgres.replication.conninfo import ConnParams
+from etlsync.core.errors import ConfigError, EtlsyncError, ServiceNotReady
+
+_I = struct.Struct("!i")
+_H = struct.Struct("!h")
+_Q = struct.Struct("!Q")
+_XLOG = struct.Struct("!QQq")
+_KEEPALIVE = struct.Struct("!QqB")
+_STATUS = struct.Struct("!cQQQqB")
+PG_EPOCH_US = 946_684_800_000_000
+"""Microseconds from the Unix epoch to 2000-01-01, the protocol's clock origin."""
+
+
+class PgServerError(EtlsyncError):
+    """An ErrorResponse from the server; ``fields`` maps field codes (``C``, ``M``, ...)."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self.fields = fields
+        self.code = fields.get("C", "")
+        msg = f"{fields.get('S', 'ERROR')} {self.code}: {fields.get('M', '')}"
+        if fields.get("D"):
+            msg += f" ({fields['D']})"
+        if fields.get("H"):
+            msg += f" hint: {fields['H']}"
+        super().__init__(msg)
+
+
+def format_lsn(lsn: int) -> str:
+    """``X/Y`` text of an LSN."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str) -> int:
+    """The integer value of an ``X/Y`` LSN."""
+    hi, _, lo = text.partition("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def now_pg_us() -> int:
+    """The current time in the protocol's clock (microseconds since 2000-01-01)."""
+    return time.time_ns() // 1000 - PG_EPOCH_US
+
+
+def _fields(payload: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in payload.split(b"\0"):
+        if part:
+            out[chr(part[0])] = part[1:].decode("utf-8", "replace")
+    return out
+
+
+class ReplicationConnection:
+    """One replication connection. Use :meth:`connect`; close with :meth:`close`.
+
+    :param params: host, credentials, database and TLS mode.
+    :param settings: extra startup parameters (GUCs) for the walsender session.
+    """
+
+    def __init__(self, params: ConnParams, settings: dict[str, str] | None = None) -> None:
+        self.params = params
+        self.settings = {"DateStyle": "ISO", "TimeZone": "UTC", "extra_float_digits": "3",
+                         "IntervalStyle": "iso_8601", "client_encoding": "UTF8",
+                         **(settings or {})}
+        self.server_params: dict[str, str] = {}
+        self.tls = False
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._buf = bytearray()
+        self.copy_done = False
+
+    # -- connection ----------------------------------------------------------------------
+    async def connect(self) -> ReplicationConnection:
+        """Open the socket, negotiate TLS, authenticate, wait for ReadyForQuery.
+
+        :raises ServiceNotReady: when TLS is required but refused, or pg_hba has no
+            ``replication`` entry for this user and host.
+        """
+        p = self.params
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(p.host, p.port), p.connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            raise ServiceNotReady(
+                f"cannot connect to PostgreSQL at {p.host}:{p.port}: {exc}") from exc
+        self._reader, self._writer = reader, writer
+        ctx = p.ssl_context()
+        if ctx is not None:
+            writer.write(_I.pack(8) + _I.pack(80877103))
+            await writer.drain()
+            answer = await reader.readexactly(1)
+            if answer == b"S":
+                await writer.start_tls(ctx, server_hostname=p.host)
+                self.tls = True
+            elif p.sslmode in ("require", "verify-ca", "verify-full"):
+                writer.close()
+                raise ServiceNotReady(
+                    f"PostgreSQL at {p.host}:{p.port} refused TLS but sslmode={p.sslmode!r} "
+                    "requires it: enable ssl=on on the server (with ssl_cert_file/ssl_key_file) "
+                    "or use sslmode=prefer/disable")
+        body = struct.pack("!i", 196608)
+        params = {"user": p.user, "database": p.database, "replication": "database",
+                  "application_name": "etlsync", **self.settings}
+        for k, v in params.items():
+            body += k.encode() + b"\0" + v.encode() + b"\0"
+        body += b"\0"
+        writer.write(_I.pack(len(body) + 4) + body)
+        await writer.drain()
+        try:
+            await self._authenticate()
+        except PgServerError as exc:
+            self.abort()
+            if exc.code == "28000" and "replication" in str(exc):
+                raise ServiceNotReady(
+                    f"{exc}: add a line 'host replication {p.user} <client-address>/32 "
+                    "scram-sha-256' to pg_hba.conf and reload the server") from exc
+            raise
+        return self
+
+    async def _authenticate(self) -> None:
+        scram: Scram | None = None
+        while True:
+            t, payload = await self._read_message()
+            if t == b"R":
+                code = _I.unpack_from(payload)[0]
+                if code == 0:
+                    continue
+                if code == 3:
+                    self._send(b"p", self._password().encode() + b"\0")
+                elif code == 5:
+                    self._send(b"p", self._md5(payload[4:8]))
+                elif code == 10:
+                    mechs = [m.decode() for m in payload[4:].split(b"\0") if m]
+                    if "SCRAM-SHA-256" not in mechs:
+                        raise ConfigError(f"server offers SASL mechanisms {mechs}; "
+                                          "etlsync supports SCRAM-SHA-256")
+                    scram = Scram(self._password())
+                    first = scram.client_first()
+                    self._send(b"p", b"SCRAM-SHA-256\0" + _I.pack(len(first)) + first)
+                elif code == 11 and scram is not None:
+                    self._send(b"p", scram.client_final(payload[4:]))
+                elif code == 12 and scram is not None:
+                    scram.verify(payload[4:])
+                else:
+                    raise ConfigError(f"unsupported authentication request {code}")
+                await self._drain()
+            elif t == b"S":
+                k, v, _ = payload.split(b"\0", 2)
+                self.server_params[k.decode()] = v.decode()
+            elif t == b"Z":
+                return
+            elif t == b"E":
+                raise PgServerError(_fields(payload))
+
+    def _password(self) -> str:
+        if self.params.password is None:
+            raise ConfigError(f"PostgreSQL asks for a password for user {self.params.user!r}: "
+                              "pass it in the DSN, as password=, or in PGPASSWORD")
+        return self.params.password
+
+    def _md5(self, salt: bytes) -> bytes:
+        inner = hashlib.md5((self._password() + self.params.user).encode()).hexdigest()
+        return b"md5" + hashlib.md5(inner.encode() + salt).hexdigest().encode() + b"\0"
+
+    def abort(self) -> None:
+        """Drop the socket without the goodbye message (for errors and kill tests)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    async def close(self) -> None:
+        """Send Terminate and close the socket."""
+        w = self._writer
+        if w is None:
+            return
+        self._writer = None
+        try:
+            w.write(b"X" + _I.pack(4))
+            w.close()
+            await asyncio.wait_for(w.wait_closed(), 2)
+        except (OSError, TimeoutError, ConnectionError):
+            pass
+
+    # -- framing -------------------------------------------------------------------------
+    def _send(self, kind: bytes, body: bytes) -> None:
+        if self._writer is None:
+            raise ConnectionError("replication connection is closed")
+        self._writer.write(kind + _I.pack(len(body) + 4) + body)
+
+    async def _drain(self) -> None:
+        if self._writer is not None:
+            await self._writer.drain()
+
+    async def _fill(self) -> None:
+        assert self._reader is not None
+        chunk = await self._reader.read(1 << 18)
+        if not chunk:
+            raise ConnectionError("PostgreSQL closed the replication connection")
+        self._buf += chunk
+
+    async def _read_message(self) -> tuple[bytes, bytes]:
+        buf = self._buf
+        while len(buf) < 5:
+            await self._fill()
+        n = _I.unpack_from(buf, 1)[0]
+        while len(buf) < n + 1:
+            await self._fill()
+        t, payload = bytes(buf[0:1]), bytes(buf[5:n + 1])
+        del buf[:n + 1]
+        return t, payload
+
+    # -- simple queries ------------------------------------------------------------------
+    async def query(self, sql: str) -> list[tuple[str | None, ...]]:
+        """Run one simple-protocol command; return its rows as text.
+
+        :raises PgServerError: carrying the server's code, message, detail and hint.
+        """
+        self._send(b"Q", sql.encode() + b"\0")
+        await self._drain()
+        rows: list[tuple[str | None, ...]] = []
+        error: PgServerError | None = None
+        while True:
+            t, payload = await self._read_message()
+            if t == b"D":
+                ncols = _H.unpack_from(payload)[0]
+                pos = 2
+                row: list[str | None] = []
+                for _ in range(ncols):
+                    ln = _I.unpack_from(payload, pos)[0]
+                    pos += 4
+                    if ln < 0:
+                        row.append(None)
+                    else:
+                        row.append(payload[pos:pos + ln].decode())
+                        pos += ln
+                rows.append(tuple(row))
+            elif t == b"E":
+                error = PgServerError(_fields(payload))
+            elif t == b"Z":
+                if error is not None:
+                    raise error
+                return rows
+            elif t == b"W":
+                raise ConfigError("use start_replication() for START_REPLICATION")
+
+    async def identify_system(self) -> tuple[str, int, int, str | None]:
+        """``(systemid, timeline, xlogpos, dbname)``."""
+        row = (await self.query("IDENTIFY_SYSTEM"))[0]
+        return str(row[0]), int(row[1] or 0), parse_lsn(str(row[2])), row[3]
+
+    # -- streaming -----------------------------------------------------------------------
+    async def start_replication(self, slot: str, lsn: int, options: dict[str, str]) -> None:
+        """Send ``START_REPLICATION SLOT ... LOGICAL`` and wait for CopyBothResponse."""
+        opts = ", ".join(f'"{k}" \'{v}\'' for k, v in options.items())
+        sql = f"START_REPLICATION SLOT {quote_ident(slot)} LOGICAL {format_lsn(lsn)} ({opts})"
+        self._send(b"Q", sql.encode() + b"\0")
+        await self._drain()
+        while True:
+            t, payload = await self._read_message()
+            if t == b"W":
+                return
+            if t == b"E":
+                err = PgServerError(_fields(payload))
+                while t != b"Z":
+                    t, payload = await self._read_message()
+                raise err
+
+    async def read_frames(self) -> list[bytes]:
+        """The payloads of all CopyData messages buffered (waiting for at least one).
+
+        Each payload starts with ``w`` (XLogData) or ``k`` (keepalive).
+        :raises PgServerError: when the server ends the stream with an error.
+        """
+        out: list[bytes] = []
+        buf = self._buf
+        unpack = _I.unpack_from
+        while not out:
+            if len(buf) < 5:
+                await self._fill()
+                continue
+            pos, end = 0, len(buf)
+            while end - pos >= 5:
+                n = unpack(buf, pos + 1)[0]
+                if end - pos - 1 < n:
+                    break
+                t = buf[pos]
+                if t == 0x64:  # 'd' CopyData
+                    out.append(bytes(buf[pos + 5:pos + 1 + n]))
+                elif t == 0x45:  # 'E'
+                    fields = _fields(bytes(buf[pos + 5:pos + 1 + n]))
+                    del buf[:pos + 1 + n]
+                    raise PgServerError(fields)
+                elif t == 0x63:  # 'c' CopyDone
+                    self.copy_done = True
+                pos += 1 + n
+            del buf[:pos]
+            if not out:
+                if self.copy_done:
+                    raise ConnectionError("server ended the replication stream (CopyDone)")
+                await self._fill()
+        return out
+
+    def send_status(self, lsn: int, reply: bool = False) -> None:
+        """A standby status update with ``lsn`` as written, flushed and applied position."""
+        self._send(b"d", _STATUS.pack(b"r", lsn, lsn, lsn, now_pg_us(), 1 if reply else 0))
+
+    async def flush(self) -> None:
+        """Wait until what was sent left the client's buffer."""
+        await self._drain()
+
+
+def parse_xlogdata(frame: bytes) -> tuple[int, int, int]:
+    """``(wal_start, wal_end, send_time_us)`` of a ``w`` frame; data starts at byte 25."""
+    return _XLOG.unpack_from(frame, 1)
+
+
+def parse_keepalive(frame: bytes) -> tuple[int, int, bool]:
+    """``(wal_end, send_time_us, reply_requested)`` of a ``k`` frame."""
+    end, ts, reply = _KEEPALIVE.unpack_from(frame, 1)
+    return end, ts, bool(reply)
+
+
+class Scram:
+    """The client side of SCRAM-SHA-256 (RFC 5802/7677) without channel binding."""
+
+    def __init__(self, password: str, nonce: str | None = None, user: str = "") -> None:
+        self.password = password.encode()
+        self.nonce = nonce or base64.b64encode(os.urandom(18)).decode()
+        self.first_bare = f"n={user},r={self.nonce}"
+        self.server_signature = b""
+
+    def client_first(self) -> bytes:
+        return ("n,," + self.first_bare).encode()
+
+    def client_final(self, server_first: bytes) -> bytes:
+        attrs = dict(kv.split("=", 1) for kv in server_first.decode().split(","))
+        nonce, salt, iters = attrs["r"], base64.b64decode(attrs["s"]), int(attrs["i"])
+        if not nonce.startswith(self.nonce):
+            raise ConfigError("SCRAM: server nonce does not extend the client nonce")
+        salted = hashlib.pbkdf2_hmac("sha256", self.password, salt, iters)
+        client_key = hmac.digest(salted, b"Client Key", "sha256")
+        stored = hashlib.sha256(client_key).digest()
+        final_bare = f"c=biws,r={nonce}"
+        auth = f"{self.first_bare},{server_first.decode()},{final_bare}".encode()
+        sig = hmac.digest(stored, auth, "sha256")
+        proof = bytes(a ^ b for a, b in zip(client_key, sig, strict=True))
+        server_key = hmac.digest(salted, b"Server Key", "sha256")
+        self.server_signature = hmac.digest(server_key, auth, "sha256")
+        return f"{final_bare},p={base64.b64encode(proof).decode()}".encode()
+
+    def verify(self, server_final: bytes) -> None:
+        attrs = dict(kv.split("=", 1) for kv in server_final.decode().split(","))
+        if base64.b64decode(attrs.get("v", "")) != self.server_signature:
+            raise ConfigError("SCRAM: the server's signature does not match (wrong server?)")
+
+
+def quote_ident(name: str) -> str:
+    """A double-quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    """A single-quoted SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def qualified(names: Sequence[str]) -> str:
+    """``"schema"."table"`` from its parts."""
+    return ".".join(quote_ident(n) for n in names)

@@ -1,0 +1,175 @@
+"""Server readiness checks, publication and slot management, and catalog look-ups (asyncpg)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from etlsync.connectors.postgres.replication.protocol import (
+    ReplicationConnection,
+    parse_lsn,
+    qualified,
+    quote_ident,
+)
+from etlsync.core.errors import ConfigError, ServiceNotReady
+
+
+@dataclass(slots=True)
+class SlotInfo:
+    """A replication slot as ``pg_replication_slots`` shows it."""
+
+    name: str
+    plugin: str
+    database: str
+    confirmed_flush_lsn: int | None
+    restart_lsn: int | None
+    active: bool
+
+
+async def check_ready(conn: asyncpg.Connection) -> None:
+    """Fail with the setting and the fix when the server cannot do logical replication.
+
+    :raises ServiceNotReady: for ``wal_level``, ``max_replication_slots``, ``max_wal_senders``.
+    """
+    wal_level = await conn.fetchval("SHOW wal_level")
+    if wal_level != "logical":
+        raise ServiceNotReady(
+            f"PostgreSQL wal_level is {wal_level!r}; logical replication needs 'logical': run "
+            "ALTER SYSTEM SET wal_level = 'logical' and restart the server")
+    max_slots = int(await conn.fetchval("SHOW max_replication_slots"))
+    used = await conn.fetchval("SELECT count(*) FROM pg_replication_slots")
+    if max_slots == 0 or used >= max_slots:
+        raise ServiceNotReady(
+            f"PostgreSQL max_replication_slots = {max_slots} and {used} slot(s) exist: raise it "
+            "(ALTER SYSTEM SET max_replication_slots = ...; restart) or drop unused slots")
+    senders = int(await conn.fetchval("SHOW max_wal_senders"))
+    if senders == 0:
+        raise ServiceNotReady("PostgreSQL max_wal_senders = 0: set it to at least 1 and restart")
+
+
+async def slot_info(conn: asyncpg.Connection, slot: str) -> SlotInfo | None:
+    """The slot named ``slot``, or ``None``."""
+    row = await conn.fetchrow(
+        "SELECT slot_name, plugin, database, confirmed_flush_lsn::text AS c, "
+        "restart_lsn::text AS r, active FROM pg_replication_slots WHERE slot_name = $1", slot)
+    if row is None:
+        return None
+    return SlotInfo(row["slot_name"], row["plugin"] or "", row["database"] or "",
+                    parse_lsn(row["c"]) if row["c"] else None,
+                    parse_lsn(row["r"]) if row["r"] else None, bool(row["active"]))
+
+
+async def create_slot(rconn: ReplicationConnection, slot: str,
+                      export_snapshot: bool) -> tuple[int, str | None]:
+    """Create a ``pgoutput`` slot on the replication connection.
+
+    :returns: ``(consistent_point, snapshot_name)``; the snapshot (when exported) stays
+        valid until the next command on ``rconn``.
+    """
+    mode = "EXPORT_SNAPSHOT" if export_snapshot else "NOEXPORT_SNAPSHOT"
+    rows = await rconn.query(f"CREATE_REPLICATION_SLOT {quote_ident(slot)} LOGICAL pgoutput {mode}")
+    _name, point, snapshot, _plugin = rows[0]
+    return parse_lsn(str(point)), snapshot
+
+
+async def drop_slot(conn: asyncpg.Connection, slot: str) -> bool:
+    """Drop ``slot`` if it exists (waiting for an active one to be released)."""
+    if await slot_info(conn, slot) is None:
+        return False
+    await conn.execute("SELECT pg_drop_replication_slot($1)", slot)
+    return True
+
+
+async def ensure_publication(conn: asyncpg.Connection, publication: str,
+                             tables: list[str] | None, create: bool) -> list[str]:
+    """Create the publication when absent (``create``), add missing tables when present.
+
+    :param tables: ``schema.table`` names; ``None`` means every table (``FOR ALL TABLES``).
+    :returns: the published tables as ``schema.table``, sorted.
+    :raises ConfigError: when it is absent and ``create`` is false.
+    """
+    exists = await conn.fetchval("SELECT count(*) FROM pg_publication WHERE pubname = $1",
+                                 publication)
+    names = [_split(t) for t in tables or []]
+    if not exists:
+        if not create:
+            raise ConfigError(f"publication {publication!r} does not exist; create it "
+                              "(CREATE PUBLICATION ... FOR TABLE ...) or pass "
+                              "create_publication=True")
+        target = ("FOR TABLE " + ", ".join(qualified(n) for n in names)) if names else (
+            "FOR ALL TABLES")
+        with contextlib.suppress(asyncpg.DuplicateObjectError):
+            await conn.execute(f"CREATE PUBLICATION {quote_ident(publication)} {target}")
+    elif names:
+        present = set(await published_tables(conn, publication))
+        missing = [n for n in names if f"{n[0]}.{n[1]}" not in present]
+        if missing and create:
+            await conn.execute(f"ALTER PUBLICATION {quote_ident(publication)} ADD TABLE "
+                               + ", ".join(qualified(n) for n in missing))
+        elif missing:
+            raise ConfigError(f"publication {publication!r} lacks tables "
+                              f"{['.'.join(n) for n in missing]}")
+    return await published_tables(conn, publication)
+
+
+async def published_tables(conn: asyncpg.Connection, publication: str) -> list[str]:
+    rows = await conn.fetch("SELECT schemaname, tablename FROM pg_publication_tables "
+                            "WHERE pubname = $1 ORDER BY 1, 2", publication)
+    return [f"{r['schemaname']}.{r['tablename']}" for r in rows]
+
+
+def _split(table: str) -> tuple[str, str]:
+    schema, dot, name = table.partition(".")
+    return (schema, name) if dot else ("public", table)
+
+
+def split_table(table: str) -> tuple[str, str]:
+    """``(schema, table)`` of ``schema.table`` (default schema ``public``)."""
+    return _split(table)
+
+
+async def type_catalog(conn: asyncpg.Connection,
+                       oids: list[int]) -> dict[int, tuple[str, str, int]]:
+    """``oid -> (name, typtype, element or base oid)`` for ``oids``."""
+    rows = await conn.fetch(
+        "SELECT oid, format_type(oid, NULL) AS name, typtype::text AS typtype, "
+        "CASE WHEN typtype = 'd' THEN typbasetype WHEN typcategory = 'A' THEN typelem "
+        "ELSE 0 END AS elem FROM pg_type WHERE oid = ANY($1::oid[])", oids)
+    out = {int(r["oid"]): (r["name"], r["typtype"], int(r["elem"])) for r in rows}
+    more = [e for _, _, e in out.values() if e and e not in out and e not in oids]
+    if more:
+        out.update(await type_catalog(conn, more))
+    return out
+
+
+async def primary_key(conn: asyncpg.Connection, relid: int) -> tuple[str, ...]:
+    """The primary key columns of the relation ``relid``, in key order."""
+    rows = await conn.fetch(
+        "SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) "
+        "WITH ORDINALITY AS k(attnum, ord) JOIN pg_attribute a ON a.attrelid = i.indrelid "
+        "AND a.attnum = k.attnum WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord", relid)
+    return tuple(r["attname"] for r in rows)
+
+
+async def table_columns(conn: asyncpg.Connection, table: str) -> tuple[int, list[tuple[str, int]]]:
+    """``(relid, [(column, type oid), ...])`` of ``schema.table``."""
+    schema, name = _split(table)
+    relid = await conn.fetchval(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = $1 AND c.relname = $2", schema, name)
+    if relid is None:
+        raise ConfigError(f"table {table!r} does not exist")
+    rows = await conn.fetch("SELECT attname, atttypid FROM pg_attribute WHERE attrelid = $1 "
+                            "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", relid)
+    return int(relid), [(r["attname"], int(r["atttypid"])) for r in rows]
+
+
+async def wal_retained(conn: asyncpg.Connection, slot: str) -> int:
+    """Bytes of WAL the slot keeps (current WAL position minus its restart_lsn)."""
+    value: Any = await conn.fetchval(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+        "FROM pg_replication_slots WHERE slot_name = $1", slot)
+    return int(value or 0)

@@ -1,0 +1,437 @@
+"""PostgreSQL sink: binary COPY appends, atomic overwrite, upsert through a staging table with
+one ``INSERT ... ON CONFLICT`` per batch, CDC changes, schema policy, and the position written
+in each batch's transaction (exactly-once)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from collections import deque
+from collections.abc import Mapping, Sequence
+from operator import itemgetter
+from typing import Any
+
+import asyncpg
+
+from etlsync.connectors.postgres.changes import (
+    group_upserts,
+    net_changes,
+    plain_group,
+    show_key,
+)
+from etlsync.connectors.postgres.checkpoint import (
+    DEFAULT_STATE_TABLE,
+    ensure_state_table,
+    register_transactional,
+    write_position,
+)
+from etlsync.connectors.postgres.connection import PgConnectionConfig, qualified, quote_ident
+from etlsync.connectors.postgres.types import (
+    UNCHANGED,
+    describe_table,
+    infer_type,
+    pg_type_for,
+)
+from etlsync.core.batch import Batch, Row
+from etlsync.core.errors import ConfigError, ConflictError, SchemaError
+from etlsync.core.modes import ConflictStrategy, SchemaPolicy, WriteMode
+from etlsync.core.schema import Column, ColumnType, Schema
+from etlsync.core.stages import Sink, StageContext
+from etlsync.log import get_logger
+
+_stage_ids = itertools.count(1)
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+def build_records(rows: Sequence[Row], keys: Sequence[str],
+                  json_positions: Sequence[int] = ()) -> list[tuple[Any, ...]]:
+    """Rows as tuples in ``keys`` order (missing values and ``UNCHANGED`` become NULL);
+    values of JSON columns that are not strings are serialised."""
+    if len(keys) == 1:
+        k = keys[0]
+        recs: list[tuple[Any, ...]] = [(r.get(k),) for r in rows]
+    else:
+        getter = itemgetter(*keys)
+        try:
+            recs = [getter(r) for r in rows]
+        except KeyError:
+            recs = [tuple(r.get(k) for k in keys) for r in rows]
+    if json_positions:
+        out = []
+        for rec in recs:
+            lst = list(rec)
+            for i in json_positions:
+                v = lst[i]
+                if v is not None and not isinstance(v, str):
+                    lst[i] = json.dumps(v, default=_json_default)
+            out.append(tuple(lst))
+        recs = out
+    return recs
+
+
+class PostgresSink(Sink):
+    """Writes batches into ``schema.table``.
+
+    :param dsn: DSN string or :class:`PgConnectionConfig`; other connection keywords
+        (``host``, ``password_env``, ``sslmode``, ``sslrootcert``, ...) are accepted too.
+    :param write_mode: ``append`` (binary COPY), ``overwrite`` (load into a new table, swap
+        it in atomically when the pipeline finishes) or ``upsert`` (on ``primary_key``).
+    :param primary_key: target key columns (default: the table's, or the batch schema's).
+    :param conflict: for upserts: ``skip``, ``overwrite``, ``merge`` or ``fail``.
+    :param schema_policy: for source columns the target lacks: ``evolve`` (add them),
+        ``freeze`` (raise :class:`SchemaError`) or ``discard`` (drop the values).
+    :param column_map: source column name -> target column name.
+    :param type_map: target column name -> PostgreSQL type, used when creating columns.
+    :param create: create the table when it is missing.
+    :param exactly_once: write the pipeline's position into ``state_table`` in each batch's
+        transaction (use :class:`PostgresCheckpointStore` on the same database to resume).
+    """
+
+    def __init__(
+        self,
+        dsn: PgConnectionConfig | str | None = None,
+        *,
+        table: str,
+        schema: str = "public",
+        write_mode: WriteMode | str = WriteMode.APPEND,
+        primary_key: Sequence[str] = (),
+        conflict: ConflictStrategy | str = ConflictStrategy.OVERWRITE,
+        schema_policy: SchemaPolicy | str = SchemaPolicy.EVOLVE,
+        column_map: Mapping[str, str] | None = None,
+        type_map: Mapping[str, str] | None = None,
+        create: bool = True,
+        exactly_once: bool = True,
+        state_table: str = DEFAULT_STATE_TABLE,
+        state_schema: str | None = None,
+        name: str = "postgres",
+        **connection: Any,
+    ) -> None:
+        self.config = PgConnectionConfig.coerce(dsn, **connection)
+        self.table = table
+        self.schema = schema
+        try:
+            self.write_mode = WriteMode(write_mode)
+            self.conflict = ConflictStrategy(conflict)
+            self.schema_policy = SchemaPolicy(schema_policy)
+        except ValueError as exc:
+            raise ConfigError(f"PostgresSink({table!r}): {exc}") from None
+        self.primary_key = tuple(primary_key)
+        self.column_map = dict(column_map or {})
+        self.type_map = dict(type_map or {})
+        self.create = create
+        self.exactly_once = exactly_once
+        self.state_table = state_table
+        self.state_schema = state_schema or schema
+        self.name = name
+        self.log = get_logger(sink=name, table=table)
+        self._conn: asyncpg.Connection | None = None
+        self._context: StageContext | None = None
+        self._target: Schema | None = None
+        self._write_table = table
+        self._pk: tuple[str, ...] = ()
+        self._stage: str | None = None
+        self._stage_cols: tuple[str, ...] = ()
+        self._written: deque[bytes] | None = None
+        self._last_cols: tuple[str, ...] | None = None
+        self._last_pairs: list[tuple[str, str]] = []
+        self._overwrite_ready = False
+        self._failed = False
+        self._warned_deletes = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @property
+    def connection(self) -> asyncpg.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"sink {self.name!r} is not open")
+        return self._conn
+
+    async def open(self, context: StageContext) -> None:
+        self._context = context
+        self._conn = conn = await self.config.connect()
+        if self.exactly_once:
+            await ensure_state_table(conn, self.state_schema, self.state_table)
+            self._written = register_transactional(
+                self.config, self.state_schema, self.state_table, context.pipeline, True)
+        self._target = await describe_table(conn, self.schema, self.table)
+        self._pk = self.primary_key or (self._target.primary_key if self._target else ())
+        if self.write_mode is WriteMode.UPSERT and self._target is not None and not self._pk:
+            raise ConfigError(f"upsert into {self.schema}.{self.table} needs a primary key: the "
+                              "table has none and no primary_key was given")
+
+    async def describe(self) -> Schema | None:
+        conn = self._conn or await self.config.connect()
+        try:
+            return await describe_table(conn, self.schema, self.table)
+        finally:
+            if conn is not self._conn:
+                await conn.close()
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if self._context is not None and self.exactly_once:
+            register_transactional(self.config, self.state_schema, self.state_table,
+                                   self._context.pipeline, False)
+        if conn is None:
+            return
+        try:
+            if (self.write_mode is WriteMode.OVERWRITE and self._overwrite_ready
+                    and not self._failed and sys.exc_info()[0] is None):
+                await self._swap_in(conn)
+        finally:
+            await conn.close()
+
+    # -- writing -----------------------------------------------------------------------
+    async def write(self, batch: Batch) -> None:
+        conn = self.connection
+        ctx = self._context
+        assert ctx is not None
+        try:
+            pairs = await self._prepare(conn, batch) if batch.rows else []
+            has_pos, position = ctx.position_after(batch) if self.exactly_once else (False, None)
+            async with conn.transaction():
+                if batch.rows:
+                    if self.write_mode is WriteMode.UPSERT:
+                        await self._upsert(conn, batch, pairs)
+                    else:
+                        await self._append(conn, batch, pairs)
+                raw = None
+                if has_pos:
+                    raw = await write_position(conn, self.state_schema, self.state_table,
+                                               ctx.pipeline, position)
+            if raw is not None and self._written is not None:
+                self._written.append(raw)
+        except BaseException:
+            self._failed = True
+            self._stage = None  # created in the rolled-back transaction, or still there
+            raise
+
+    async def _append(self, conn: asyncpg.Connection, batch: Batch,
+                      pairs: list[tuple[str, str]]) -> None:
+        rows = batch.rows
+        if batch.ops is not None:
+            if any(op == "truncate" for op in batch.ops):
+                await conn.execute(f"TRUNCATE {qualified(self.schema, self._write_table)}")
+            if not self._warned_deletes and any(op == "delete" for op in batch.ops):
+                self._warned_deletes = True
+                self.log.warning("append mode ignores deletes; use write_mode='upsert'")
+            rows = [r for op, r in batch.iter_changes() if op in ("insert", "update")]
+            rows = [{k: (None if v is UNCHANGED else v) for k, v in r.items()} for r in rows]
+        if not rows:
+            return
+        src = [s for s, _ in pairs]
+        await conn.copy_records_to_table(
+            self._write_table, schema_name=self.schema, columns=[t for _, t in pairs],
+            records=build_records(rows, src, self._json_positions(pairs)))
+
+    async def _upsert(self, conn: asyncpg.Connection, batch: Batch,
+                      pairs: list[tuple[str, str]]) -> None:
+        tgt_of = dict(pairs)
+        src_of = {t: s for s, t in pairs}
+        pk_src = [src_of.get(c, self._source_name(c)) for c in self._pk]
+        groups = plain_group(batch, pk_src, self.conflict)
+        if groups is None:
+            net = net_changes(batch, pk_src, self.conflict)
+            if net.truncate:
+                await conn.execute(f"TRUNCATE {qualified(self.schema, self._write_table)}")
+            if net.deletes:
+                await self._delete(conn, list(net.deletes))
+            groups = group_upserts(net)
+        if not groups:
+            return
+        stage = await self._ensure_stage(conn)
+        first = True
+        for (cols, mode, unchanged, update), rows in groups.items():
+            live = [(s, tgt_of[s]) for s in cols if s in tgt_of]
+            if not first:
+                await conn.execute(f"TRUNCATE {quote_ident(stage)}")
+            first = False
+            await conn.copy_records_to_table(
+                stage, columns=[t for _, t in live],
+                records=build_records(rows, [s for s, _ in live], self._json_positions(live)))
+            await self._merge_stage(conn, stage, [t for _, t in live], mode,
+                                    {tgt_of.get(c, c) for c in unchanged},
+                                    {tgt_of[c] for c in update if c in tgt_of})
+
+    async def _merge_stage(self, conn: asyncpg.Connection, stage: str, cols: list[str],
+                           mode: ConflictStrategy, unchanged: set[str],
+                           update: set[str]) -> None:
+        assert self._target is not None
+        target = qualified(self.schema, self._write_table)
+        col_sql = ", ".join(quote_ident(c) for c in cols)
+        pk_sql = ", ".join(quote_ident(c) for c in self._pk)
+        if mode is ConflictStrategy.FAIL:
+            on = " AND ".join(f"t.{quote_ident(c)} = s.{quote_ident(c)}" for c in self._pk)
+            hit = await conn.fetchrow(
+                f"SELECT {', '.join('s.' + quote_ident(c) for c in self._pk)} "
+                f"FROM {quote_ident(stage)} s JOIN {target} t ON {on} LIMIT 1")
+            if hit is not None:
+                raise ConflictError(f"key {show_key(self._pk, list(hit.values()))} already exists "
+                                    f"in {self.schema}.{self.table} (conflict strategy 'fail')")
+            action = ""
+        elif mode is ConflictStrategy.SKIP:
+            action = f" ON CONFLICT ({pk_sql}) DO NOTHING"
+        else:
+            sets = [f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in cols
+                    if c not in self._pk and (mode is ConflictStrategy.OVERWRITE or c in update)]
+            if mode is ConflictStrategy.OVERWRITE:
+                sets += [f"{quote_ident(c)} = NULL" for c in self._target.names
+                         if c not in cols and c not in self._pk and c not in unchanged]
+            action = (f" ON CONFLICT ({pk_sql}) DO UPDATE SET {', '.join(sets)}" if sets
+                      else f" ON CONFLICT ({pk_sql}) DO NOTHING")
+        try:
+            await conn.execute(f"INSERT INTO {target} ({col_sql}) "
+                               f"SELECT {col_sql} FROM {quote_ident(stage)}{action}")
+        except asyncpg.UniqueViolationError as exc:
+            raise ConflictError(f"{self.schema}.{self.table}: {exc.detail or exc}") from exc
+
+    async def _delete(self, conn: asyncpg.Connection, keys: list[tuple[Any, ...]]) -> None:
+        assert self._target is not None
+        target = qualified(self.schema, self._write_table)
+        types = [self._target.column(c).native for c in self._pk]
+        args = [list(col) for col in zip(*keys, strict=True)]
+        if len(self._pk) == 1:
+            sql = f"DELETE FROM {target} WHERE {quote_ident(self._pk[0])} = ANY($1::{types[0]}[])"
+        else:
+            unnest = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
+            cols = ", ".join(quote_ident(c) for c in self._pk)
+            sql = f"DELETE FROM {target} WHERE ({cols}) IN (SELECT * FROM unnest({unnest}))"
+        await conn.execute(sql, *args)
+
+    async def _ensure_stage(self, conn: asyncpg.Connection) -> str:
+        assert self._target is not None
+        cols = tuple(self._target.names)
+        if self._stage is not None and cols == self._stage_cols:
+            return self._stage
+        if self._stage is not None:
+            await conn.execute(f"DROP TABLE IF EXISTS {quote_ident(self._stage)}")
+        self._stage = f"_etlsync_stage_{next(_stage_ids)}"
+        self._stage_cols = cols
+        await conn.execute(
+            f"CREATE TEMP TABLE {quote_ident(self._stage)} ON COMMIT DELETE ROWS AS "
+            f"SELECT * FROM {qualified(self.schema, self._write_table)} WITH NO DATA")
+        return self._stage
+
+    def _json_positions(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
+        if self._target is None:
+            return []
+        out = []
+        for i, (_, t) in enumerate(pairs):
+            if t in self._target and self._target.column(t).type is ColumnType.JSON \
+                    and not self._target.column(t).native.endswith("[]"):
+                out.append(i)
+        return out
+
+    def _source_name(self, target: str) -> str:
+        for s, t in self.column_map.items():
+            if t == target:
+                return s
+        return target
+
+    # -- schema ------------------------------------------------------------------------
+    async def _prepare(self, conn: asyncpg.Connection, batch: Batch) -> list[tuple[str, str]]:
+        """Create / evolve the target for this batch; return (source, target) column pairs."""
+        src_cols = tuple(dict.fromkeys(itertools.chain.from_iterable(batch.rows)))
+        if src_cols == self._last_cols and self._target is not None and self._overwrite_ready_ok():
+            return self._last_pairs
+        if self._target is None:
+            if not self.create:
+                raise ConfigError(f"table {self.schema}.{self.table} does not exist and "
+                                  "create=False")
+            await self._create(conn, self.table, batch, src_cols)
+        if self.write_mode is WriteMode.OVERWRITE and not self._overwrite_ready:
+            await self._prepare_overwrite(conn)
+        assert self._target is not None
+        pairs: list[tuple[str, str]] = []
+        missing: list[Column] = []
+        for s in src_cols:
+            t = self.column_map.get(s, s)
+            if t in self._target:
+                pairs.append((s, t))
+            elif self.schema_policy is SchemaPolicy.FREEZE:
+                raise SchemaError(f"column {s!r} of stream {batch.stream!r} is not in "
+                                  f"{self.schema}.{self.table} and schema_policy is 'freeze'")
+            elif self.schema_policy is SchemaPolicy.EVOLVE:
+                missing.append(self._column_for(s, t, batch))
+                pairs.append((s, t))
+        if missing:
+            for table in {self.table, self._write_table}:
+                for col in missing:
+                    pg = self.type_map.get(col.name) or pg_type_for(col)
+                    await conn.execute(
+                        f"ALTER TABLE {qualified(self.schema, table)} ADD COLUMN IF NOT EXISTS "
+                        f"{quote_ident(col.name)} {pg}")
+            self.log.info("added columns", columns=[c.name for c in missing])
+            self._target = await describe_table(conn, self.schema, self._write_table)
+        self._last_cols, self._last_pairs = src_cols, pairs
+        return pairs
+
+    def _overwrite_ready_ok(self) -> bool:
+        return self.write_mode is not WriteMode.OVERWRITE or self._overwrite_ready
+
+    def _column_for(self, source: str, target: str, batch: Batch) -> Column:
+        if batch.schema is not None and source in batch.schema:
+            c = batch.schema.column(source)
+            return Column(target, c.type, c.nullable, c.native)
+        value = next((r[source] for r in batch.rows
+                      if r.get(source) is not None and r.get(source) is not UNCHANGED), None)
+        return Column(target, ColumnType.STRING if value is None else infer_type(value))
+
+    async def _create(self, conn: asyncpg.Connection, table: str, batch: Batch,
+                      src_cols: Sequence[str]) -> None:
+        names = list(batch.schema.names) if batch.schema is not None else []
+        names += [c for c in src_cols if c not in names]
+        cols = [self._column_for(s, self.column_map.get(s, s), batch) for s in names]
+        pk = self.primary_key or tuple(
+            self.column_map.get(c, c) for c in (batch.schema.primary_key if batch.schema else ()))
+        defs = []
+        for c in cols:
+            pg = self.type_map.get(c.name) or pg_type_for(c)
+            defs.append(f"{quote_ident(c.name)} {pg}{' NOT NULL' if c.name in pk else ''}")
+        if pk:
+            defs.append(f"PRIMARY KEY ({', '.join(quote_ident(c) for c in pk)})")
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified(self.schema, table)} "
+                           f"({', '.join(defs)})")
+        self.log.info("created table", columns=[c.name for c in cols], primary_key=list(pk))
+        self._target = await describe_table(conn, self.schema, table)
+        self._pk = self.primary_key or (self._target.primary_key if self._target else ())
+        if self.write_mode is WriteMode.UPSERT and not self._pk:
+            raise ConfigError(f"upsert into {self.schema}.{table} needs primary_key")
+
+    # -- overwrite ---------------------------------------------------------------------
+    @property
+    def _new_table(self) -> str:
+        return f"{self.table[:40]}__etlsync_new"
+
+    async def _prepare_overwrite(self, conn: asyncpg.Connection) -> None:
+        """Load into ``<table>__etlsync_new``; resume it when the pipeline has a stored
+        position (a crashed run), else start it empty."""
+        new = self._new_table
+        resume = False
+        if self.exactly_once and self._context is not None:
+            resume = await conn.fetchval(
+                f"SELECT count(*) FROM {qualified(self.state_schema, self.state_table)} "
+                "WHERE pipeline = $1", self._context.pipeline) > 0
+        exists = await describe_table(conn, self.schema, new) is not None
+        if exists and not resume:
+            await conn.execute(f"DROP TABLE {qualified(self.schema, new)}")
+            exists = False
+        if not exists:
+            await conn.execute(f"CREATE TABLE {qualified(self.schema, new)} "
+                               f"(LIKE {qualified(self.schema, self.table)} INCLUDING ALL)")
+        self._write_table = new
+        self._target = await describe_table(conn, self.schema, new)
+        self._overwrite_ready = True
+
+    async def _swap_in(self, conn: asyncpg.Connection) -> None:
+        async with conn.transaction():
+            await conn.execute(f"DROP TABLE IF EXISTS {qualified(self.schema, self.table)}")
+            await conn.execute(f"ALTER TABLE {qualified(self.schema, self._new_table)} "
+                               f"RENAME TO {quote_ident(self.table)}")
+        self.log.info("overwrite swapped in")
+        self._write_table = self.table
+        self._overwrite_ready = False
+

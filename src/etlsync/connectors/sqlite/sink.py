@@ -1,0 +1,454 @@
+"""SqliteSink: append, atomic overwrite and upsert into a SQLite table, exactly-once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Sequence
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
+from etlsync.checkpoints.sqlite import (
+    STATE_TABLE,
+    connect,
+    ensure_state_table,
+    quote,
+    write_state,
+)
+from etlsync.connectors.files._common import is_end_of_pass, is_pass_aware
+from etlsync.connectors.sqlite._values import DECLARED, NATIVE, adapt, type_of_value
+from etlsync.connectors.sqlite.source import table_schema
+from etlsync.core.batch import Batch, Op, Row, Ticket
+from etlsync.core.errors import ConfigError, ConflictError, DataError, SchemaError
+from etlsync.core.modes import ConflictStrategy, SchemaPolicy, WriteMode
+from etlsync.core.schema import ColumnType, Schema
+from etlsync.core.stages import Sink, StageContext
+
+Group = tuple[list[str], list[tuple[Any, ...]]]
+
+
+def _adapt_rows(tuples: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    if set(map(type, chain.from_iterable(tuples))) <= NATIVE:
+        return tuples
+    return [tuple(v if type(v) in NATIVE else adapt(v) for v in t) for t in tuples]
+
+
+def _groups(rows: list[Row]) -> list[Group]:
+    """Rows as ``(columns, value tuples)`` runs: one run when every row has the same keys."""
+    cols = list(rows[0])
+    n = len(cols)
+    if n and set(map(len, rows)) == {n}:
+        try:
+            if n == 1:
+                c = cols[0]
+                return [(cols, [(r[c],) for r in rows])]
+            return [(cols, list(map(itemgetter(*cols), rows)))]
+        except KeyError:
+            pass
+    out: list[Group] = []
+    for r in rows:
+        keys = list(r)
+        if out and out[-1][0] == keys:
+            out[-1][1].append(tuple(r.values()))
+        else:
+            out.append((keys, [tuple(r.values())]))
+    return out
+
+
+class SqliteSink(Sink):
+    """Writes batches into a SQLite table, one transaction per batch, in a worker thread.
+
+    Each transaction also records the pipeline's committable position in the state table
+    (``_etlsync_state``), so a :class:`~etlsync.checkpoints.sqlite.SqliteCheckpointStore` on the
+    same file resumes exactly where the data ends (exactly-once).
+
+    :param path: the database file (created if absent; WAL mode).
+    :param table: the target table (created from the batch schema or the first rows when
+        ``create``).
+    :param write_mode: ``append``; ``overwrite`` (rows go to a staging table that replaces the
+        target in one transaction when the source's pass is complete); ``upsert`` on
+        ``primary_key`` with ``conflict``.
+    :param primary_key: the key columns (default: the table's, or the batch schema's).
+    :param conflict: ``skip``, ``overwrite``, ``merge`` or ``fail`` (see
+        :mod:`etlsync.core.modes`).
+    :param schema_policy: for source columns the table lacks: ``evolve`` (ALTER TABLE ADD
+        COLUMN), ``freeze`` (SchemaError naming the column) or ``discard``.
+    :param synchronous: ``full`` (durable against power loss) or ``normal`` (against process
+        crashes; faster).
+
+    Change batches are applied in order: inserts as configured, updates as upserts of the
+    columns present (a missing column keeps its stored value), deletes by primary key,
+    truncates as ``DELETE FROM``.
+    """
+
+    name = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str], *, table: str,
+                 write_mode: WriteMode | str = WriteMode.APPEND, primary_key: Sequence[str] = (),
+                 conflict: ConflictStrategy | str = ConflictStrategy.OVERWRITE,
+                 schema_policy: SchemaPolicy | str = SchemaPolicy.EVOLVE, create: bool = True,
+                 synchronous: str = "full", timeout: float = 30.0,
+                 state_table: str = STATE_TABLE) -> None:
+        if not table:
+            raise ConfigError("SqliteSink needs a table name")
+        self.path = os.fspath(path)
+        self.table = table
+        self.write_mode = WriteMode(write_mode)
+        self.primary_key = tuple(primary_key)
+        self.conflict = ConflictStrategy(conflict)
+        self.schema_policy = SchemaPolicy(schema_policy)
+        self.create = create
+        self.synchronous = synchronous
+        self.timeout = timeout
+        self.state_table = state_table
+        self.staging = f"_etlsync_stage_{table}"
+        self._conn: sqlite3.Connection | None = None
+        self._context: StageContext | None = None
+        self._target = table
+        self._cols: dict[str, str] | None = None
+        self._pk: tuple[str, ...] = self.primary_key
+        self._sql: dict[Any, str] = {}
+        self._held: list[Ticket] = []
+        self._pass_aware = False
+        self._failed = False
+        self._staged = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def open(self, context: StageContext) -> None:
+        self._context = context
+        await asyncio.to_thread(self._open_sync)
+
+    def _open_sync(self) -> None:
+        conn = connect(self.path, timeout=self.timeout, synchronous=self.synchronous)
+        self._conn = conn
+        ensure_state_table(conn, self.state_table)
+        existing = self._columns(self.table)
+        if existing is None and not self.create:
+            raise ConfigError(f"SqliteSink: table {self.table!r} does not exist in {self.path} "
+                              "and create=False")
+        if not self._pk and existing is not None:
+            self._pk = self._table_pk(self.table)
+        if self.write_mode == WriteMode.OVERWRITE:
+            conn.execute(f"DROP TABLE IF EXISTS {quote(self.staging)}")
+            self._begin_stage()
+        else:
+            self._cols = existing
+            if existing is not None and self._pk and self._needs_key_index():
+                self._ensure_key_index(self.table)
+
+    def _begin_stage(self) -> None:
+        self._target, self._cols, self._sql, self._staged = self.staging, None, {}, True
+        existing = self._columns(self.table)
+        if existing is not None:
+            self._create(self.staging, list(existing.items()))
+
+    async def describe(self) -> Schema | None:
+        """The target table's schema, or ``None`` if it does not exist yet."""
+        def run() -> Schema | None:
+            conn = connect(self.path, timeout=self.timeout)
+            try:
+                return table_schema(conn, self.table)
+            finally:
+                conn.close()
+        return await asyncio.to_thread(run)
+
+    async def write(self, batch: Batch) -> None:
+        assert self._context is not None, "SqliteSink.write before open"
+        ctx = self._context
+        try:
+            if self.write_mode != WriteMode.OVERWRITE:
+                state = ctx.position_after(batch)
+                await asyncio.to_thread(self._transaction, batch, state, False)
+                return
+            self._pass_aware = self._pass_aware or is_pass_aware(batch.position)
+            if not self._staged:
+                await asyncio.to_thread(self._begin_stage)
+            if is_end_of_pass(batch.position):
+                state = ctx.position_after(Batch([], tickets=(*self._held, *batch.tickets)))
+                await asyncio.to_thread(self._transaction, batch, state, True)
+                self._release_held()
+            else:
+                await asyncio.to_thread(self._transaction, batch, (False, None), False)
+                batch.retain()
+                self._held.extend(batch.tickets)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        Batch([], tickets=tuple(held)).release()
+
+    async def close(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            if self.write_mode == WriteMode.OVERWRITE and self._staged:
+                if not self._failed and not self._pass_aware and self._context is not None:
+                    state = self._context.position_after(Batch([], tickets=tuple(self._held)))
+                    await asyncio.to_thread(self._transaction, Batch([]), state, True)
+                    self._release_held()
+                else:
+                    await asyncio.to_thread(
+                        conn.execute, f"DROP TABLE IF EXISTS {quote(self.staging)}")
+        finally:
+            self._held = []
+            self._conn = None
+            await asyncio.to_thread(conn.close)
+
+    # -- transactions ----------------------------------------------------------------------
+    def _transaction(self, batch: Batch, state: tuple[bool, Any], swap: bool) -> None:
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if batch.rows:
+                self._apply(batch)
+            if swap:
+                self._swap()
+            if state[0] and self._context is not None:
+                write_state(conn, self._context.pipeline, state[1], writer="sink",
+                            table=self.state_table)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._sql = {}
+            self._cols = self._columns(self._target)
+            if swap:
+                self._target, self._staged = self.staging, True
+            raise
+
+    def _swap(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        q = quote(self.table)
+        if self._columns(self.staging) is None:
+            if self._columns(self.table) is not None:
+                conn.execute(f"DELETE FROM {q}")
+        else:
+            indexes = [sql for (sql,) in conn.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+                "AND sql IS NOT NULL", (self.table,))]
+            conn.execute(f"DROP TABLE IF EXISTS {q}")
+            conn.execute(f"ALTER TABLE {quote(self.staging)} RENAME TO {q}")
+            for sql in indexes:
+                conn.execute(sql)
+        self._target, self._staged, self._sql = self.table, False, {}
+        self._cols = self._columns(self.table)
+
+    def _apply(self, batch: Batch) -> None:
+        insert_kind = self._insert_kind()
+        if batch.ops is None or all(op == Op.INSERT for op in batch.ops):
+            self._insert(batch.rows, batch.schema, insert_kind)
+            return
+        ops, rows, before = batch.ops, batch.rows, batch.before
+        i, n = 0, len(rows)
+        while i < n:
+            op, j = ops[i], i + 1
+            while j < n and ops[j] == op:
+                j += 1
+            chunk = rows[i:j]
+            if op == Op.INSERT:
+                self._insert(chunk, batch.schema, insert_kind)
+            elif op == Op.UPDATE:
+                self._update(chunk, before[i:j] if before else None, batch)
+            elif op == Op.DELETE:
+                olds = before[i:j] if before else [None] * len(chunk)
+                self._delete([b if b else r for r, b in zip(chunk, olds, strict=True)], batch)
+            elif op == Op.TRUNCATE and self._cols is not None:
+                assert self._conn is not None
+                self._conn.execute(f"DELETE FROM {quote(self._target)}")
+            i = j
+
+    def _insert_kind(self) -> str:
+        if self.write_mode == WriteMode.UPSERT:
+            return self.conflict.value
+        if self.write_mode == WriteMode.OVERWRITE and self._pk:
+            return self.conflict.value
+        return "insert"
+
+    def _update(self, rows: list[Row], before: list[Row | None] | None, batch: Batch) -> None:
+        pk = self._require_pk(batch, "update")
+        moved = before is not None and any(
+            b and all(k in b for k in pk) and any(b[k] != r.get(k) for k in pk)
+            for r, b in zip(rows, before, strict=True))
+        if not moved:
+            self._insert(rows, batch.schema, ConflictStrategy.MERGE.value)
+            return
+        assert before is not None
+        for r, b in zip(rows, before, strict=True):
+            if b and any(b.get(k) != r.get(k) for k in pk):
+                self._delete([b], batch)
+            self._insert([r], batch.schema, ConflictStrategy.MERGE.value)
+
+    def _delete(self, rows: list[Row], batch: Batch) -> None:
+        pk = self._require_pk(batch, "delete")
+        if self._cols is None:
+            return
+        try:
+            keys = [tuple(r[k] for k in pk) for r in rows]
+        except KeyError as exc:
+            raise DataError(f"SqliteSink({self.table!r}): a delete of stream {batch.stream!r} "
+                            f"lacks key column {exc.args[0]!r}", column=exc.args[0]) from exc
+        where = " AND ".join(f"{quote(k)} = ?" for k in pk)
+        assert self._conn is not None
+        self._conn.executemany(f"DELETE FROM {quote(self._target)} WHERE {where}",
+                               _adapt_rows(keys))
+
+    def _require_pk(self, batch: Batch, what: str) -> tuple[str, ...]:
+        if not self._pk and batch.schema is not None and batch.schema.primary_key:
+            self._pk = tuple(batch.schema.primary_key)
+        if not self._pk:
+            raise ConfigError(f"SqliteSink({self.table!r}): applying a {what} of stream "
+                              f"{batch.stream!r} needs a primary key (set primary_key=)")
+        return self._pk
+
+    def _insert(self, rows: list[Row], schema: Schema | None, kind: str) -> None:
+        conn = self._conn
+        assert conn is not None
+        if kind != "insert" and not self._pk and schema is not None and schema.primary_key:
+            self._pk = tuple(schema.primary_key)
+        if kind != "insert" and not self._pk:
+            raise ConfigError(f"SqliteSink({self.table!r}): write_mode {self.write_mode.value!r} "
+                              "needs primary_key")
+        for cols, tuples in _groups(rows):
+            cols, tuples = self._fit(cols, tuples, schema)
+            if not cols:
+                continue
+            tuples = _adapt_rows(tuples)
+            sql = self._insert_sql(tuple(cols), kind)
+            if kind != ConflictStrategy.FAIL.value:
+                conn.executemany(sql, tuples)
+                continue
+            conn.execute("SAVEPOINT etlsync_fail")
+            try:
+                conn.executemany(sql, tuples)
+            except sqlite3.IntegrityError as exc:
+                conn.execute("ROLLBACK TO etlsync_fail")
+                self._raise_conflict(cols, tuples, exc)
+            finally:
+                conn.execute("RELEASE etlsync_fail")
+
+    def _raise_conflict(self, cols: list[str], tuples: list[tuple[Any, ...]],
+                        exc: sqlite3.IntegrityError) -> None:
+        assert self._conn is not None
+        idx = [cols.index(k) for k in self._pk if k in cols]
+        where = " AND ".join(f"{quote(k)} = ?" for k in self._pk)
+        sql = f"SELECT 1 FROM {quote(self._target)} WHERE {where}"
+        seen: set[tuple[Any, ...]] = set()
+        for t in tuples:
+            key = tuple(t[i] for i in idx)
+            if key in seen or self._conn.execute(sql, key).fetchone():
+                shown = dict(zip(self._pk, key, strict=True))
+                raise ConflictError(f"SqliteSink({self.table!r}): key {shown} already exists "
+                                    "(conflict='fail')") from exc
+            seen.add(key)
+        raise exc
+
+    # -- schema ----------------------------------------------------------------------------
+    def _columns(self, table: str) -> dict[str, str] | None:
+        assert self._conn is not None
+        info = self._conn.execute(f"PRAGMA table_info({quote(table)})").fetchall()
+        return {r[1]: r[2] for r in info} if info else None
+
+    def _table_pk(self, table: str) -> tuple[str, ...]:
+        assert self._conn is not None
+        info = self._conn.execute(f"PRAGMA table_info({quote(table)})").fetchall()
+        return tuple(r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5]))
+
+    def _needs_key_index(self) -> bool:
+        return self.write_mode == WriteMode.UPSERT or bool(self.primary_key)
+
+    def _ensure_key_index(self, table: str) -> None:
+        conn = self._conn
+        assert conn is not None
+        want = {k.lower() for k in self._pk}
+        if {k.lower() for k in self._table_pk(table)} == want:
+            return
+        for idx in conn.execute(f"PRAGMA index_list({quote(table)})").fetchall():
+            if idx[2]:
+                cols = conn.execute(f"PRAGMA index_info({quote(idx[1])})").fetchall()
+                if {c[2].lower() for c in cols} == want:
+                    return
+        conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(table + '_etlsync_pk')} ON "
+                     f"{quote(table)} ({', '.join(quote(k) for k in self._pk)})")
+
+    def _create(self, table: str, columns: list[tuple[str, str]]) -> None:
+        assert self._conn is not None
+        defs = [f"{quote(name)} {decl}".rstrip() for name, decl in columns]
+        names = {n.lower() for n, _ in columns}
+        missing = [k for k in self._pk if k.lower() not in names]
+        if missing:
+            raise SchemaError(f"SqliteSink({self.table!r}): primary key columns {missing} are "
+                              "not in the rows")
+        if self._pk:
+            defs.append(f"PRIMARY KEY ({', '.join(quote(k) for k in self._pk)})")
+        self._conn.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} ({', '.join(defs)})")
+        self._cols = self._columns(table)
+
+    def _declared(self, name: str, values: list[tuple[Any, ...]], j: int,
+                  schema: Schema | None) -> str:
+        if schema is not None and name in schema:
+            ct = schema.column(name).type
+            if ct != ColumnType.UNKNOWN:
+                return DECLARED[ct]
+        for t in values:
+            if t[j] is not None:
+                return DECLARED[type_of_value(t[j])]
+        return ""
+
+    def _fit(self, cols: list[str], tuples: list[tuple[Any, ...]], schema: Schema | None
+             ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Create the table or apply the schema policy to columns it lacks."""
+        if self._cols is None:
+            if schema is not None and not self._pk and schema.primary_key:
+                self._pk = tuple(schema.primary_key)
+            self._create(self._target, [(c, self._declared(c, tuples, j, schema))
+                                        for j, c in enumerate(cols)])
+            return cols, tuples
+        known = {c.lower() for c in self._cols}
+        new = [j for j, c in enumerate(cols) if c.lower() not in known]
+        if not new:
+            return cols, tuples
+        if self.schema_policy == SchemaPolicy.FREEZE:
+            raise SchemaError(f"SqliteSink({self.table!r}): column {cols[new[0]]!r} is not in the "
+                              "table (schema_policy='freeze')")
+        if self.schema_policy == SchemaPolicy.DISCARD:
+            keep = [j for j in range(len(cols)) if j not in set(new)]
+            return [cols[j] for j in keep], [tuple(t[j] for j in keep) for t in tuples]
+        assert self._conn is not None
+        for j in new:
+            decl = self._declared(cols[j], tuples, j, schema)
+            self._conn.execute(f"ALTER TABLE {quote(self._target)} ADD COLUMN "
+                               f"{quote(cols[j])} {decl}".rstrip())
+        self._cols = self._columns(self._target)
+        self._sql = {}
+        return cols, tuples
+
+    def _insert_sql(self, cols: tuple[str, ...], kind: str) -> str:
+        key = (cols, kind)
+        sql = self._sql.get(key)
+        if sql is not None:
+            return sql
+        names = ", ".join(quote(c) for c in cols)
+        sql = (f"INSERT INTO {quote(self._target)} ({names}) "
+               f"VALUES ({', '.join('?' * len(cols))})")
+        pk = {k.lower() for k in self._pk}
+        if kind in ("skip", "overwrite", "merge"):
+            if kind == "overwrite":
+                assert self._cols is not None
+                sets = [c for c in self._cols if c.lower() not in pk]
+            else:
+                sets = [c for c in cols if c.lower() not in pk]
+            target = ", ".join(quote(k) for k in self._pk)
+            if kind == "skip" or not sets:
+                sql += f" ON CONFLICT ({target}) DO NOTHING"
+            else:
+                assignments = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in sets)
+                sql += f" ON CONFLICT ({target}) DO UPDATE SET {assignments}"
+        self._sql[key] = sql
+        return sql

@@ -1,0 +1,301 @@
+"""Running a job, and ``--dry-run``: the plan, the schemas and the first rows, writing nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from etlsync.core.batch import Batch, Row
+from etlsync.core.errors import StageError
+from etlsync.core.metrics import RunSummary
+from etlsync.core.schema import Schema
+from etlsync.core.stages import Operator, OperatorOutput, stage_name
+from etlsync.jobs import registry
+from etlsync.jobs.build import BuiltJob, build_job
+from etlsync.jobs.spec import Job, load_job
+from etlsync.progress import Progress
+
+
+@dataclass
+class JobResult:
+    """The outcome of a job run: the pipeline's summary and the rows operators dropped."""
+
+    summary: RunSummary
+    rows_rejected: int = 0
+    """Rows dropped because a value was invalid (``cast`` with ``on_error: skip``)."""
+    rows_filtered: int = 0
+    """Rows dropped by filters."""
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.summary
+        return {
+            "pipeline": s.pipeline, "status": s.status, "rows_read": s.rows_read,
+            "rows_written": s.rows_written, "rows_rejected": self.rows_rejected,
+            "rows_filtered": self.rows_filtered, "seconds": round(s.duration_seconds, 4),
+            "rows_per_s": round(s.rows_per_second, 1), "commits": s.commits,
+            "committed_position": s.committed_position, "error": s.error,
+        }
+
+    def to_json(self) -> str:
+        return msgspec.json.encode(self.to_dict(), enc_hook=str).decode()
+
+    def __str__(self) -> str:
+        s = self.summary
+        return (f"{s.pipeline}: {s.status}: {s.rows_read:,} rows read, {s.rows_written:,} "
+                f"written, {self.rows_rejected:,} rejected, {self.rows_filtered:,} filtered "
+                f"in {s.duration_seconds:.2f}s ({s.rows_per_second:,.0f} rows/s)")
+
+
+def _result(summary: RunSummary, operators: list[Operator]) -> JobResult:
+    rejected = sum(int(getattr(op, "rejected", 0)) for op in operators)
+    dropped = sum(m.rows_in - m.rows_out for k, m in summary.stages.items() if k.startswith("op:"))
+    return JobResult(summary, rejected, max(dropped - rejected, 0))
+
+
+def _prepare_dirs(built: BuiltJob) -> None:
+    for stage in built.stages:
+        if stage.kind not in ("sink", "checkpoint"):
+            continue
+        for k, v in stage.options.items():
+            if registry.is_path_option(k) and isinstance(v, str) and v != ":memory:" \
+                    and "://" not in v:
+                Path(v).parent.mkdir(parents=True, exist_ok=True)
+
+
+async def run_built(built: BuiltJob, *, progress: bool = False) -> JobResult:
+    """Run a built job; with ``progress`` draw a progress bar on a terminal (stderr)."""
+    _prepare_dirs(built)
+    pipeline = built.pipeline()
+    async with Progress(pipeline, enabled=progress):
+        summary = await pipeline.run()
+    return _result(summary, built.operators)
+
+
+async def run_job(job: str | Path | Job, *, env: Mapping[str, str] | None = None,
+                  progress: bool = False) -> JobResult:
+    """Load, build and run a job file.
+
+    :raises ConfigError: the job is invalid (names the file and key path).
+    :raises StageError: a stage failed while running (names the stage).
+    """
+    loaded = job if isinstance(job, Job) else load_job(job, env)
+    return await run_built(build_job(loaded), progress=progress)
+
+
+@dataclass
+class DryRun:
+    """What ``etlsync run --dry-run`` shows."""
+
+    plan: dict[str, Any]
+    resume_from: Any = None
+    source_schemas: dict[str, Schema] = field(default_factory=dict)
+    output_schemas: dict[str, Schema] = field(default_factory=dict)
+    target_schemas: list[tuple[str, Schema | None]] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan, "resume_from": self.resume_from,
+            "source_schemas": {k: _schema_dict(v) for k, v in self.source_schemas.items()},
+            "output_schemas": {k: _schema_dict(v) for k, v in self.output_schemas.items()},
+            "target_schemas": {k: None if v is None else _schema_dict(v)
+                               for k, v in self.target_schemas},
+            "rows": self.rows, "notes": self.notes,
+        }
+
+    def to_json(self) -> str:
+        return msgspec.json.encode(self.to_dict(), enc_hook=str).decode()
+
+
+def _schema_dict(schema: Schema) -> dict[str, Any]:
+    return {"columns": [{"name": c.name, "type": c.type.value, "nullable": c.nullable,
+                         **({"native": c.native} if c.native else {})} for c in schema.columns],
+            "primary_key": list(schema.primary_key)}
+
+
+def _missing_file(stage_options: dict[str, Any]) -> str | None:
+    for k, v in stage_options.items():
+        if registry.is_path_option(k) and isinstance(v, str) and v != ":memory:" \
+                and "://" not in v and not Path(v).exists():
+            return v
+    return None
+
+
+def _as_list(out: OperatorOutput) -> list[Batch]:
+    if out is None:
+        return []
+    return [out] if isinstance(out, Batch) else list(out)
+
+
+async def _apply(pipeline: str, operators: list[Operator], batches: list[Batch],
+                 start: int = 0) -> list[Batch]:
+    for op in operators[start:]:
+        nxt: list[Batch] = []
+        for b in batches:
+            try:
+                nxt.extend(_as_list(await op.process(b)))
+            except Exception as exc:
+                raise StageError(pipeline, f"op:{stage_name(op)}", exc) from exc
+        batches = nxt
+    return batches
+
+
+def _output_schema(operators: list[Operator], schema: Schema) -> Schema | None:
+    for op in operators:
+        transform = getattr(op, "transform_schema", None)
+        if transform is None:
+            if isinstance(op, _passthrough()):
+                continue
+            return None
+        schema = transform(schema)
+    return schema
+
+
+def _passthrough() -> tuple[type, ...]:
+    """Operators that never change the columns (filters)."""
+    from etlsync.operators import Filter, FilterExpr
+
+    return (Filter, FilterExpr)
+
+
+async def dry_run(built: BuiltJob, limit: int = 10) -> DryRun:
+    """Describe ``built`` and read its first ``limit`` rows through the operators, without
+    writing anything (no sink is opened, no checkpoint committed, no file created)."""
+    result = DryRun(plan=built.plan())
+    ckpt = built.stages[-1]
+    missing = _missing_file(ckpt.options) if ckpt.type == "sqlite" else None
+    if missing is None:
+        result.resume_from = await _peek_checkpoint(built)
+    try:
+        result.source_schemas = await built.source.discover()
+    except Exception as exc:  # noqa: BLE001 - a dry run reports what it cannot learn
+        result.notes.append(f"source schema unavailable: {type(exc).__name__}: {exc}")
+    for stream, schema in result.source_schemas.items():
+        out = _output_schema(built.operators, schema)
+        if out is not None:
+            result.output_schemas[stream] = out
+    sink_plans = [s for s in built.stages if s.kind == "sink"]
+    for sink, plan in zip(built.sinks, sink_plans, strict=True):
+        absent = _missing_file(plan.options)
+        if absent is not None:
+            result.target_schemas.append((plan.key_path, None))
+            result.notes.append(f"{plan.key_path}: {absent} does not exist yet (created on run)")
+            continue
+        try:
+            result.target_schemas.append((plan.key_path, await sink.describe()))
+        except Exception as exc:  # noqa: BLE001
+            result.target_schemas.append((plan.key_path, None))
+            result.notes.append(f"{plan.key_path}: target schema unavailable: "
+                                f"{type(exc).__name__}: {exc}")
+    if limit > 0:
+        result.rows = await _first_rows(built, result.resume_from, limit)
+    return result
+
+
+async def _peek_checkpoint(built: BuiltJob) -> Any:
+    """The committed position, read without creating anything (SQLite: read-only)."""
+    store = built.checkpoint_store
+    path, table = getattr(store, "path", None), getattr(store, "table", None)
+    if type(store).__name__ == "SqliteCheckpointStore" and isinstance(path, str) \
+            and isinstance(table, str):
+        import sqlite3
+
+        from etlsync.checkpoints.sqlite import read_state
+
+        def read() -> Any:
+            conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                return read_state(conn, built.job.name, table)
+            finally:
+                conn.close()
+        return await asyncio.to_thread(read)
+    return await store.load(built.job.name)
+
+
+async def _first_rows(built: BuiltJob, position: Any, limit: int) -> list[Row]:
+    rows: list[Row] = []
+    name, ops = built.job.name, built.operators
+    agen = built.source.read(position)
+    exhausted = True
+    try:
+        while True:
+            try:
+                batch = await agen.__anext__()
+            except StopAsyncIteration:
+                break
+            except Exception as exc:
+                raise StageError(name, f"source:{stage_name(built.source)}", exc) from exc
+            for out in await _apply(name, ops, [batch]):
+                rows.extend(out.rows)
+            if len(rows) >= limit:
+                exhausted = False
+                break
+    finally:
+        with contextlib.suppress(Exception):
+            await agen.aclose()  # type: ignore[attr-defined]
+    if exhausted:
+        for i, op in enumerate(ops):
+            try:
+                flushed = _as_list(await op.flush())
+            except Exception as exc:
+                raise StageError(name, f"op:{stage_name(op)}", exc) from exc
+            for out in await _apply(name, ops, flushed, i + 1):
+                rows.extend(out.rows)
+    return rows[:limit]
+
+
+def format_schema(schema: Schema | None, indent: str = "    ") -> list[str]:
+    if schema is None:
+        return [f"{indent}(unknown)"]
+    width = max((len(c.name) for c in schema.columns), default=0)
+    lines = []
+    for c in schema.columns:
+        pk = "  primary key" if c.name in schema.primary_key else ""
+        native = f"  ({c.native})" if c.native else ""
+        null = "" if c.nullable else "  not null"
+        lines.append(f"{indent}{c.name:<{width}}  {c.type.value}{native}{null}{pk}")
+    return lines or [f"{indent}(no columns)"]
+
+
+def format_dry_run(dr: DryRun) -> str:
+    """The human-readable ``--dry-run`` report."""
+    p = dr.plan
+    out = [f"job {p['job']}  (pipeline {p['pipeline']!r})", "plan:"]
+    for s in p["stages"]:
+        opts = ", ".join(f"{k}={_short(v)}" for k, v in s["options"].items())
+        out.append(f"  {s['kind']:<10} {s['type']:<12} {opts}")
+    out.append("sync:  " + (", ".join(f"{k}={v}" for k, v in p["sync"].items()) or "-"))
+    out.append("write: " + (", ".join(f"{k}={v}" for k, v in p["write"].items()) or "-"))
+    start = "the beginning" if dr.resume_from is None else _short(dr.resume_from, 200)
+    out.append(f"resume from: {start}")
+    for stream, schema in dr.source_schemas.items():
+        out.append(f"source schema ({stream}):")
+        out.extend(format_schema(schema))
+        if stream in dr.output_schemas and dr.output_schemas[stream] != schema:
+            out.append(f"after operators ({stream}):")
+            out.extend(format_schema(dr.output_schemas[stream]))
+    for key, target in dr.target_schemas:
+        out.append(f"target schema ({key}):")
+        out.extend(format_schema(target) if target is not None else ["    (does not exist yet)"])
+    out.append(f"first {len(dr.rows)} row(s) after operators:")
+    out.extend(f"  {_row_text(r)}" for r in dr.rows)
+    out.extend(f"note: {n}" for n in dr.notes)
+    out.append("dry run: nothing was written")
+    return "\n".join(out)
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _row_text(row: Row) -> str:
+    return "{" + ", ".join(f"{k}: {v!r}" for k, v in row.items()) + "}"
+

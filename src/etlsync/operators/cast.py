@@ -1,0 +1,290 @@
+"""The :class:`Cast` operator: convert column values (often strings from files) to typed values.
+
+Supported target types (the logical :class:`~etlsync.core.schema.ColumnType` names):
+``integer``, ``float``, ``decimal``, ``boolean``, ``date``, ``time``, ``datetime`` (naive),
+``timestamp`` (aware; naive input is taken as UTC), ``string``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from etlsync.core.batch import Batch, Op
+from etlsync.core.errors import ConfigError, DataError
+from etlsync.core.schema import Column, ColumnType, Schema
+from etlsync.core.stages import Operator, OperatorOutput
+
+_TRUE = frozenset({"true", "t", "yes", "y", "1", "on"})
+_FALSE = frozenset({"false", "f", "no", "n", "0", "off"})
+UTC = dt.UTC
+
+
+def _to_int(v: Any, fmt: str | None) -> int:
+    if isinstance(v, float | Decimal):
+        if v != int(v):
+            raise ValueError("has a fractional part")
+        return int(v)
+    if isinstance(v, str):
+        s = v.strip()
+        if "_" in s:  # Python accepts "1_000"; a data file does not mean that
+            raise ValueError("not an integer")
+        return int(s)
+    return int(v)
+
+
+def _to_float(v: Any, fmt: str | None) -> float:
+    return float(v.strip()) if isinstance(v, str) else float(v)
+
+
+def _to_decimal(v: Any, fmt: str | None) -> Decimal:
+    if isinstance(v, float):
+        return Decimal(repr(v))
+    if isinstance(v, int | Decimal):
+        return Decimal(v)
+    s = str(v).strip()
+    if fmt:  # thousands separator to drop, e.g. "," for "1,234.50"
+        s = s.replace(fmt, "")
+    try:
+        d = Decimal(s)
+    except InvalidOperation:
+        raise ValueError("not a decimal number") from None
+    if not d.is_finite():
+        raise ValueError("not a finite number")
+    return d
+
+
+def _to_bool(v: Any, fmt: str | None) -> bool:
+    if isinstance(v, int | float):
+        if v in (0, 1):
+            return bool(v)
+        raise ValueError("only 0 and 1 are booleans")
+    s = str(v).strip().lower()
+    if s in _TRUE:
+        return True
+    if s in _FALSE:
+        return False
+    raise ValueError("expected true/false, yes/no, 1/0, on/off")
+
+
+def _parse_dt(v: Any, fmt: str | None) -> dt.datetime:
+    if isinstance(v, dt.datetime):
+        return v
+    if isinstance(v, dt.date):
+        return dt.datetime(v.year, v.month, v.day)
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return dt.datetime.fromtimestamp(v, UTC)
+    s = str(v).strip()
+    if fmt:
+        return dt.datetime.strptime(s, fmt)
+    return dt.datetime.fromisoformat(s)
+
+
+def _to_datetime(v: Any, fmt: str | None) -> dt.datetime:
+    d = _parse_dt(v, fmt)
+    return d.astimezone(UTC).replace(tzinfo=None) if d.tzinfo is not None else d
+
+
+def _to_timestamp(v: Any, fmt: str | None) -> dt.datetime:
+    d = _parse_dt(v, fmt)
+    return d.replace(tzinfo=UTC) if d.tzinfo is None else d
+
+
+def _to_date(v: Any, fmt: str | None) -> dt.date:
+    if isinstance(v, dt.datetime):
+        return v.date()
+    s = str(v).strip()
+    if fmt:
+        return dt.datetime.strptime(s, fmt).date()
+    try:
+        return dt.date.fromisoformat(s)
+    except ValueError:
+        return dt.datetime.fromisoformat(s).date()  # "2024-05-01T00:00:00"
+
+
+def _to_time(v: Any, fmt: str | None) -> dt.time:
+    if isinstance(v, dt.datetime):
+        return v.time()
+    s = str(v).strip()
+    return dt.datetime.strptime(s, fmt).time() if fmt else dt.time.fromisoformat(s)
+
+
+def _to_string(v: Any, fmt: str | None) -> str:
+    if isinstance(v, bytes):
+        return v.decode()
+    if fmt and isinstance(v, dt.date | dt.time):
+        return v.strftime(fmt)
+    return v.isoformat() if isinstance(v, dt.date | dt.time) else str(v)
+
+
+def _int_str(s: str) -> int:
+    if "_" in s:
+        raise ValueError("not an integer")
+    return int(s)
+
+
+def _decimal_str(s: str) -> Decimal:
+    d = Decimal(s)
+    if not d.is_finite():
+        raise ValueError("not a finite number")
+    return d
+
+
+def _datetime_str(s: str) -> dt.datetime:
+    d = dt.datetime.fromisoformat(s)
+    return d if d.tzinfo is None else d.astimezone(UTC).replace(tzinfo=None)
+
+
+def _fast(ctype: ColumnType, fmt: str | None) -> Callable[[str], Any] | None:
+    """A converter for the common case (a non-empty string, default format); on any error
+    the general converter decides."""
+    if ctype is ColumnType.INTEGER:
+        return _int_str
+    if ctype is ColumnType.FLOAT:
+        return float
+    if fmt:
+        return None
+    fast: dict[ColumnType, Callable[[str], Any]] = {
+        ColumnType.DECIMAL: _decimal_str, ColumnType.DATE: dt.date.fromisoformat,
+        ColumnType.DATETIME: _datetime_str,
+    }
+    return fast.get(ctype)
+
+
+_Conv = Callable[[Any, str | None], Any]
+CONVERTERS: dict[ColumnType, tuple[_Conv, type | tuple[type, ...]]] = {
+    ColumnType.INTEGER: (_to_int, int),
+    ColumnType.FLOAT: (_to_float, float),
+    ColumnType.DECIMAL: (_to_decimal, Decimal),
+    ColumnType.BOOLEAN: (_to_bool, bool),
+    ColumnType.DATE: (_to_date, dt.date),
+    ColumnType.TIME: (_to_time, dt.time),
+    ColumnType.DATETIME: (_to_datetime, dt.datetime),
+    ColumnType.TIMESTAMP: (_to_timestamp, dt.datetime),
+    ColumnType.STRING: (_to_string, str),
+}
+_TZ_SENSITIVE = (ColumnType.DATETIME, ColumnType.TIMESTAMP)
+CAST_TYPES = tuple(t.value for t in CONVERTERS)
+
+
+def parse_type(name: str | ColumnType, column: str) -> ColumnType:
+    """The :class:`ColumnType` called ``name``, or a ConfigError naming the column."""
+    try:
+        t = ColumnType(name)
+    except ValueError:
+        t = None
+    if t is None or t not in CONVERTERS:
+        close = difflib.get_close_matches(str(name), CAST_TYPES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"cast: column {column!r}: unknown type {name!r}{hint}; "
+                          f"expected one of {', '.join(CAST_TYPES)}")
+    return t
+
+
+class Cast(Operator):
+    """Convert the values of some columns to the given types.
+
+    :param types: ``{column: type}``, types by name (``"decimal"``) or :class:`ColumnType`.
+    :param formats: ``{column: format}``: a ``strptime`` format for dates, times and
+        datetimes (default ISO 8601), a ``strftime`` format for dates cast to strings, or a
+        thousands separator to drop for decimals.
+    :param empty_as_null: an empty (or blank) string becomes ``None`` for every target
+        type except ``string``.
+    :param on_error: ``"fail"`` raises :class:`DataError` naming the stream, the row, the
+        column and the value; ``"skip"`` drops the row and counts it in :attr:`rejected`.
+
+    ``None`` stays ``None``; a value that already has the target type is kept as is.
+    """
+
+    def __init__(self, types: Mapping[str, str | ColumnType], *,
+                 formats: Mapping[str, str] | None = None, empty_as_null: bool = True,
+                 on_error: str = "fail", name: str = "cast") -> None:
+        if not isinstance(types, Mapping) or not types:
+            raise ConfigError("cast: needs a non-empty mapping {column: type}")
+        if on_error not in ("fail", "skip"):
+            raise ConfigError(f"cast: on_error must be 'fail' or 'skip', got {on_error!r}")
+        formats = dict(formats or {})
+        unknown = sorted(set(formats) - set(types))
+        if unknown:
+            raise ConfigError(f"cast: formats given for column(s) not cast: {', '.join(unknown)}")
+        self.types = {c: parse_type(t, c) for c, t in types.items()}
+        self.formats = formats
+        self.empty_as_null = empty_as_null
+        self.on_error = on_error
+        self.name = name
+        self.rejected = 0
+        """Rows dropped because a value did not convert (with ``on_error="skip"``)."""
+        self._seen: dict[str, int] = {}
+        self._plan = [
+            (col, CONVERTERS[t][0], CONVERTERS[t][1], formats.get(col),
+             t is not ColumnType.STRING and empty_as_null, t, _fast(t, formats.get(col)))
+            for col, t in self.types.items()
+        ]
+
+    def transform_schema(self, schema: Schema) -> Schema:
+        """The schema of the rows this operator emits."""
+        cols = tuple(Column(c.name, self.types[c.name], c.nullable, c.native)
+                     if c.name in self.types else c for c in schema.columns)
+        missing = tuple(Column(n, t) for n, t in self.types.items() if n not in schema)
+        return Schema(cols + missing, schema.primary_key)
+
+    async def process(self, batch: Batch) -> OperatorOutput:
+        base = self._seen.get(batch.stream, 0)
+        self._seen[batch.stream] = base + len(batch.rows)
+        rows = [r.copy() for r in batch.rows]  # the input rows are never mutated
+        bad: set[int] = set()
+        skip = self.on_error == "skip"
+        # column by column: one tight loop per column; a fast converter for non-empty
+        # strings, the general one (blanks, other types, odd formats) when it fails
+        for col, conv, pytype, fmt, blank_null, ctype, fast in self._plan:
+            for r in rows:
+                v = r.get(col)
+                if v is None:
+                    continue
+                if fast is not None and type(v) is str and v:
+                    try:
+                        r[col] = fast(v)
+                        continue
+                    except (ValueError, TypeError, ArithmeticError):
+                        pass
+                if type(v) is pytype and ctype not in _TZ_SENSITIVE:
+                    continue  # already typed (bool is not int here: type() is exact)
+                if blank_null and type(v) is str and not v.strip():
+                    r[col] = None
+                    continue
+                try:
+                    r[col] = conv(v, fmt)
+                except (ValueError, TypeError, ArithmeticError) as exc:
+                    if not skip:
+                        index = next(i for i, x in enumerate(rows) if x is r)
+                        raise self._error(col, v, ctype, exc, batch, index, base) from exc
+                    bad.add(id(r))
+        schema = None if batch.schema is None else self.transform_schema(batch.schema)
+        if not bad:
+            return batch.with_rows(rows, schema=schema)
+        keep = [i for i, r in enumerate(rows) if id(r) not in bad]
+        self.rejected += len(rows) - len(keep)
+        ops: list[Op] | None = None
+        before = None
+        if batch.ops is not None:
+            ops = [batch.ops[i] for i in keep]
+            if batch.before is not None:
+                before = [batch.before[i] for i in keep]
+        return batch.with_rows([rows[i] for i in keep], ops=ops, before=before, schema=schema)
+
+    def _error(self, column: str, value: Any, ctype: ColumnType, cause: Exception,
+               batch: Batch, index: int, base: int) -> DataError:
+        row = batch.rows[index]
+        key = ""
+        if batch.schema is not None and batch.schema.primary_key:
+            key = ", key " + ", ".join(f"{k}={row.get(k)!r}" for k in batch.schema.primary_key)
+        fmt = self.formats.get(column)
+        expected = ctype.value + (f" (format {fmt!r})" if fmt else "")
+        return DataError(
+            f"cast: stream {batch.stream!r}, row {base + index + 1}{key}: column {column!r}: "
+            f"cannot convert {value!r} to {expected}: {cause}",
+            column=column, value=value, row=base + index + 1,
+        )

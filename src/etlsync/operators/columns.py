@@ -1,0 +1,133 @@
+"""Column operators: keep some columns (:class:`Select`) or rename them (:class:`Rename`).
+
+Both keep change kinds and old row images aligned with the rows, and transform the batch's
+schema (and so the primary key) the same way as the rows.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Mapping
+
+from etlsync.core.batch import Batch, Row
+from etlsync.core.errors import ConfigError, DataError
+from etlsync.core.schema import Column, ColumnType, Schema
+from etlsync.core.stages import Operator, OperatorOutput
+
+
+def _names(columns: str | Iterable[str], what: str) -> tuple[str, ...]:
+    cols = (columns,) if isinstance(columns, str) else tuple(columns)
+    if not cols:
+        raise ConfigError(f"{what}: needs at least one column")
+    for c in cols:
+        if not isinstance(c, str) or not c:
+            raise ConfigError(f"{what}: column names must be non-empty strings, got {c!r}")
+    dupes = sorted({c for c in cols if cols.count(c) > 1})
+    if dupes:
+        raise ConfigError(f"{what}: column(s) listed twice: {', '.join(dupes)}")
+    return cols
+
+
+class Select(Operator):
+    """Keep only ``columns``, in that order.
+
+    :param columns: the columns to keep.
+    :param strict: raise :class:`DataError` when a row lacks a column; otherwise the
+        column is filled with ``None`` (the default, so key-only delete images pass).
+    """
+
+    def __init__(self, columns: str | Iterable[str], *, strict: bool = False,
+                 name: str = "select") -> None:
+        self.columns = _names(columns, "select")
+        self.strict = strict
+        self.name = name
+        self._get = operator.itemgetter(*self.columns)
+
+    def _row(self, row: Row, stream: str) -> Row:
+        if self.strict:
+            missing = [c for c in self.columns if c not in row]
+            if missing:
+                raise DataError(
+                    f"select: stream {stream!r}: row lacks column(s) {', '.join(missing)} "
+                    f"(row has: {', '.join(row)})", column=missing[0], row=row)
+        return {c: row.get(c) for c in self.columns}
+
+    def transform_schema(self, schema: Schema) -> Schema:
+        """The schema of the rows this operator emits."""
+        by_name = {c.name: c for c in schema.columns}
+        cols = tuple(by_name.get(n, Column(n, ColumnType.UNKNOWN)) for n in self.columns)
+        return Schema(cols, tuple(k for k in schema.primary_key if k in self.columns))
+
+    def _select_all(self, rows: list[Row]) -> list[Row]:
+        cols, get = self.columns, self._get
+        try:  # itemgetter and zip run in C; a missing column falls back to .get
+            if len(cols) == 1:
+                c = cols[0]
+                return [{c: get(r)} for r in rows]
+            return [dict(zip(cols, get(r), strict=True)) for r in rows]
+        except KeyError:
+            return [{c: r.get(c) for c in cols} for r in rows]
+
+    async def process(self, batch: Batch) -> OperatorOutput:
+        cols, stream = self.columns, batch.stream
+        if self.strict:
+            rows = [self._row(r, stream) for r in batch.rows]
+        else:
+            rows = self._select_all(batch.rows)
+        before = None
+        if batch.before is not None:
+            before = [None if b is None else {c: b.get(c) for c in cols} for b in batch.before]
+        schema = None if batch.schema is None else self.transform_schema(batch.schema)
+        return batch.with_rows(rows, ops=batch.ops, before=before, schema=schema)
+
+
+class Rename(Operator):
+    """Rename columns: ``mapping`` is ``{old: new}``; other columns keep their names.
+
+    :raises ConfigError: when two columns would get the same name.
+    """
+
+    def __init__(self, mapping: Mapping[str, str], *, name: str = "rename") -> None:
+        if not isinstance(mapping, Mapping) or not mapping:
+            raise ConfigError("rename: needs a non-empty mapping {old_name: new_name}")
+        for old, new in mapping.items():
+            if not isinstance(old, str) or not isinstance(new, str) or not old or not new:
+                raise ConfigError(f"rename: names must be non-empty strings, got {old!r}: {new!r}")
+        targets = list(mapping.values())
+        dupes = sorted({t for t in targets if targets.count(t) > 1})
+        if dupes:
+            raise ConfigError(f"rename: several columns renamed to {', '.join(dupes)}")
+        self.mapping = dict(mapping)
+        self.name = name
+        self._last_keys: tuple[str, ...] = ()
+        self._last_new: tuple[str, ...] = ()
+
+    def _rename(self, row: Row) -> Row:
+        keys = tuple(row)
+        if keys != self._last_keys:  # rows of a stream mostly share their columns
+            m = self.mapping
+            self._last_keys, self._last_new = keys, tuple(m.get(k, k) for k in keys)
+        out = dict(zip(self._last_new, row.values(), strict=True))
+        if len(out) != len(row):
+            clash = sorted(set(m.values()) & (set(row) - set(m)))
+            raise DataError(
+                f"rename: column(s) {', '.join(clash)} exist already; renaming onto them "
+                "would lose a value",
+                column=clash[0] if clash else None, row=row)
+        return out
+
+    def transform_schema(self, schema: Schema) -> Schema:
+        """The schema of the rows this operator emits."""
+        m = self.mapping
+        cols = tuple(Column(m.get(c.name, c.name), c.type, c.nullable, c.native)
+                     for c in schema.columns)
+        return Schema(cols, tuple(m.get(k, k) for k in schema.primary_key))
+
+    async def process(self, batch: Batch) -> OperatorOutput:
+        rename = self._rename
+        rows = [rename(r) for r in batch.rows]
+        before = None
+        if batch.before is not None:
+            before = [None if b is None else rename(b) for b in batch.before]
+        schema = None if batch.schema is None else self.transform_schema(batch.schema)
+        return batch.with_rows(rows, ops=batch.ops, before=before, schema=schema)

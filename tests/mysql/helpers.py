@@ -1,0 +1,56 @@
+"""Shared helpers for the MySQL/MariaDB tests (real server, no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from etlsync.connectors.mysql.binlog import BinlogStream, Boundary, RowsEvent
+from etlsync.connectors.mysql.config import MysqlOptions, connect
+
+
+def options(mysql_params: dict[str, Any]) -> MysqlOptions:
+    return MysqlOptions.from_params(mysql_params)
+
+
+async def execute(opts: MysqlOptions, *statements: str, sql_mode: str | None = None) -> None:
+    conn = await connect(opts)
+    try:
+        async with conn.cursor() as cur:
+            if sql_mode is not None:
+                await cur.execute("SET SESSION sql_mode = %s", (sql_mode,))
+            for s in statements:
+                await cur.execute(s)
+    finally:
+        conn.close()
+
+
+async def fetch(opts: MysqlOptions, sql: str, dict_rows: bool = True) -> list[Any]:
+    import aiomysql
+
+    conn = await connect(opts)
+    try:
+        async with conn.cursor(aiomysql.DictCursor if dict_rows else aiomysql.Cursor) as cur:
+            await cur.execute(sql)
+            return list(await cur.fetchall())
+    finally:
+        conn.close()
+
+
+async def collect_changes(stream: BinlogStream, n_rows: int, timeout: float = 20.0,
+                          ) -> list[RowsEvent]:
+    """Row events until ``n_rows`` rows arrived and their transaction committed."""
+    out: list[RowsEvent] = []
+    got = 0
+
+    async def run() -> None:
+        nonlocal got
+        async for item in stream.items():
+            if isinstance(item, RowsEvent):
+                out.append(item)
+                got += len(item.rows)
+            elif isinstance(item, Boundary) and got >= n_rows:
+                return
+
+    await asyncio.wait_for(run(), timeout)
+    return out

@@ -1,0 +1,163 @@
+"""Streaming behaviour of PostgresCdcSource against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from etlsync.connectors.postgres.cdc import PostgresCdcSource
+from etlsync.connectors.postgres.replication.slots import slot_info
+from etlsync.connectors.postgres.types import UNCHANGED
+from etlsync.core.batch import Batch, Op
+from etlsync.core.errors import ConfigError, ServiceNotReady
+from etlsync.core.schema import ColumnType
+from tests.postgres_cdc.conftest import Names, take
+
+
+def _source(dsn: str, names: Names, **kw: object) -> PostgresCdcSource:
+    opts: dict[str, object] = {"tables": [names.table], "status_interval": 0.5, **kw}
+    return PostgresCdcSource(dsn, slot=names.slot, publication=names.publication,
+                             **opts)  # type: ignore[arg-type]
+
+
+def _rows(batches: list[Batch]) -> int:
+    return sum(len(b.rows) for b in batches)
+
+
+def _changes(batches: list[Batch]) -> list[tuple[Op, dict[str, object]]]:
+    return [(op, row) for b in batches for op, row in b.iter_changes()]
+
+
+async def test_changes_in_order_with_commit_positions(pg: asyncpg.Connection, names: Names,
+                                                      pg_dsn: str) -> None:
+    t = names.table
+    await pg.execute(f"CREATE TABLE {t} (a int, b text, v int, PRIMARY KEY (a, b))")
+    src = _source(pg_dsn, names, snapshot="never", batch_rows=3)
+    agen = src.read(None)
+    first = asyncio.ensure_future(take(agen, lambda g: _rows(g) >= 10))
+    await asyncio.sleep(1.0)  # the slot exists once streaming started
+    async with pg.transaction():
+        for i in range(5):
+            await pg.execute(f"INSERT INTO {t} VALUES ($1, 'k', $1)", i)
+    await pg.execute(f"UPDATE {t} SET v = 100 WHERE a = 1")
+    await pg.execute(f"UPDATE {t} SET b = 'z' WHERE a = 2")  # key change
+    await pg.execute(f"DELETE FROM {t} WHERE a = 3")
+    await pg.execute(f"TRUNCATE {t}")
+    batches = await first
+    await agen.aclose()
+    ops = [op for op, _ in _changes(batches)]
+    assert ops == [Op.INSERT] * 5 + [Op.UPDATE, Op.DELETE, Op.INSERT, Op.DELETE, Op.TRUNCATE]
+    changes = _changes(batches)
+    assert changes[5][1] == {"a": 1, "b": "k", "v": 100}
+    assert changes[6][1] == {"a": 2, "b": "k"} and changes[7][1] == {"a": 2, "b": "z", "v": 2}
+    assert changes[8][1] == {"a": 3, "b": "k"}
+    data = [b for b in batches if b.rows]
+    assert data[0].stream == f"public.{t}"
+    assert data[0].schema is not None and data[0].schema.primary_key == ("a", "b")
+    # the 5-row transaction is split at batch_rows=3: the first part is not a resume point
+    assert len(data[0].rows) == 3 and data[0].position is None
+    assert isinstance(data[1].position, dict) and data[1].position["lsn"] > 0
+    lsns = [b.position["lsn"] for b in batches if b.position is not None]
+    assert lsns == sorted(lsns)
+
+
+async def test_resume_from_position_redelivers_exactly_the_rest(
+        pg: asyncpg.Connection, names: Names, pg_dsn: str) -> None:
+    t = names.table
+    await pg.execute(f"CREATE TABLE {t} (id int PRIMARY KEY, v text)")
+    await pg.execute(f"INSERT INTO {t} SELECT g, 'x' FROM generate_series(1, 50) g")
+    src = _source(pg_dsn, names, snapshot="initial", snapshot_chunk_rows=20)
+    agen = src.read(None)
+    snap = await take(agen, lambda g: bool(g) and g[-1].position == {"lsn": g[0].position["lsn"]})
+    assert [len(b.rows) for b in snap] == [20, 20, 10, 0]
+    for i in range(51, 54):
+        await pg.execute(f"INSERT INTO {t} VALUES ($1, 'y')", i)
+    got = await take(agen, lambda g: _rows(g) >= 3)
+    await agen.aclose()
+    assert [r["id"] for b in got for r in b.rows] == [51, 52, 53]
+    third = got[-1].position if got[-1].rows else got[-2].position
+    assert third is not None and third["lsn"] > snap[0].position["lsn"]
+    for i in range(54, 56):
+        await pg.execute(f"INSERT INTO {t} VALUES ($1, 'y')", i)
+    src2 = _source(pg_dsn, names)
+    agen2 = src2.read(third)
+    rest = await take(agen2, lambda g: _rows(g) >= 2)
+    await pg.execute(f"INSERT INTO {t} VALUES (99, 'z')")
+    more = await take(agen2, lambda g: _rows(g) >= 1)
+    await agen2.aclose()
+    assert [r["id"] for b in rest + more for r in b.rows] == [54, 55, 99]
+
+
+async def test_unchanged_toast_full_identity_and_schema_changes(
+        pg: asyncpg.Connection, names: Names, pg_dsn: str) -> None:
+    t = names.table
+    await pg.execute(f"CREATE TABLE {t} (id int PRIMARY KEY, doc text, n int)")
+    await pg.execute(f"ALTER TABLE {t} ALTER COLUMN doc SET STORAGE EXTERNAL")
+    big = "".join(f"{i:08x}" for i in range(5000))  # 40 kB, stored out of line
+    src = _source(pg_dsn, names, snapshot="never")
+    agen = src.read(None)
+    task = asyncio.ensure_future(take(agen, lambda g: _rows(g) >= 6))
+    await asyncio.sleep(1.0)
+    await pg.execute(f"INSERT INTO {t} VALUES (1, $1, 1)", big)
+    await pg.execute(f"UPDATE {t} SET n = 2 WHERE id = 1")  # doc unchanged: not sent
+    await pg.execute(f"ALTER TABLE {t} ADD COLUMN extra text")
+    await pg.execute(f"UPDATE {t} SET extra = 'e' WHERE id = 1")
+    await pg.execute(f"ALTER TABLE {t} ALTER COLUMN n TYPE numeric USING n::numeric")
+    await pg.execute(f"ALTER TABLE {t} REPLICA IDENTITY FULL")
+    await pg.execute(f"UPDATE {t} SET n = 3.5 WHERE id = 1")
+    await pg.execute(f"ALTER TABLE {t} DROP COLUMN extra")
+    await pg.execute(f"DELETE FROM {t} WHERE id = 1")
+    await pg.execute(f"INSERT INTO {t} VALUES (2, 'small', 1)")
+    batches = await task
+    await agen.aclose()
+    changes = _changes(batches)
+    assert changes[0][1]["doc"] == big
+    assert changes[1][0] is Op.UPDATE and changes[1][1]["doc"] is UNCHANGED
+    assert changes[1][1]["n"] == 2
+    assert changes[2][1]["extra"] == "e"
+    schemas = [b.schema for b in batches if b.rows]
+    assert "extra" not in schemas[0] and "extra" in schemas[-3]  # type: ignore[operator]
+    assert schemas[-3].column("n").type is ColumnType.DECIMAL  # type: ignore[union-attr]
+    assert "extra" not in schemas[-1]  # type: ignore[operator]
+    # REPLICA IDENTITY FULL: the whole old row comes with the update and delete; the
+    # primary key stays the table's, not "all columns"
+    upd = next(b for b in batches if b.rows and b.ops == [Op.UPDATE] and b.before
+               and b.before[0] and "extra" in b.before[0])
+    assert upd.schema is not None and upd.schema.primary_key == ("id",)
+    delete = next((op, row) for op, row in changes if op is Op.DELETE)
+    assert delete[1]["id"] == 1 and "n" in delete[1]
+
+
+async def test_on_commit_moves_confirmed_flush(pg: asyncpg.Connection, names: Names,
+                                               pg_dsn: str) -> None:
+    await pg.execute(f"CREATE TABLE {names.table} (id int PRIMARY KEY)")
+    src = _source(pg_dsn, names, snapshot="never")
+    agen = src.read(None)
+    task = asyncio.ensure_future(take(agen, lambda g: _rows(g) >= 1))
+    await asyncio.sleep(1.0)
+    await pg.execute(f"INSERT INTO {names.table} VALUES (1)")
+    batches = await task
+    pos = next(b.position for b in batches if b.rows)
+    before = await slot_info(pg, names.slot)
+    assert before is not None and (before.confirmed_flush_lsn or 0) < pos["lsn"]
+    await src.on_commit(pos)
+    for _ in range(50):
+        info = await slot_info(pg, names.slot)
+        if info is not None and info.confirmed_flush_lsn == pos["lsn"]:
+            break
+        await asyncio.sleep(0.1)
+    await agen.aclose()
+    assert info is not None and info.confirmed_flush_lsn == pos["lsn"]
+
+
+async def test_missing_slot_and_publication_errors_name_the_fix(
+        pg: asyncpg.Connection, names: Names, pg_dsn: str) -> None:
+    await pg.execute(f"CREATE TABLE {names.table} (id int PRIMARY KEY)")
+    agen = _source(pg_dsn, names, create_publication=False).read(None)
+    with pytest.raises(ConfigError, match="CREATE PUBLICATION"):
+        await agen.__anext__()
+    agen = _source(pg_dsn, names).read({"lsn": 12345})
+    with pytest.raises(ServiceNotReady, match=r"slot .* is missing"):
+        await agen.__anext__()
