@@ -20,6 +20,8 @@ def parse_args(description: str, default_rows: int, extra: Callable[[argparse.Ar
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds; variants alternate within a round, the best round counts")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="also count instructions under valgrind (noise-free, slow)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     if extra is not None:
         extra(parser)
@@ -74,3 +76,44 @@ def report(results: dict[str, dict[str, Any]], as_json: bool) -> None:
         ratios = " ".join(f"{k}={v}" for k, v in r.items() if k.startswith("ratio_"))
         print(f"{r['name']:<28} {r['rows']:>9} rows {r['seconds']:>8.3f}s "
               f"{r['rows_per_s']:>11,} rows/s {r['peak_rss_mb']:>7.1f} MB  {ratios}")
+
+
+def count_instructions(script: str, variants: Sequence[str], rows: int,
+                       extra_args: Sequence[str] = ()) -> dict[str, int]:
+    """Instructions each variant executes for ``rows`` rows, under callgrind, minus the same
+    variant's run with 0 rows (interpreter start-up and imports). Deterministic: unaffected
+    by other load on the machine."""
+    import re
+    import shutil
+    import tempfile
+
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--callgrind needs valgrind (apt-get install valgrind)")
+    counts: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for v in variants:
+            total = []
+            for n in (rows, 0):
+                proc = subprocess.run(
+                    [valgrind, "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out",
+                     sys.executable, script, "--variant", v, "--rows", str(n), *extra_args],
+                    capture_output=True, text=True)
+                m = re.search(r"Collected : (\d+)", proc.stderr)
+                if m is None:
+                    raise SystemExit(f"callgrind failed for {v}: {proc.stderr[-500:]}")
+                total.append(int(m.group(1)))
+            counts[v] = total[0] - total[1]
+    return counts
+
+
+def add_instruction_ratios(results: dict[str, dict[str, Any]], counts: dict[str, int],
+                           ours: str, baselines: dict[str, str]) -> None:
+    """Put ``instructions`` on every result and ``ratio_instr_vs_*`` (baseline instructions
+    / ours: higher is better, like the throughput ratios) on ours."""
+    for v, c in counts.items():
+        if v in results:
+            results[v]["instructions"] = c
+    for base, key in baselines.items():
+        if counts.get(base) and counts.get(ours):
+            results[ours][key.replace("ratio_", "ratio_instr_")] = round(counts[base] / counts[ours], 3)

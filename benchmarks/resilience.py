@@ -4,11 +4,18 @@ Side by side in one run, each variant in its own process:
 
 - ``bare``: the kernel pipeline, no middleware.
 - ``resilient``: every stage wrapped (ResilientSource, ResilientOperator x2, Resilient sink
-  with retry, circuit breaker and a dead-letter sink), no faults: ``ratio_vs_bare``.
+  with retry, circuit breaker and a dead-letter sink), no faults: ``ratio_vs_bare``
+  (throughput, wall clock) and ``ratio_vs_bare_cpu`` (CPU seconds of bare / of this
+  variant; stable on a loaded machine).
 - ``resilient_20pct_faults``: the same with 20% of sink writes failing transiently
   (retried with 1-10 ms full-jitter backoff).
 - ``resilient_1pct_bad_rows``: 1% of rows rejected by the sink, isolated by bisection and
   dead-lettered.
+- ``pg_bare``, ``pg_resilient``, ``pg_resilient_20pct_faults``: the same rows into PostgreSQL
+  through ``PostgresSink`` (binary COPY, position in each batch's transaction), bare, wrapped,
+  and wrapped with 20% of writes failing transiently before they reach the server
+  (``--pg-dsn``, default ``$ETLSYNC_BENCH_PG_DSN`` or the local test database;
+  ``--no-postgres`` skips them).
 
     python benchmarks/resilience.py --rows 1000000 --json
 """
@@ -16,6 +23,7 @@ Side by side in one run, each variant in its own process:
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sys
 import time
@@ -27,6 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import child_result, parse_args, report, run_variants
 
 VARIANTS = ["bare", "resilient", "resilient_20pct_faults", "resilient_1pct_bad_rows"]
+PG_VARIANTS = ["pg_bare", "pg_resilient", "pg_resilient_20pct_faults"]
+DEFAULT_DSN = os.environ.get("ETLSYNC_BENCH_PG_DSN",
+                             "postgresql://postgres@127.0.0.1:5432/etlsync_test")
 
 
 def make_rows(n: int) -> Iterator[dict[str, Any]]:
@@ -108,12 +119,74 @@ async def run(variant: str, n: int) -> dict[str, Any]:
             "breaker_opened": sink.metrics["breaker_opened"]}
 
 
-def child(variant: str, n: int) -> None:
+async def run_pg(variant: str, n: int, dsn: str) -> dict[str, Any]:
+    import asyncpg
+
+    from etlsync import Batch, Pipeline, Source
+    from etlsync.connectors.postgres import PostgresCheckpointStore, PostgresSink
+    from etlsync.resilience import CircuitBreaker, Resilient, RetryPolicy
+
+    class GenSource(Source):
+        name = "gen"
+
+        async def read(self, position: Any):  # type: ignore[no-untyped-def]
+            buf: list[dict[str, Any]] = []
+            for r in make_rows(n):
+                buf.append(r)
+                if len(buf) == 10_000:
+                    yield Batch(buf, position=r["id"] + 1)
+                    buf = []
+            if buf:
+                yield Batch(buf, position=n)
+
+    class Faulty(PostgresSink):
+        rng = random.Random(1)
+        failures = 0
+
+        async def write(self, batch: Batch) -> None:
+            if self.rng.random() < 0.2:
+                Faulty.failures += 1
+                raise ConnectionResetError("injected")
+            await super().write(batch)
+
+    table = f"bench_resilience_{variant}_{os.getpid()}"
+    state = f"{table}_state"
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(f'create table "{table}" (id bigint, amount int, status text)')
+    try:
+        store = PostgresCheckpointStore(dsn, table=state)
+        cls = Faulty if variant == "pg_resilient_20pct_faults" else PostgresSink
+        sink: Any = cls(dsn, table=table, state_table=state, create=False)
+        if variant != "pg_bare":
+            sink = Resilient(sink, retry=RetryPolicy(max_attempts=None, base_delay=0.001,
+                                                     max_delay=0.01, max_elapsed=120),
+                             breaker=CircuitBreaker(failure_threshold=20, reset_timeout=0.01),
+                             verify_with=store)
+        await Pipeline(GenSource(), sinks=[sink], checkpoint_store=store,
+                       name=table).run(handle_signals=False)
+        await store.close()
+        delivered = await conn.fetchval(f'select count(*) from "{table}"')
+        return {"delivered": delivered, "injected_failures": Faulty.failures}
+    finally:
+        await conn.execute(f'drop table if exists "{table}", "{state}"')
+        await conn.close()
+
+
+def child(variant: str, n: int, dsn: str) -> None:
     import etlsync.resilience  # noqa: F401 - imports are not part of the measurement
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
+    if variant.startswith("pg_"):
+        info = asyncio.run(run_pg(variant, n, dsn))
+        seconds = time.perf_counter() - t0
+        info["cpu_seconds"] = round(time.process_time() - c0, 4)
+        if info["delivered"] != n:
+            raise SystemExit(f"{variant}: delivered {info['delivered']} of {n} rows")
+        child_result(variant, n, seconds, **info)
+        return
     info = asyncio.run(run(variant, n))
     seconds = time.perf_counter() - t0
+    info["cpu_seconds"] = round(time.process_time() - c0, 4)
     kept = [r["id"] for r in make_rows(n) if keep(r)]
     bad = sum(1 for i in kept if i % 101 == 0) if variant == "resilient_1pct_bad_rows" else 0
     if info["delivered"] != len(kept) - bad or info.get("dead_letters", 0) != bad:
@@ -121,17 +194,29 @@ def child(variant: str, n: int) -> None:
     child_result(variant, n, seconds, **info)
 
 
+def options(parser: Any) -> None:
+    parser.add_argument("--pg-dsn", default=DEFAULT_DSN, help="PostgreSQL for the pg_ variants")
+    parser.add_argument("--no-postgres", action="store_true", help="skip the pg_ variants")
+
+
 def main() -> None:
-    args = parse_args(__doc__ or "", 1_000_000)
+    args = parse_args(__doc__ or "", 1_000_000, options)
     if args.variant:
-        child(args.variant, args.rows)
+        child(args.variant, args.rows, args.pg_dsn)
         return
-    results = run_variants(__file__, VARIANTS, args.rows, args.repeat)
-    bare = results["bare"].get("rows_per_s")
-    for name in VARIANTS[1:]:
+    variants = VARIANTS + ([] if args.no_postgres else PG_VARIANTS)
+    results = run_variants(__file__, variants, args.rows, args.repeat,
+                           extra_args=["--pg-dsn", args.pg_dsn])
+    for name in variants[1:]:
+        bare = results["pg_bare" if name.startswith("pg_") else "bare"]
         r = results[name]
-        if bare and r.get("rows_per_s"):
-            r["ratio_vs_bare"] = round(r["rows_per_s"] / bare, 3)
+        if name == "pg_bare":
+            continue
+        if bare.get("rows_per_s") and r.get("rows_per_s"):
+            r["ratio_vs_bare"] = round(r["rows_per_s"] / bare["rows_per_s"], 3)
+        if bare.get("cpu_seconds") and r.get("cpu_seconds"):
+            # CPU time is what the middleware costs; wall time also measures machine load
+            r["ratio_vs_bare_cpu"] = round(bare["cpu_seconds"] / r["cpu_seconds"], 3)
     report(results, args.json)
 
 

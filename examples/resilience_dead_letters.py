@@ -70,7 +70,7 @@ async def main(workdir: Path) -> dict[str, Any]:
     summary = await Pipeline(MemorySource(orders(2000), batch_size=250), sinks=[sink],
                              name="orders").run()
     pending = await letters.count(pipeline="orders")
-    first = [x async for x in letters.read()][0]
+    first = await anext(letters.read())
 
     def repair(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "amount": abs(row["amount"] or 0.0)}

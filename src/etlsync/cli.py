@@ -12,7 +12,7 @@ import inspect
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -73,10 +73,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _drop_reported_failure(logger: Any, method: str,
+                           event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The CLI prints a failed run's cause itself, as one line: skip the runner's log of it."""
+    if event.get("event") == "pipeline failed":
+        raise structlog.DropEvent
+    return event
+
+
 def _configure_logging(verbose: int, redact: Redactor) -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    quiet: list[Any] = [_drop_reported_failure] if verbose <= 0 else []
     structlog.configure(
         processors=[
+            *quiet,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="%H:%M:%S"),
             redact.structlog_processor,
@@ -157,7 +167,8 @@ async def _run(args: argparse.Namespace, redact: Redactor) -> int:
         return EXIT_OK
     result = await run_built(built, progress=not args.no_progress and not args.json)
     print(redact(result.to_json() if args.json else str(result)))
-    return EXIT_OK if result.summary.status != "failed" else EXIT_FAILED
+    status = result.summary.status
+    return {"failed": EXIT_FAILED, "stopped": EXIT_INTERRUPTED}.get(status, EXIT_OK)
 
 
 # -- init -------------------------------------------------------------------------------------

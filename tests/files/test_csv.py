@@ -113,7 +113,7 @@ field = st.text(alphabet=st.sampled_from(list('ab,"\n\r é;x ')), max_size=12)
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.lists(field, min_size=3, max_size=3), max_size=60),
-       chunk=st.integers(1, 300), batch=st.integers(1, 25), cut=st.integers(0, 80))
+       chunk=st.integers(4, 300), batch=st.integers(1, 25), cut=st.integers(0, 80))
 async def test_chunking_and_resume_never_lose_or_repeat_a_record(
         tmp_path: Path, rows: list[list[str]], chunk: int, batch: int, cut: int,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -245,3 +245,35 @@ def test_registering_a_custom_checkpoint_store(tmp_path: Path) -> None:
     finally:
         unregister("checkpoint", "shared")
     assert built.checkpoint_store is store
+
+
+async def test_several_sinks_each_get_every_row(tmp_path: Path) -> None:
+    p = job_file(tmp_path, f"""
+source: {{type: memory, rows: {ROWS}}}
+sinks:
+  - {{type: jsonl, path: a.jsonl}}
+  - {{type: csv, path: b.csv}}
+checkpoint: {{type: memory}}
+""")
+    result = await run_job(p, env={})
+    assert result.summary.rows_written == 2
+    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 2
+    assert (tmp_path / "b.csv").read_text().splitlines()[0] == "id,price,status"
+
+
+def test_plans_hide_secret_options_and_url_passwords(tmp_path: Path) -> None:
+    class Conn(CollectingSink):
+        def __init__(self, *, dsn: str, password: str = "", api_key: str = "") -> None:
+            super().__init__("conn")
+
+    register("sink", "conn", Conn)
+    try:
+        built = build_job(load_job(job_file(tmp_path, MEM.replace(
+            "sink: {type: collect}",
+            "sink: {type: conn, dsn: 'postgresql://etl:pw-literal@db/x', password: hunter22,"
+            " api_key: k-123}")), {}))
+    finally:
+        unregister("sink", "conn")
+    shown = str(built.plan())
+    assert "pw-literal" not in shown and "hunter22" not in shown and "k-123" not in shown
+    assert "postgresql://etl:***@db/x" in shown

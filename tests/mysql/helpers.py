@@ -54,3 +54,25 @@ async def collect_changes(stream: BinlogStream, n_rows: int, timeout: float = 20
 
     await asyncio.wait_for(run(), timeout)
     return out
+
+
+class ListSource:
+    """A source yielding prepared batches (positions 1, 2, ... unless set)."""
+
+    def __new__(cls, batches: list[Any]) -> Any:
+        from collections.abc import AsyncIterator
+
+        from etlsync.core.batch import Batch
+        from etlsync.core.stages import Source
+
+        class _Src(Source):
+            name = "list"
+
+            async def read(self, position: Any | None) -> AsyncIterator[Batch]:
+                start = int(position or 0) if not isinstance(position, dict) else 0
+                for i, b in enumerate(batches[start:], start + 1):
+                    if b.position is None:
+                        b.position = i
+                    yield b
+
+        return _Src()

@@ -234,3 +234,41 @@ async def test_hostile_identifiers_are_quoted_everywhere(pg_dsn: str, conn: asyn
             {"Id Key": 5, hostile: "z", "New Col;": None}]
     finally:
         await conn.execute(f"DROP TABLE IF EXISTS {q}")
+
+
+async def test_overwrite_from_postgres_source_swaps_at_end_of_pass_and_resumes_after_crash(
+        pg_dsn: str, conn: asyncpg.Connection, table: str) -> None:
+    from etlsync.connectors.postgres import PostgresCheckpointStore
+
+    src_table, dst = f"{table}_b", table
+    await conn.execute(f'CREATE TABLE "{src_table}" (id int PRIMARY KEY, v text)')
+    await conn.execute(f"INSERT INTO \"{src_table}\" SELECT i, 'v' || i FROM generate_series(1, 1000) i")
+    await conn.execute(f'CREATE TABLE "{dst}" (id int PRIMARY KEY, v text)')
+    await conn.execute(f"INSERT INTO \"{dst}\" VALUES (-1, 'old')")
+    store = PostgresCheckpointStore(pg_dsn)
+    written = 0
+
+    class Crashing(PostgresSink):
+        async def write(self, batch: Batch) -> None:
+            nonlocal written
+            written += 1
+            if written == 4:
+                raise RuntimeError("crash")
+            await super().write(batch)
+
+    def pipeline(sink: PostgresSink) -> Pipeline:
+        return Pipeline(PostgresSource(pg_dsn, table=src_table, batch_size=100), [], [sink],
+                        name=table, checkpoint_store=store)
+
+    try:
+        with pytest.raises(Exception, match="crash"):
+            await pipeline(Crashing(pg_dsn, table=dst, write_mode="overwrite")).run()
+        assert await rows_of(conn, dst) == [{"id": -1, "v": "old"}]  # readers: old table
+        staged = await conn.fetchval(f'SELECT count(*) FROM "{dst}__etlsync_new"')
+        assert staged == 300
+        await pipeline(PostgresSink(pg_dsn, table=dst, write_mode="overwrite")).run()
+    finally:
+        await store.close()
+    got = await rows_of(conn, dst)
+    assert [r["id"] for r in got] == list(range(1, 1001))
+    assert await conn.fetchval("SELECT to_regclass($1)", f'"{dst}__etlsync_new"') is None

@@ -42,7 +42,10 @@ class Names:
                             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                             "WHERE slot_name = $1", slot)
                         break
-                    except asyncpg.ObjectInUseError:
+                    except asyncpg.ObjectInUseError:  # a reader of this test still holds it
+                        await conn.execute(
+                            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                            "WHERE slot_name = $1 AND active_pid IS NOT NULL", slot)
                         await asyncio.sleep(0.1)
             for pub in self.publications:
                 await conn.execute(f'DROP PUBLICATION IF EXISTS "{pub}"')

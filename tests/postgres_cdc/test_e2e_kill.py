@@ -130,3 +130,26 @@ async def test_kill_9_during_snapshot_and_stream_target_equals_source(
     extra = {r["id"] for r in actual} - {r["id"] for r in expected}
     assert not missing and not extra, (sorted(missing)[:10], sorted(extra)[:10])
     assert actual == expected
+
+
+async def test_example_copies_then_streams(pg: asyncpg.Connection, names: Names,
+                                           pg_dsn: str) -> None:
+    src, dst = names.table, names.table + "_copy"
+    names.tables.append(dst)
+    await pg.execute(f"CREATE TABLE {src} (id int PRIMARY KEY, v text, doc text, n int)")
+    await pg.execute(f"INSERT INTO {src} SELECT g, 'a', 'd', g FROM generate_series(1, 500) g")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLE), "--dsn", pg_dsn, "--source", src, "--target", dst,
+        "--slot", names.slot, "--publication", names.publication, "--seconds", "4",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(EXAMPLE.parents[1] / "src")})
+    await asyncio.sleep(2.0)
+    await pg.execute(f"UPDATE {src} SET v = 'b' WHERE id <= 10")
+    await pg.execute(f"DELETE FROM {src} WHERE id > 490")
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    try:
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert out.decode().startswith("stopped:")
+        assert await pg.fetch(_SNAPSHOT.format(dst)) == await pg.fetch(_SNAPSHOT.format(src))
+    finally:
+        await pg.execute("DELETE FROM _etlsync_state WHERE pipeline = $1", names.slot)

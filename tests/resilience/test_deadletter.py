@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import subprocess
@@ -129,7 +130,8 @@ async def test_replay_command_sends_letters_to_a_sink_factory(tmp_path: Path) ->
     (tmp_path / "replay_target.py").write_text(
         "from etlsync.connectors.sqlite import SqliteSink\n"
         "def make(path):\n    return SqliteSink(path, table='fixed')\n")
-    out = subprocess.run(
+    out = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "etlsync.resilience.replay", "--from", "sqlite:dead.db",
          "--sink", "replay_target:make", "--sink-args", json.dumps({"path": "target.db"}),
          "--pipeline", "p"], capture_output=True, text=True, timeout=60, cwd=tmp_path)

@@ -119,3 +119,45 @@ async def test_commit_whose_reply_was_lost_is_not_written_twice(
         assert await _pg(pg_dsn, f'select count(distinct id) from "{table}"') == 10_000
     finally:
         await _pg(pg_dsn, f'drop table if exists "{table}", "{state}"')
+
+
+async def test_breaker_opens_while_postgres_is_unreachable_and_closes_after(
+        pg_dsn: str, unique_name: str) -> None:
+    from etlsync.connectors.postgres import PostgresCheckpointStore, PostgresSink
+
+    class Slow(Counter):
+        async def read(self, position: Any | None) -> AsyncIterator[Batch]:
+            async for b in super().read(position):
+                await asyncio.sleep(0.01)
+                yield b
+
+    table, state = unique_name, f"{unique_name}_state"
+    await _pg(pg_dsn, f'create table "{table}" (id bigint primary key, v text not null)')
+    try:
+        async with FaultProxy(5432) as proxy:
+            store = PostgresCheckpointStore(pg_dsn, table=state)
+            breaker = CircuitBreaker(failure_threshold=3, reset_timeout=0.1, name="pg")
+            sink = Resilient(
+                PostgresSink(proxy.dsn(pg_dsn), table=table, state_table=state, create=False),
+                retry=RetryPolicy(max_attempts=None, base_delay=0.01, max_delay=0.05,
+                                  max_elapsed=60),
+                breaker=breaker, verify_with=store)
+            pipeline = Pipeline(Slow(20_000, 500), sinks=[sink], name=unique_name,
+                                checkpoint_store=store)
+            task = asyncio.create_task(pipeline.run(handle_signals=False))
+            while sink.stats.batches < 5:
+                await asyncio.sleep(0.005)
+            proxy.refuse = True  # the server "goes away": new connections are reset
+            proxy.cut_all()
+            states = []
+            for _ in range(60):
+                states.append(sink.metrics["breaker_state"])
+                await asyncio.sleep(0.01)
+            proxy.refuse = False
+            await asyncio.wait_for(task, 60)
+            await store.close()
+        assert "open" in states and proxy.stats.refused >= 1
+        assert breaker.stats.opened >= 1 and breaker.state.value == "closed"
+        assert await _pg(pg_dsn, f'select count(*) from "{table}"') == 20_000
+    finally:
+        await _pg(pg_dsn, f'drop table if exists "{table}", "{state}"')

@@ -35,7 +35,8 @@ class TxLog(Source):
         start = 0 if position is None else int(position) + 1
         for t in range(start, len(self.txs)):
             rows = self.txs[t]
-            chunks = [rows[i:i + self.batch] for i in range(0, len(rows), self.batch)] or [[]]
+            size = self.batch + len(self.reads) % 3  # batching differs between connections
+            chunks = [rows[i:i + size] for i in range(0, len(rows), size)] or [[]]
             for k, chunk in enumerate(chunks):
                 if self.rng.random() < self.fail_p and self.failures < 200:
                     self.failures += 1

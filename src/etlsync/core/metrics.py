@@ -21,6 +21,9 @@ class StageMetrics:
     max_batch_seconds: float = 0.0
     channel_batches: int = 0
     channel_rows: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Counters the stage itself reports through an ``extra_metrics()`` method (retries,
+    dead letters, breaker state, ...)."""
 
     def record(self, rows_in: int, rows_out: int, batches_out: int, seconds: float) -> None:
         self.rows_in += rows_in

@@ -147,6 +147,12 @@ class Pipeline:
             m = self._metrics.get(key)
             if m is not None:
                 m.channel_batches, m.channel_rows = len(ch), ch.rows
+        stages = zip([self._source_name, *self._op_names, *self._sink_names],
+                     [self.source, *self.operators, *self.sinks], strict=True)
+        for key, stage in stages:
+            hook = getattr(stage, "extra_metrics", None)
+            if callable(hook) and key in self._metrics:
+                self._metrics[key].extra = dict(hook())
         return self._metrics
 
     @property

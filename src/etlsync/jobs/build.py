@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -60,14 +62,37 @@ class BuiltJob:
             "job": str(self.job.path),
             "pipeline": self.job.name,
             "sync": {k: v for k, v in
-                     {"sync_mode": spec.sync.sync_mode or "full_refresh",
+                     {"sync_mode": spec.sync.sync_mode or (
+                         "cdc" if is_cdc(self.stages[0].type, type(self.source))
+                         else "full_refresh"),
                       "cursor_field": spec.sync.cursor_field,
                       "primary_key": list(spec.sync.key or ())}.items() if v},
             "write": {k: getattr(spec.write, k) for k in ("write_mode", "conflict", "schema_policy")
                       if getattr(spec.write, k) is not None},
             "stages": [{"kind": s.kind, "type": s.type, "key": s.key_path,
-                        "options": _jsonable(s.options)} for s in self.stages],
+                        "options": _jsonable(_mask_options(s.options))} for s in self.stages],
         }
+
+
+_SECRET_NAMES = ("password", "passwd", "secret", "token", "api_key", "access_key",
+                 "private_key", "credentials")
+_URL_PASSWORD = re.compile(r"(?<=://)([^:/@\s]*):([^@/\s]+)@")
+
+
+def _mask_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as shown in plans: secret-named values hidden, passwords in URLs too (values
+    from ``${VAR}`` are masked separately, in all output)."""
+    out: dict[str, Any] = {}
+    for k, v in options.items():
+        if any(n in k.lower() for n in _SECRET_NAMES) and v not in (None, ""):
+            out[k] = "***"
+        elif isinstance(v, dict):
+            out[k] = _mask_options(v)
+        elif isinstance(v, str) and "://" in v:
+            out[k] = _URL_PASSWORD.sub(r"\1:***@", v)
+        else:
+            out[k] = v
+    return out
 
 
 def _jsonable(value: Any) -> Any:
@@ -82,18 +107,28 @@ def _jsonable(value: Any) -> Any:
     return getattr(value, "__qualname__", None) or repr(value)
 
 
-def _split_options(job: Job, spec: Mapping[str, Any], key_path: str
-                   ) -> tuple[str, dict[str, Any], dict[str, str]]:
-    """(type, options, option -> key path) of a ``{type: ..., options...}`` mapping."""
+def _type_of(job: Job, spec: Mapping[str, Any], key_path: str) -> str:
     type_name = spec.get("type")
     if not isinstance(type_name, str) or not type_name:
         raise ConfigError(f"{job.where(key_path + '.type')}: required: the stage type as a string")
+    return type_name
+
+
+def _split_options(job: Job, spec: Mapping[str, Any], key_path: str,
+                   factory: Callable[..., Any] | None = None
+                   ) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """(type, options, option -> key path) of a ``{type: ..., options...}`` mapping.
+
+    An ``options:`` mapping is merged into the options, unless the stage itself has an
+    option called ``options`` (then it is passed as is)."""
+    type_name = _type_of(job, spec, key_path)
+    own_options = factory is not None and "options" in _param_names(factory)
     opts: dict[str, Any] = {}
     paths: dict[str, str] = {}
     for k, v in spec.items():
         if k == "type":
             continue
-        if k == "options":
+        if k == "options" and not own_options:
             if not isinstance(v, dict):
                 raise ConfigError(f"{job.where(key_path + '.options')}: expected a mapping")
             for ok, ov in v.items():
@@ -129,28 +164,44 @@ def _construct(job: Job, factory: Callable[..., Any], type_name: str, key_path: 
                                      f"options: {exc}")) from None
 
 
+# a job-wide setting -> the option names stages use for it, in order of preference
+ALIASES: dict[str, tuple[str, ...]] = {
+    "sync_mode": ("sync_mode", "mode"),
+    "cursor_field": ("cursor_field",),
+    "primary_key": ("primary_key", "key"),
+    "batch_size": ("batch_size", "batch_rows", "max_batch_rows", "chunk_rows", "chunk_size"),
+    "write_mode": ("write_mode",),
+    "conflict": ("conflict",),
+    "schema_policy": ("schema_policy",),
+}
+
+
 def _merge(job: Job, factory: Callable[..., Any], type_name: str, kind: str, opts: dict[str, Any],
-           paths: dict[str, str], section: str, key: str, value: Any, default: Any) -> None:
-    """Pass a job-wide setting (``sync.*``, ``write.*``) to a stage that accepts it."""
+           paths: dict[str, str], section: str, key: str, value: Any, default: Any,
+           *, required: bool = True) -> None:
+    """Pass a job-wide setting (``sync.*``, ``write.*``) to a stage that accepts it, under
+    the stage's own name for it (``sync_mode`` or ``mode``)."""
     if value is None:
         return
-    if key in opts:
-        if opts[key] != value and not (isinstance(opts[key], list | tuple)
-                                       and list(opts[key]) == list(value)):
-            raise ConfigError(f"{job.where(paths[key])}: conflicts with {section}.{key} "
-                              f"({opts[key]!r} vs {value!r}); give it once")
-        return
-    if registry.accepts(factory, key):
-        opts[key], paths[key] = value, f"{section}.{key}"
-    elif value != default:
-        raise ConfigError(f"{job.where(section + '.' + key)}: {kind} type {type_name!r} does not "
+    setting = f"{section}.{key}" if section else key
+    names = ALIASES.get(key, (key,))
+    for name in names:
+        if name in opts:
+            if opts[name] != value and not (isinstance(opts[name], list | tuple)
+                                            and list(opts[name]) == list(value)):
+                raise ConfigError(f"{job.where(paths[name])}: conflicts with {setting} "
+                                  f"({opts[name]!r} vs {value!r}); give it once")
+            return
+    accepted = [n for n in names if n in _param_names(factory)]
+    if accepted:  # never into **kwargs: those often go to a driver's connect()
+        opts[accepted[0]], paths[accepted[0]] = value, setting
+    elif required and value != default:
+        raise ConfigError(f"{job.where(setting)}: {kind} type {type_name!r} does not "
                           f"support {key} (its options: "
                           f"{', '.join(_param_names(factory)) or 'none'})")
 
 
 def _param_names(factory: Callable[..., Any]) -> list[str]:
-    import inspect
-
     try:
         return [n for n, p in inspect.signature(factory).parameters.items()
                 if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY)]
@@ -158,36 +209,44 @@ def _param_names(factory: Callable[..., Any]) -> list[str]:
         return []
 
 
+def is_cdc(type_name: str, factory: Callable[..., Any]) -> bool:
+    """Whether a source type streams changes (its sync mode is ``cdc`` by nature)."""
+    name = getattr(factory, "__name__", "")
+    return type_name.endswith("_cdc") or any(w in name for w in ("Cdc", "ChangeStream", "Oplog"))
+
+
 def build_source(job: Job) -> tuple[Source, StagePlan]:
     spec = job.spec
-    type_name, opts, paths = _split_options(job, spec.source, "source")
+    type_name = _type_of(job, spec.source, "source")
     factory = registry.resolve("source", type_name, job.where("source.type"))
+    _, opts, paths = _split_options(job, spec.source, "source", factory)
     sync = spec.sync
     _merge(job, factory, type_name, "source", opts, paths, "sync", "sync_mode", sync.sync_mode,
-           "full_refresh")
+           "cdc" if is_cdc(type_name, factory) else "full_refresh")
     _merge(job, factory, type_name, "source", opts, paths, "sync", "cursor_field",
            sync.cursor_field, None)
-    if sync.key is not None and registry.accepts(factory, "primary_key"):
+    if sync.key is not None:
         _merge(job, factory, type_name, "source", opts, paths, "sync", "primary_key",
-               list(sync.key), None)
-    if spec.batch_size is not None and registry.accepts(factory, "batch_size"):
-        opts.setdefault("batch_size", spec.batch_size)
-        paths.setdefault("batch_size", "batch_size")
+               list(sync.key), None, required=False)
+    _merge(job, factory, type_name, "source", opts, paths, "", "batch_size", spec.batch_size,
+           None, required=False)
     _resolve_paths(job, opts)
     source = _construct(job, factory, type_name, "source", opts, paths)
     return source, StagePlan("source", type_name, "source", opts)
 
 
 def build_sink(job: Job, spec: Mapping[str, Any], key_path: str) -> tuple[Sink, StagePlan]:
-    type_name, opts, paths = _split_options(job, spec, key_path)
+    type_name = _type_of(job, spec, key_path)
     factory = registry.resolve("sink", type_name, job.where(key_path + ".type"))
+    _, opts, paths = _split_options(job, spec, key_path, factory)
     w = job.spec.write
     for key, default in (("write_mode", "append"), ("conflict", "overwrite"),
                          ("schema_policy", "evolve")):
         _merge(job, factory, type_name, "sink", opts, paths, "write", key, getattr(w, key), default)
     pk = job.spec.sync.key
-    if pk is not None and registry.accepts(factory, "primary_key"):
-        _merge(job, factory, type_name, "sink", opts, paths, "sync", "primary_key", list(pk), None)
+    if pk is not None:
+        _merge(job, factory, type_name, "sink", opts, paths, "sync", "primary_key", list(pk), None,
+               required=False)
     _resolve_paths(job, opts)
     sink = _construct(job, factory, type_name, key_path, opts, paths)
     return sink, StagePlan("sink", type_name, key_path, opts)
@@ -261,10 +320,11 @@ def _callable_operator(job: Job, kind: str, args: Any, key_path: str
 
 def build_checkpoint(job: Job) -> tuple[CheckpointStore, StagePlan]:
     spec = job.spec.checkpoint if job.spec.checkpoint is not None else dict(DEFAULT_CHECKPOINT)
-    type_name, opts, paths = _split_options(job, spec, "checkpoint")
+    type_name = _type_of(job, spec, "checkpoint")
+    factory = registry.resolve("checkpoint", type_name, job.where("checkpoint.type"))
+    _, opts, paths = _split_options(job, spec, "checkpoint", factory)
     if type_name == "sqlite":
         opts.setdefault("path", DEFAULT_CHECKPOINT["path"])
-    factory = registry.resolve("checkpoint", type_name, job.where("checkpoint.type"))
     _resolve_paths(job, opts)
     store = _construct(job, factory, type_name, "checkpoint", opts, paths)
     return store, StagePlan("checkpoint", type_name, "checkpoint", opts)

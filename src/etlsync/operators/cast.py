@@ -195,13 +195,16 @@ class Cast(Operator):
         type except ``string``.
     :param on_error: ``"fail"`` raises :class:`DataError` naming the stream, the row, the
         column and the value; ``"skip"`` drops the row and counts it in :attr:`rejected`.
+    :param copy: convert copies of the rows (default). ``False`` converts in place: only
+        when the rows were made by an earlier operator and nothing else holds them (the job
+        builder does this after ``select`` and ``rename``).
 
     ``None`` stays ``None``; a value that already has the target type is kept as is.
     """
 
     def __init__(self, types: Mapping[str, str | ColumnType], *,
                  formats: Mapping[str, str] | None = None, empty_as_null: bool = True,
-                 on_error: str = "fail", name: str = "cast") -> None:
+                 on_error: str = "fail", copy: bool = True, name: str = "cast") -> None:
         if not isinstance(types, Mapping) or not types:
             raise ConfigError("cast: needs a non-empty mapping {column: type}")
         if on_error not in ("fail", "skip"):
@@ -214,6 +217,7 @@ class Cast(Operator):
         self.formats = formats
         self.empty_as_null = empty_as_null
         self.on_error = on_error
+        self.copy = copy
         self.name = name
         self.rejected = 0
         """Rows dropped because a value did not convert (with ``on_error="skip"``)."""
@@ -234,7 +238,8 @@ class Cast(Operator):
     async def process(self, batch: Batch) -> OperatorOutput:
         base = self._seen.get(batch.stream, 0)
         self._seen[batch.stream] = base + len(batch.rows)
-        rows = [r.copy() for r in batch.rows]  # the input rows are never mutated
+        # the input rows are never mutated, unless the caller knows they are this batch's own
+        rows = [r.copy() for r in batch.rows] if self.copy else batch.rows
         bad: set[int] = set()
         skip = self.on_error == "skip"
         # column by column: one tight loop per column; a fast converter for non-empty

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Mapping
+from typing import cast
 
 from etlsync.core.batch import Batch, Row
 from etlsync.core.errors import ConfigError, DataError
@@ -34,13 +35,20 @@ class Select(Operator):
     :param columns: the columns to keep.
     :param strict: raise :class:`DataError` when a row lacks a column; otherwise the
         column is filled with ``None`` (the default, so key-only delete images pass).
+    :param rename: ``{column: new_name}`` for some of the kept columns: select and rename in
+        one step (what ``Select`` followed by ``Rename`` does, with one dict per row).
     """
 
     def __init__(self, columns: str | Iterable[str], *, strict: bool = False,
-                 name: str = "select") -> None:
+                 rename: Mapping[str, str] | None = None, name: str = "select") -> None:
         self.columns = _names(columns, "select")
         self.strict = strict
         self.name = name
+        self.rename = dict(rename or {})
+        self.output = tuple(self.rename.get(c, c) for c in self.columns)
+        dupes = sorted({c for c in self.output if self.output.count(c) > 1})
+        if dupes:
+            raise ConfigError(f"select: several columns would be called {', '.join(dupes)}")
         self._get = operator.itemgetter(*self.columns)
 
     def _row(self, row: Row, stream: str) -> Row:
@@ -50,35 +58,47 @@ class Select(Operator):
                 raise DataError(
                     f"select: stream {stream!r}: row lacks column(s) {', '.join(missing)} "
                     f"(row has: {', '.join(row)})", column=missing[0], row=row)
-        return {c: row.get(c) for c in self.columns}
+        return {o: row.get(c) for c, o in zip(self.columns, self.output, strict=True)}
 
     def transform_schema(self, schema: Schema) -> Schema:
         """The schema of the rows this operator emits."""
         by_name = {c.name: c for c in schema.columns}
-        cols = tuple(by_name.get(n, Column(n, ColumnType.UNKNOWN)) for n in self.columns)
-        return Schema(cols, tuple(k for k in schema.primary_key if k in self.columns))
+        cols = []
+        for n, out in zip(self.columns, self.output, strict=True):
+            c = by_name.get(n, Column(n, ColumnType.UNKNOWN))
+            cols.append(Column(out, c.type, c.nullable, c.native))
+        return Schema(tuple(cols), tuple(self.rename.get(k, k) for k in schema.primary_key
+                                         if k in self.columns))
 
     def _select_all(self, rows: list[Row]) -> list[Row]:
-        cols, get = self.columns, self._get
+        cols, out, get = self.columns, self.output, self._get
         try:  # itemgetter and zip run in C; a missing column falls back to .get
             if len(cols) == 1:
-                c = cols[0]
-                return [{c: get(r)} for r in rows]
-            return [dict(zip(cols, get(r), strict=True)) for r in rows]
+                o = out[0]
+                return [{o: get(r)} for r in rows]
+            return [dict(zip(out, get(r), strict=True)) for r in rows]
         except KeyError:
-            return [{c: r.get(c) for c in cols} for r in rows]
+            pairs = tuple(zip(cols, out, strict=True))
+            return [{o: r.get(c) for c, o in pairs} for r in rows]
 
     async def process(self, batch: Batch) -> OperatorOutput:
-        cols, stream = self.columns, batch.stream
-        if self.strict:
-            rows = [self._row(r, stream) for r in batch.rows]
-        else:
-            rows = self._select_all(batch.rows)
+        stream = batch.stream
+        rows = ([self._row(r, stream) for r in batch.rows] if self.strict
+                else self._select_all(batch.rows))
         before = None
         if batch.before is not None:
-            before = [None if b is None else {c: b.get(c) for c in cols} for b in batch.before]
+            pairs = tuple(zip(self.columns, self.output, strict=True))
+            before = [None if b is None else {o: b.get(c) for c, o in pairs}
+                      for b in batch.before]
         schema = None if batch.schema is None else self.transform_schema(batch.schema)
         return batch.with_rows(rows, ops=batch.ops, before=before, schema=schema)
+
+    def then_rename(self, rename: Rename) -> Select:
+        """One operator doing this selection followed by ``rename``."""
+        mapping = {c: rename.mapping.get(o, o) for c, o in zip(self.columns, self.output,
+                                                                   strict=True)}
+        return Select(self.columns, strict=self.strict, rename=mapping,
+                      name=f"{self.name}+{rename.name}")
 
 
 class Rename(Operator):
@@ -102,18 +122,30 @@ class Rename(Operator):
         self._last_keys: tuple[str, ...] = ()
         self._last_new: tuple[str, ...] = ()
 
-    def _rename(self, row: Row) -> Row:
-        keys = tuple(row)
-        if keys != self._last_keys:  # rows of a stream mostly share their columns
-            m = self.mapping
-            self._last_keys, self._last_new = keys, tuple(m.get(k, k) for k in keys)
-        out = dict(zip(self._last_new, row.values(), strict=True))
-        if len(out) != len(row):
+    def _new_keys(self, row: Row) -> tuple[str, ...]:
+        m = self.mapping
+        new = tuple(m.get(k, k) for k in row)
+        if len(set(new)) != len(new):
             clash = sorted(set(m.values()) & (set(row) - set(m)))
             raise DataError(
                 f"rename: column(s) {', '.join(clash)} exist already; renaming onto them "
                 "would lose a value",
                 column=clash[0] if clash else None, row=row)
+        return new
+
+    def _rename_all(self, rows: list[Row | None]) -> list[Row | None]:
+        out: list[Row | None] = []
+        append = out.append
+        last, new = self._last_keys, self._last_new
+        for row in rows:
+            if row is None:
+                append(None)
+                continue
+            keys = tuple(row)
+            if keys != last:  # rows of a stream mostly share their columns
+                new, last = self._new_keys(row), keys
+            append(dict(zip(new, row.values(), strict=False)))
+        self._last_keys, self._last_new = last, new
         return out
 
     def transform_schema(self, schema: Schema) -> Schema:
@@ -124,10 +156,7 @@ class Rename(Operator):
         return Schema(cols, tuple(m.get(k, k) for k in schema.primary_key))
 
     async def process(self, batch: Batch) -> OperatorOutput:
-        rename = self._rename
-        rows = [rename(r) for r in batch.rows]
-        before = None
-        if batch.before is not None:
-            before = [None if b is None else rename(b) for b in batch.before]
+        rows = cast(list[Row], self._rename_all(cast(list[Row | None], batch.rows)))
+        before = None if batch.before is None else self._rename_all(batch.before)
         schema = None if batch.schema is None else self.transform_schema(batch.schema)
         return batch.with_rows(rows, ops=batch.ops, before=before, schema=schema)

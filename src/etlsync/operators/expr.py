@@ -88,9 +88,11 @@ class _Compiler:
             return lambda r: tuple(e(r) for e in items)
         if isinstance(node, ast.BoolOp):
             parts = [self.compile(v) for v in node.values]
-            if isinstance(node.op, ast.And):
-                return lambda r: all(p(r) for p in parts)
-            return lambda r: any(p(r) for p in parts)
+            combined = parts[0]
+            for nxt in parts[1:]:
+                combined = (_and(combined, nxt) if isinstance(node.op, ast.And)
+                            else _or(combined, nxt))
+            return combined
         if isinstance(node, ast.UnaryOp):
             inner = self.compile(node.operand)
             if isinstance(node.op, ast.Not):
@@ -115,6 +117,9 @@ class _Compiler:
                               "(only columns, literals, comparisons, and/or/not, in, arithmetic)")
 
     def _compare(self, node: ast.Compare) -> Compiled:
+        fast = self._column_vs_literal(node)
+        if fast is not None:
+            return fast
         operands = [self.compile(node.left)] + [self.compile(c) for c in node.comparators]
         steps: list[Callable[[Any, Any], bool]] = []
         for op, right in zip(node.ops, node.comparators, strict=True):
@@ -146,6 +151,26 @@ class _Compiler:
             return True
         return chain
 
+    def _column_vs_literal(self, node: ast.Compare) -> Compiled | None:
+        """``column OP literal``, the common case, as one closure."""
+        if len(node.ops) != 1 or not isinstance(node.left, ast.Name):
+            return None
+        op, right = node.ops[0], node.comparators[0]
+        if not isinstance(right, ast.Constant) or right.value is None \
+                or isinstance(op, ast.Is | ast.IsNot | ast.In | ast.NotIn) \
+                or node.left.id in ("true", "false", "null"):
+            return None
+        if not isinstance(right.value, int | float | str | bool):
+            raise self.fail(right, f"literal {right.value!r} is not allowed")
+        name, c = node.left.id, right.value
+        self.columns.add(name)
+        if isinstance(op, ast.Eq):
+            return lambda r: r.get(name) == c
+        if isinstance(op, ast.NotEq):
+            return lambda r: r.get(name) != c
+        fn = _CMP[type(op)]
+        return lambda r: (v := r.get(name)) is not None and fn(v, c)
+
     def _call(self, node: ast.Call) -> Compiled:
         if not isinstance(node.func, ast.Name) or node.keywords:
             raise self.fail(node, "only calls of allowed functions with positional arguments")
@@ -166,6 +191,14 @@ class _Compiler:
             a0 = args[0]
             return lambda r: fn(a0(r))
         return lambda r: fn(*(a(r) for a in args))
+
+
+def _and(a: Compiled, b: Compiled) -> Compiled:
+    return lambda r: a(r) and b(r)
+
+
+def _or(a: Compiled, b: Compiled) -> Compiled:
+    return lambda r: a(r) or b(r)
 
 
 def _is(a: Any, b: Any) -> bool:

@@ -30,13 +30,12 @@ from etlsync.resilience.deadletter import (
 from etlsync.resilience.guard import (
     ResilienceStats,
     Resilient,
-    ResilientCheckpointStore,
     ResilientOperator,
-    ResilientSource,
     TooManyBadRows,
 )
 from etlsync.resilience.ratelimit import TokenBucket
 from etlsync.resilience.retry import RetryExhausted, RetryPolicy
+from etlsync.resilience.source import ResilientCheckpointStore, ResilientSource
 
 __all__ = [
     "BreakerState", "CircuitBreaker", "CircuitOpenError", "Classification", "DeadLetter",

@@ -76,7 +76,7 @@ class DeadLetterSink(ABC):
 
     name: str = "dead_letters"
 
-    async def open(self) -> None:  # noqa: B027 - optional hook
+    async def open(self) -> None:
         """Connect and create the storage; safe to call again after :meth:`close`."""
 
     @abstractmethod
@@ -92,7 +92,7 @@ class DeadLetterSink(ABC):
     async def mark_replayed(self, ids: Iterable[int]) -> None:
         """Mark letters as replayed so a later replay skips them."""
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         """Release resources."""
 
     async def count(self, *, pipeline: str | None = None,

@@ -2,7 +2,8 @@
 
 - :class:`Resilient` wraps a :class:`~etlsync.core.stages.Sink`.
 - :class:`ResilientOperator` wraps an :class:`~etlsync.core.stages.Operator`.
-- :class:`ResilientSource` wraps a :class:`~etlsync.core.stages.Source`.
+- :class:`~etlsync.resilience.source.ResilientSource` wraps a
+  :class:`~etlsync.core.stages.Source`.
 
 A batch whose write fails with *bad data* is bisected: halves are written in order, a half
 that fails is split again, and single rows that still fail are the bad rows. Good rows are
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ from etlsync.core.batch import Batch
 from etlsync.core.checkpoint import CheckpointStore
 from etlsync.core.codec import dumps
 from etlsync.core.schema import Schema
-from etlsync.core.stages import Operator, OperatorOutput, Sink, Source, StageContext, stage_name
+from etlsync.core.stages import Operator, OperatorOutput, Sink, StageContext, stage_name
 from etlsync.log import get_logger
 from etlsync.resilience.breaker import CircuitBreaker
 from etlsync.resilience.classify import (
@@ -84,6 +85,9 @@ class _PieceContext(StageContext):
             return False, None
         self.offered = self.inner.position_after(batch)
         return self.offered
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 def _slice(batch: Batch, lo: int, hi: int) -> Batch:
@@ -241,6 +245,16 @@ class Resilient(Sink, _Isolator):
             s.breaker_opened = self.breaker.stats.opened
         return s.to_dict()
 
+    def extra_metrics(self) -> dict[str, Any]:
+        """The kernel's hook: these counters appear in ``StageMetrics.extra``."""
+        return self.metrics
+
+    def __getattr__(self, name: str) -> Any:
+        # attributes the wrapper lacks (``table``, ``config``, ...) are the wrapped sink's
+        if name.startswith("_") or name == "sink":
+            raise AttributeError(name)
+        return getattr(self.sink, name)
+
     async def open(self, context: StageContext) -> None:
         self._ctx = _PieceContext(context)
         self.log = context.log
@@ -270,9 +284,8 @@ class Resilient(Sink, _Isolator):
                         delay: float) -> None:
         log = self.log.warning if attempt >= 3 else self.log.info
         log("retrying", attempt=attempt, delay=round(delay, 3),
-                         error_type=type(exc).__name__, error=str(exc)[:300],
-                         reason=verdict.reason,
-                         breaker=None if self.breaker is None else self.breaker.state.value)
+            error_type=type(exc).__name__, error=str(exc)[:300], reason=verdict.reason,
+            breaker=None if self.breaker is None else self.breaker.state.value)
         if verdict.reconnect and self.reconnect and not self._needs_open:
             self._needs_open = True
             self.stats.reconnects += 1
@@ -283,7 +296,12 @@ class Resilient(Sink, _Isolator):
         ctx = self._ctx
         if self._needs_open:
             assert ctx is not None
-            await self.sink.open(ctx)
+            try:
+                await self.sink.open(ctx)
+            except BaseException:
+                with contextlib.suppress(Exception):  # release what a half-open left
+                    await asyncio.wait_for(self.sink.close(), 30)
+                raise
             self._needs_open = False
         if self._unsure[0] and self.verify_with is not None and ctx is not None:
             stored = await self.verify_with.load(ctx.pipeline)
@@ -355,8 +373,10 @@ class Resilient(Sink, _Isolator):
         n = len(batch.rows)
         left_ok = False
         for a, b in ((lo, mid), (mid, hi)):
-            if a == mid and left_ok:
-                # the whole failed and the left half did not: the right half fails
+            if a == mid and left_ok and b - a > 1:
+                # the whole failed and the left half did not: the right half fails, so split
+                # it without trying (single rows are always tried: their own error is the
+                # reason, and an error that depends on the batch size spares them)
                 await self._bisect(batch, a, b, exc)
                 continue
             final = b == n
@@ -405,6 +425,16 @@ class ResilientOperator(Operator, _Isolator):
         self._setup_isolation(on_bad_data, dead_letter, max_bad_ratio, min_rows_for_ratio)
         self._opened = False
 
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Live counters of this wrapper."""
+        self.stats.retries = self.retry.stats.retries
+        return self.stats.to_dict()
+
+    def extra_metrics(self) -> dict[str, Any]:
+        """The kernel's hook: these counters appear in ``StageMetrics.extra``."""
+        return self.metrics
+
     async def _call(self, batch: Batch) -> list[Batch]:
         out: OperatorOutput = await self.retry.call(lambda: self.operator.process(batch))
         if out is None:
@@ -448,125 +478,3 @@ class ResilientOperator(Operator, _Isolator):
 
     async def flush(self) -> OperatorOutput:
         return await self.operator.flush()
-
-
-class ResilientSource(Source):
-    """Wrap a source so a lost connection reconnects and resumes.
-
-    On a transient error the wrapped source's reader is closed and ``read`` is called
-    again from the last resumable position this wrapper yielded (the last batch with a
-    non-``None`` position; the checkpoint position at first). Rows yielded after that
-    position (mid-transaction batches) are re-delivered by a deterministic source and
-    dropped here, so nothing is duplicated. Permanent errors propagate.
-
-    :param retry: backoff between reconnects; attempts count from the last good batch.
-    :param rate_limit: a :class:`TokenBucket` in rows/s applied to yielded batches.
-    """
-
-    def __init__(self, source: Source, *, retry: RetryPolicy | None = None,
-                 rate_limit: TokenBucket | None = None,
-                 classifier: Callable[[BaseException], Classification] = classify) -> None:
-        self.source = source
-        self.name = stage_name(source)
-        self.retry = retry if retry is not None else RetryPolicy(
-            max_attempts=None, max_elapsed=600.0, classifier=classifier)
-        self.rate_limit = rate_limit
-        self.stats = ResilienceStats()
-        self.resumes = 0
-        self.log = get_logger(stage=f"source:{self.name}")
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        self.stats.retries = self.retry.stats.retries
-        return self.stats.to_dict()
-
-    async def read(self, position: Any | None) -> AsyncIterator[Batch]:
-        resume = position
-        since = 0  # rows yielded after ``resume``
-        skip = 0
-        agen: AsyncIterator[Batch] | None = None
-
-        async def close() -> None:
-            nonlocal agen
-            g, agen = agen, None
-            if g is not None:
-                with contextlib.suppress(Exception):
-                    await g.aclose()  # type: ignore[attr-defined]
-
-        async def pull() -> Batch | None:
-            nonlocal agen, skip
-            if agen is None:
-                agen = self.source.read(resume)
-                skip = since
-            try:
-                return await agen.__anext__()
-            except StopAsyncIteration:
-                return None
-            except Exception:
-                await close()
-                raise
-
-        async def on_retry(attempt: int, exc: BaseException, verdict: Classification,
-                           delay: float) -> None:
-            self.resumes += 1
-            self.stats.reconnects += 1
-            self.log.warning("source failed: resuming", attempt=attempt,
-                             delay=round(delay, 3), resume_from=resume, skip_rows=since,
-                             error_type=type(exc).__name__, error=str(exc)[:300])
-
-        try:
-            while True:
-                batch = await self.retry.call(pull, on_retry=on_retry)
-                if batch is None:
-                    return
-                if skip:
-                    # rows this wrapper already yielded before the reader was restarted
-                    n = len(batch.rows)
-                    drop = min(skip, n)
-                    skip -= drop
-                    if drop == n and batch.position is None:
-                        continue
-                    batch = _slice(batch, drop, n)
-                if self.rate_limit is not None and batch.rows:
-                    self.stats.rate_limited_seconds += await self.rate_limit.acquire(
-                        len(batch.rows))
-                self.stats.batches += 1
-                self.stats.rows += len(batch.rows)
-                yield batch
-                if batch.position is not None:
-                    resume, since = batch.position, skip
-                else:
-                    since += len(batch.rows)
-        finally:
-            await close()
-
-    async def on_commit(self, position: Any) -> None:
-        await self.retry.call(lambda: self.source.on_commit(position))
-
-    async def discover(self) -> dict[str, Schema]:
-        return await self.retry.call(self.source.discover)
-
-
-class ResilientCheckpointStore:
-    """Wrap a :class:`~etlsync.core.checkpoint.CheckpointStore` so ``load`` and ``commit``
-    retry transient errors (a store whose connection dropped reconnects on its next call).
-    Other attributes are the wrapped store's."""
-
-    def __init__(self, store: CheckpointStore, *, retry: RetryPolicy | None = None) -> None:
-        self.store = store
-        self.retry = retry if retry is not None else RetryPolicy(max_attempts=None)
-
-    async def load(self, pipeline: str) -> Any | None:
-        return await self.retry.call(lambda: self.store.load(pipeline))
-
-    async def commit(self, pipeline: str, position: Any) -> None:
-        await self.retry.call(lambda: self.store.commit(pipeline, position))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
-
-
-def resilient(stage: Sink, **options: Any) -> Resilient:
-    """Shorthand for ``Resilient(stage, **options)``."""
-    return Resilient(stage, **options)
-

@@ -251,10 +251,12 @@ class FileSource(Source):
                     start_skip: int) -> Iterator[tuple[str, Unit, int]]:
         for path in files:
             resume = path == start_file
-            first = True
+            remaining = start_skip if resume else 0
             for unit in self._units(path, start_offset if resume else 0):
-                skip = start_skip if resume and first else 0
-                first = False
+                # chunks may be cut elsewhere than in the run that wrote the position: the
+                # rows to skip may span several units
+                skip = min(remaining, len(unit.rows))
+                remaining -= skip
                 yield path, unit, skip
 
 

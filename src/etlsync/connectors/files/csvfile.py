@@ -7,6 +7,7 @@ import csv
 import io
 import os
 from collections.abc import Iterator, Sequence
+from itertools import repeat
 from operator import itemgetter
 from typing import IO, Any
 
@@ -16,7 +17,7 @@ from etlsync.core.errors import ConfigError, DataError, SchemaError
 from etlsync.core.modes import SyncMode, WriteMode
 from etlsync.core.schema import Column, ColumnType, Schema
 
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 18
 """Bytes read at a time; a chunk is cut after the last complete record in it."""
 
 
@@ -143,7 +144,9 @@ class CsvSource(FileSource):
             except UnicodeDecodeError as exc:
                 raise DataError(f"{path}: bytes {offset + exc.start}: not {self.encoding}: "
                                 f"{exc.reason}") from exc
-            recs = [r for r in self._reader(text) if r]
+            recs = list(self._reader(text))
+            if [] in recs:  # blank lines
+                recs = [r for r in recs if r]
             if offset == 0 and self.header and recs:
                 header = recs.pop(0)
             if names is None:
@@ -157,7 +160,7 @@ class CsvSource(FileSource):
                                 f"({', '.join(names)}): {bad[:10]!r}", row=bad)
             if pick is not None:
                 recs = [list(v) if isinstance(v, tuple) else [v] for v in map(pick, recs)]
-            rows = [dict(zip(names, r)) for r in recs]  # noqa: B905 (widths checked)
+            rows = list(map(dict, map(zip, repeat(names), recs)))
             yield Unit(offset, offset + len(chunk), rows)
 
     async def discover(self) -> dict[str, Schema]:

@@ -170,6 +170,8 @@ class ParquetSink(FileSink):
                 t = sample.schema.field(name).type
                 if pa.types.is_null(t):
                     t = pa.string()
+                elif pa.types.is_decimal(t):
+                    t = pa.decimal128(38, t.scale)  # later rows may be wider
             fields.append(pa.field(name, t))
         return pa.schema(fields)
 

@@ -74,10 +74,12 @@ class BinlogStream:
         self.use_gtid = use_gtid
         self.conn: Any = None
         self.thread_id: int | None = None
+        self.streaming = False
         self.mariadb = True
         self.log = get_logger(component="mysql-binlog")
         self._warned_metadata = False
         self._columns_cache: dict[tuple[str, str], Any] = {}
+        self._maps: dict[bytes, ev.TableMap | None] = {}  # TABLE_MAP bytes -> decoded
 
     async def current_position(self, conn: Any = None) -> dict[str, Any]:
         """The server's current binlog end as a position (a transaction boundary)."""
@@ -150,6 +152,7 @@ class BinlogStream:
         else:
             payload = struct.pack("<IHI", self.pos, 0, self.server_id) + self.file.encode()
             await _wire.send_command(conn, COM_BINLOG_DUMP, payload)
+        self.streaming = True
         self.log.debug("binlog dump started", start=self.start, server_id=self.server_id)
 
     def close(self) -> None:
@@ -163,19 +166,25 @@ class BinlogStream:
         return {"file": self.file, "pos": self.pos, "gtid_set": str(self.gtid_set)}
 
     async def _table_map(self, payload: bytes, body: int, tables: dict[int, Any]) -> None:
+        key = payload[body:]
+        cached = self._maps.get(key)
+        table_id = int.from_bytes(payload[body:body + 6], "little")
+        if cached is not None or key in self._maps:
+            tables[table_id] = cached
+            return
         p = body + 8
         n = payload[p]
         schema = payload[p + 1:p + 1 + n].decode()
         q = p + n + 2
         table = payload[q + 1:q + 1 + payload[q]].decode()
-        table_id = int.from_bytes(payload[body:body + 6], "little")
-        if self.table_filter is not None and not self.table_filter(schema, table):
-            tables[table_id] = None
-            return
-        tm = ev.TableMap(payload, body)
-        if not tm.has_metadata:
-            await self._degraded(tm)
-        tables[table_id] = tm
+        tm: ev.TableMap | None = None
+        if self.table_filter is None or self.table_filter(schema, table):
+            tm = ev.TableMap(payload, body)
+            if not tm.has_metadata:
+                await self._degraded(tm)
+        if len(self._maps) > 1000:
+            self._maps.clear()
+        self._maps[key] = tables[table_id] = tm
 
     async def _degraded(self, tm: ev.TableMap) -> None:
         if not self._warned_metadata:
@@ -224,6 +233,13 @@ class BinlogStream:
                 if tm is not None:
                     rows, before = ev.decode_rows(tm, etype, packet, body + 8, end)
                     yield RowsEvent(tm, ev.ROW_EVENTS[etype], rows, before)
+                continue
+            if etype in ev.UNSUPPORTED_ROW_EVENTS:
+                if tables.get(int.from_bytes(packet[body:body + 6], "little")) is not None:
+                    raise ServiceNotReady(
+                        f"binlog event type {etype} (compressed rows or a partial JSON update) "
+                        "for a captured table is not supported: set log_bin_compress=OFF "
+                        "(MariaDB) or binlog_row_value_options='' (MySQL)")
                 continue
             if etype == ev.TABLE_MAP:
                 await self._table_map(packet[:end], body, tables)
@@ -279,6 +295,7 @@ class BinlogStream:
                 in_tx = False
                 if ddl is not None:
                     self._columns_cache.clear()
+                    self._maps.clear()
                 yield Boundary(self.position(), ddl=ddl, schema=schema)
             elif log_pos and not in_tx:
                 self.pos = log_pos

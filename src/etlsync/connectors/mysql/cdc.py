@@ -30,7 +30,8 @@ _LOGICAL: dict[int, ColumnType] = {
     v.TIMESTAMP: ColumnType.TIMESTAMP, v.JSON: ColumnType.JSON, v.ENUM: ColumnType.STRING,
     v.SET: ColumnType.STRING,
 }
-_RECONNECT_ERRORS = (pymysql.err.OperationalError, pymysql.err.InterfaceError, OSError)
+_RECONNECT_ERRORS = (pymysql.err.OperationalError, pymysql.err.InterfaceError,
+                     pymysql.err.InternalError, OSError, EOFError)
 
 
 def table_schema(tm: ev.TableMap) -> Schema:
@@ -127,7 +128,8 @@ class MysqlCdcSource(Source):
                 file, pos = status["Binlog_snapshot_file"], int(status["Binlog_snapshot_position"])
                 async with conn.cursor() as cur:
                     await cur.execute("SELECT BINLOG_GTID_POS(%s, %s)", (file, pos))
-                    here = {"file": file, "pos": pos, "gtid": (await cur.fetchone())[0] or ""}
+                    gtid = (await cur.fetchone())[0] or ""
+                here: dict[str, Any] = {"file": file, "pos": pos, "gtid": gtid}
             else:
                 here = await BinlogStream(self.options).current_position()
             # a resumed snapshot keeps streaming from its first position: replays are upserts
@@ -138,8 +140,8 @@ class MysqlCdcSource(Source):
                 d, t = self.tables[i]
                 stream = self._stream_name(d, t)
                 async for rows, key, schema in snapshot_table(conn, d, t, last_key, self.chunk_rows):
-                    pos = {"phase": "snapshot", "binlog": binlog, "table": i, "last_key": key}
-                    yield Batch(rows, stream=stream, position=pos, schema=schema)
+                    at = {"phase": "snapshot", "binlog": binlog, "table": i, "last_key": key}
+                    yield Batch(rows, stream=stream, position=at, schema=schema)
                 last_key = None
                 yield Batch([], stream=stream, position={
                     "phase": "snapshot", "binlog": binlog, "table": i + 1, "last_key": None})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import ssl
+import ssl as _ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,13 +67,13 @@ class MysqlOptions:
                 raise ConfigError(f"cannot read MySQL password file {self.password_file!r}: {exc}") from exc
         return ""
 
-    def ssl_context(self) -> ssl.SSLContext | None:
+    def ssl_context(self) -> _ssl.SSLContext | None:
         if not (self.ssl or self.ssl_ca or self.ssl_cert or self.ssl_key):
             return None
-        ctx = ssl.create_default_context(cafile=self.ssl_ca)
+        ctx = _ssl.create_default_context(cafile=self.ssl_ca)
         if not self.ssl_verify:
             ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
+            ctx.verify_mode = _ssl.CERT_NONE
         if self.ssl_cert:
             ctx.load_cert_chain(self.ssl_cert, self.ssl_key)
         return ctx

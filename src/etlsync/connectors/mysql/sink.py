@@ -6,8 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections import deque
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import pymysql
@@ -130,47 +133,56 @@ def _literal(v: Any, escape: Any) -> str:
     if t is int or t is float:
         return repr(v)
     if t is str:
-        return "'" + escape_string(v) + "'"
+        return "'" + str(escape_string(v)) + "'"
     if v is None:
         return "NULL"
     result: str = escape(_plain(v))
     return result
 
 
-def _tsv(v: Any) -> bytes:
-    """One LOAD DATA field (``\\N`` for NULL, backslash escapes)."""
-    if v is None:
-        return b"\\N"
+_TSV_SPECIAL = re.compile(r"[\\\t\n\0]").search
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\0": "\\0"})
+
+
+def _tsv(v: Any) -> str:
+    """One LOAD DATA field as text (``\\N`` for NULL, backslash escapes); bytes travel as
+    surrogate-escaped text and are restored when the chunk is encoded."""
     t = type(v)
-    if t is int or t is float or t is Decimal:
-        return str(v).encode()
-    if t is bool:
-        return b"1" if v else b"0"
-    if isinstance(v, (bytes, bytearray)):
-        raw = bytes(v)
+    s: str
+    if t is str:
+        s = v
+    elif v is None:
+        return "\\N"
+    elif t is int or t is float or t is Decimal:
+        return str(v)
+    elif t is bool:
+        return "1" if v else "0"
+    elif isinstance(v, (bytes, bytearray, memoryview)):
+        s = bytes(v).decode("utf-8", "surrogateescape")
     else:
         v = _plain(v)
         if isinstance(v, dt.datetime):
-            raw = v.isoformat(" ").encode()
+            s = v.isoformat(" ")
         elif isinstance(v, dt.timedelta):
-            s = int(v.total_seconds())
-            sign = "-" if s < 0 else ""
-            s, us = abs(s), abs(v).microseconds
-            raw = f"{sign}{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}.{us:06d}".encode()
+            sign = "-" if v < dt.timedelta(0) else ""
+            total_us = abs(v) // dt.timedelta(microseconds=1)
+            secs, us = divmod(total_us, 1_000_000)
+            s = f"{sign}{secs // 3600}:{secs // 60 % 60:02d}:{secs % 60:02d}.{us:06d}"
         else:
-            raw = str(v).encode()
-    if b"\\" in raw or b"\t" in raw or b"\n" in raw or b"\0" in raw:
-        raw = (raw.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n")
-               .replace(b"\0", b"\\0"))
-    return raw
+            s = str(v)
+    if _TSV_SPECIAL(s) is not None:
+        s = s.translate(_TSV_ESCAPES)
+    return s
 
 
 class MysqlSink(Sink):
     """Writes batches into ``database.table`` on MySQL/MariaDB (InnoDB).
 
     :param write_mode: ``append`` (LOAD DATA LOCAL from memory, or multi-row INSERT),
-        ``overwrite`` (a staging table swapped in atomically by :meth:`close` after a
-        clean run) or ``upsert`` (INSERT ... ON DUPLICATE KEY UPDATE on the primary key).
+        ``overwrite`` (rows go to a staging table, renamed over the target in one atomic
+        ``RENAME TABLE`` when a batch position says ``"pass_complete": True``, or at
+        :meth:`close` after a clean run of a source without passes) or ``upsert``
+        (INSERT ... ON DUPLICATE KEY UPDATE on the primary key).
     :param conflict: for upserts: skip / overwrite / merge / fail (see ``core.modes``).
     :param schema_policy: evolve / freeze / discard for columns the table lacks.
     :param exactly_once: store the pipeline position in ``state_table`` in the same
@@ -214,6 +226,7 @@ class MysqlSink(Sink):
         self._use_load = False
         self._failed = False
         self._wrote = False
+        self._pass_aware = False
 
     async def open(self, context: StageContext) -> None:
         self.context = context
@@ -231,6 +244,7 @@ class MysqlSink(Sink):
             await self._prepare_staging()
 
     async def _prepare_staging(self) -> None:
+        self._columns = None
         resume = False
         if self.exactly_once:
             async with self.conn.cursor() as cur:
@@ -238,7 +252,7 @@ class MysqlSink(Sink):
                                   " WHERE `pipeline`=%s", (self.pipeline,))
                 row = await cur.fetchone()
             pos = loads(bytes(row[0])) if row else None
-            resume = isinstance(pos, dict) and not pos.get("done", True)
+            resume = isinstance(pos, dict) and pos.get("pass_complete") is False
         async with self.conn.cursor() as cur:
             if not resume:
                 await cur.execute(f"DROP TABLE IF EXISTS {qualified(self.database, self._target)}")
@@ -316,13 +330,7 @@ class MysqlSink(Sink):
         found, position = self.context.position_after(batch) if self.exactly_once else (False, None)
         if not batch.rows and not found:
             return
-        names: list[str] = []
-        if batch.rows:
-            seen: dict[str, None] = dict.fromkeys(batch.schema.names) if batch.schema else {}
-            for r in batch.rows:
-                if len(r) != len(seen) or any(k not in seen for k in r):
-                    seen.update(dict.fromkeys(r))
-            names = list(seen)
+        names = _column_names(batch) if batch.rows else []
         cols = await self._ensure_table(batch, names) if batch.rows else []
         await self.conn.begin()
         try:
@@ -338,6 +346,13 @@ class MysqlSink(Sink):
             self.conn = None
             raise
         self._wrote = True
+        if self.write_mode == WriteMode.OVERWRITE and isinstance(batch.position, dict) and \
+                "pass_complete" in batch.position:
+            self._pass_aware = True
+            if batch.position["pass_complete"] is True:
+                await self._swap()
+                self._wrote = False
+                await self._prepare_staging()
 
     async def _apply(self, batch: Batch, cols: list[str]) -> None:
         upsert = self.write_mode == WriteMode.UPSERT or batch.ops is not None
@@ -360,6 +375,8 @@ class MysqlSink(Sink):
             await self._load(rows, cols)
             return
         conflict = self.conflict if upsert else None
+        if conflict == ConflictStrategy.OVERWRITE and self._columns:
+            cols = list(self._columns)  # absent columns become NULL
         if conflict == ConflictStrategy.MERGE:
             groups: dict[tuple[str, ...], list[Row]] = {}
             for r in rows:
@@ -420,7 +437,7 @@ class MysqlSink(Sink):
     async def close(self) -> None:
         try:
             if (self.write_mode == WriteMode.OVERWRITE and self.conn is not None
-                    and not self._failed and self._wrote):
+                    and not self._failed and self._wrote and not self._pass_aware):
                 await self._swap()
         finally:
             if self.conn is not None:
@@ -471,15 +488,44 @@ def _chunks(rows: list[Row], n: int) -> Iterator[list[Row]]:
         yield rows[i:i + n]
 
 
-def _tsv_lines(rows: list[Row], cols: list[str]) -> Iterator[bytes]:
-    out: list[bytes] = []
-    size = 0
+def _column_names(batch: Batch) -> list[str]:
+    """The union of the rows' keys (schema order first); fast when all rows share keys."""
+    rows = batch.rows
+    seen: dict[str, None] = dict.fromkeys(batch.schema.names) if batch.schema else {}
+    first = list(rows[0])
+    if first and set(map(len, rows)) == {len(first)}:
+        try:
+            deque(map(itemgetter(*first), rows), maxlen=0)
+            seen.update(dict.fromkeys(first))
+            return list(seen)
+        except KeyError:
+            pass
     for r in rows:
-        line = b"\t".join([_tsv(r.get(c)) for c in cols]) + b"\n"
-        out.append(line)
-        size += len(line)
-        if size >= 1 << 20:
-            yield b"".join(out)
-            out, size = [], 0
-    if out:
-        yield b"".join(out)
+        seen.update(dict.fromkeys(r))
+    return list(seen)
+
+
+_PLAIN_TYPES = {str, int, float, Decimal}
+
+
+def _tsv_lines(rows: list[Row], cols: list[str]) -> Iterator[bytes]:
+    """LOAD DATA input in chunks of 10,000 rows. Batches of plain values (str, int, float,
+    Decimal) that need no escaping are joined in C; others go value by value."""
+    getter = itemgetter(*cols)
+    try:
+        tuples = list(map(getter, rows)) if len(cols) > 1 else [(r[cols[0]],) for r in rows]
+    except KeyError:
+        tuples = [tuple(r.get(c) for c in cols) for r in rows]
+    plain = set(map(type, chain.from_iterable(tuples))) <= _PLAIN_TYPES
+    tabs = len(cols) - 1
+    for i in range(0, len(tuples), 10_000):
+        chunk = tuples[i:i + 10_000]
+        if plain:
+            text = "\n".join(["\t".join(map(str, t)) for t in chunk]) + "\n"
+            if ("\\" not in text and "\0" not in text and text.count("\t") == tabs * len(chunk)
+                    and text.count("\n") == len(chunk)):
+                yield text.encode("utf-8", "surrogateescape")
+                continue
+        conv = _tsv
+        text = "\n".join(["\t".join([conv(x) for x in t]) for t in chunk]) + "\n"
+        yield text.encode("utf-8", "surrogateescape")

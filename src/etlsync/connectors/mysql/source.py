@@ -14,6 +14,10 @@ from etlsync.core.modes import SyncMode
 from etlsync.core.schema import ColumnType, Schema
 from etlsync.core.stages import Source
 
+PASS_COMPLETE = "pass_complete"
+"""Position key marking the last batch of a complete pass (the project-wide convention:
+sinks that replace their target swap when they see it)."""
+
 
 def split_table(name: str, database: str | None) -> tuple[str, str]:
     """``"db.table"`` or ``"table"`` (in ``database``) as ``(db, table)``."""
@@ -107,6 +111,9 @@ class MysqlSource(Source):
     :param tables: ``"table"`` or ``"db.table"`` names.
     :param mode: ``full_refresh`` or ``incremental``.
     :param cursor_field: the growing column for incremental mode (pushed down as ``>=``).
+
+    The last batch of a pass is empty with ``"pass_complete": True`` in its position: the
+    next full refresh starts over; the next incremental run continues from the watermark.
     """
 
     def __init__(self, tables: Sequence[str] | str, *, options: MysqlOptions | dict[str, Any] | None = None,
@@ -146,18 +153,18 @@ class MysqlSource(Source):
                 async for b in self._incremental(conn, position or {}):
                     yield b
                 return
-            if position is None or position.get("done"):
+            if position is None or position.get(PASS_COMPLETE):
                 position = {"table": 0, "last_key": None}
             last_key = position.get("last_key")
             for i in range(position["table"], len(self.tables)):
                 d, t = self.tables[i]
                 async for rows, key, schema in snapshot_table(conn, d, t, last_key, self.chunk_rows):
                     yield Batch(rows, stream=self._stream(d, t), schema=schema,
-                                position={"table": i, "last_key": key})
+                                position={"table": i, "last_key": key, PASS_COMPLETE: False})
                 last_key = None
                 done = i + 1 == len(self.tables)
                 yield Batch([], stream=self._stream(d, t),
-                            position={"table": i + 1, "last_key": None, "done": done})
+                            position={"table": i + 1, "last_key": None, PASS_COMPLETE: done})
         finally:
             conn.close()
 
@@ -203,6 +210,7 @@ class MysqlSource(Source):
                     admitted = wm.admit(rows)
                     state[stream] = wm.to_state()
                     yield Batch(admitted, stream=stream, schema=schema,
-                                position={"watermarks": dict(state)})
+                                position={"watermarks": dict(state), PASS_COMPLETE: False})
                     if len(rows) < self.chunk_rows:
                         break
+        yield Batch([], position={"watermarks": dict(state), PASS_COMPLETE: True})

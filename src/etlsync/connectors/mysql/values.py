@@ -62,38 +62,65 @@ def float_reader(size: int) -> Reader:
     return _float32 if size == 4 else _double
 
 
-def decimal_reader(precision: int, scale: int) -> Reader:
-    intg = precision - scale
-    intg0, intg0x = divmod(intg, 9)
+def decimal_size(precision: int, scale: int) -> int:
+    """Bytes of a binary DECIMAL(precision, scale)."""
+    intg0, intg0x = divmod(precision - scale, 9)
     frac0, frac0x = divmod(scale, 9)
-    size = intg0 * 4 + _DIG2BYTES[intg0x] + frac0 * 4 + _DIG2BYTES[frac0x]
+    return intg0 * 4 + _DIG2BYTES[intg0x] + frac0 * 4 + _DIG2BYTES[frac0x]
+
+
+def decimal_converter(precision: int, scale: int) -> Callable[[bytes], Decimal]:
+    """Bytes of a binary DECIMAL to :class:`Decimal` (big-endian groups of 9 digits, sign
+    in the top bit, negative values bit-inverted)."""
+    intg0, intg0x = divmod(precision - scale, 9)
+    frac0, frac0x = divmod(scale, 9)
+    size = decimal_size(precision, scale)
+    bits = size * 8
+    top = 1 << (bits - 1)
+    full = (1 << bits) - 1
+    # (bit width, digits) of each group from the most significant end
+    groups = [(_DIG2BYTES[intg0x] * 8, intg0x)] if intg0x else []
+    groups += [(32, 9)] * intg0
+    n_int = len(groups)
+    groups += [(32, 9)] * frac0
+    if frac0x:
+        groups.append((_DIG2BYTES[frac0x] * 8, frac0x))
+    # generated, straight-line code: one shift-and-mask per group of nine digits
+    parts = []
+    shift = bits
+    for width, digits in groups:
+        shift -= width
+        parts.append((f"((x >> {shift}) & {(1 << width) - 1})", digits))
+    int_parts, frac_parts = parts[:n_int], parts[n_int:]
+    ip = "0"
+    for expr, digits in int_parts:
+        ip = f"({ip}) * {10 ** digits} + {expr}"
+    fp = "0"
+    for expr, digits in frac_parts:
+        fp = f"({fp}) * {10 ** digits} + {expr}"
+    body = f"""
+def conv(raw):
+    x = from_bytes(raw, "big")
+    if x & {top}:
+        x ^= {top}
+        sign = ""
+    else:
+        x = (~x & {full}) ^ {top}
+        sign = "-"
+    return D(f"{{sign}}{{{ip}}}" + ("" if not {scale} else f".{{{fp}:0{scale}d}}"))
+"""
+    ns: dict[str, Any] = {"from_bytes": int.from_bytes, "D": Decimal}
+    exec(body, ns)
+    fn: Callable[[bytes], Decimal] = ns["conv"]
+    return fn
+
+
+def decimal_reader(precision: int, scale: int) -> Reader:
+    size = decimal_size(precision, scale)
+    conv = decimal_converter(precision, scale)
 
     def read(b: bytes, p: int) -> tuple[Any, int]:
-        data = bytearray(b[p:p + size])
-        negative = not data[0] & 0x80
-        data[0] ^= 0x80
-        if negative:
-            data = bytearray(x ^ 0xFF for x in data)
-        q = 0
-        parts = []
-        n = _DIG2BYTES[intg0x]
-        if n:
-            parts.append(str(int.from_bytes(data[:n], "big")))
-            q = n
-        for _ in range(intg0):
-            parts.append(f"{int.from_bytes(data[q:q + 4], 'big'):09d}")
-            q += 4
-        text = "".join(parts).lstrip("0") or "0"
-        if scale:
-            fparts = []
-            for _ in range(frac0):
-                fparts.append(f"{int.from_bytes(data[q:q + 4], 'big'):09d}")
-                q += 4
-            n = _DIG2BYTES[frac0x]
-            if n:
-                fparts.append(f"{int.from_bytes(data[q:q + n], 'big'):0{frac0x}d}")
-            text += "." + "".join(fparts)
-        return Decimal(("-" if negative else "") + text), p + size
+        return conv(b[p:p + size]), p + size
     return read
 
 
@@ -101,10 +128,7 @@ def string_reader(length_bytes: int, encoding: str | None, pad_to: int = 0) -> R
     """A length-prefixed string; ``encoding`` None means binary (bytes), padded with NUL
     bytes to ``pad_to`` (BINARY(n) columns are logged without their padding)."""
     def read(b: bytes, p: int) -> tuple[Any, int]:
-        if length_bytes == 1:
-            n = b[p]
-        else:
-            n = int.from_bytes(b[p:p + length_bytes], "little")
+        n = b[p] if length_bytes == 1 else int.from_bytes(b[p:p + length_bytes], "little")
         p += length_bytes
         raw = b[p:p + n]
         if encoding is None:
@@ -169,6 +193,23 @@ def timestamp2_reader(fsp: int) -> Reader:
 def _timestamp(b: bytes, p: int) -> tuple[Any, int]:
     secs = int.from_bytes(b[p:p + 4], "little")
     return (_EPOCH + dt.timedelta(seconds=secs) if secs else None), p + 4
+
+
+def datetime2_converter(fsp: int) -> Callable[[bytes], Any]:
+    """Bytes of a DATETIME2(fsp) value (5 bytes + fraction) to a naive datetime."""
+    mult = (0, 10_000, 100, 1)[(fsp + 1) // 2]
+    from_bytes, datetime = int.from_bytes, dt.datetime
+
+    def conv(raw: bytes) -> Any:
+        v = from_bytes(raw[:5], "big") - 0x8000000000
+        ymd, hms = v >> 17, v & 0x1FFFF
+        ym = ymd >> 5
+        year, month, day = ym // 13, ym % 13, ymd & 31
+        if not (year and month and day):
+            return None
+        us = from_bytes(raw[5:], "big") * mult if mult else 0
+        return datetime(year, month, day, hms >> 12, (hms >> 6) & 63, hms & 63, us)
+    return conv
 
 
 def datetime2_reader(fsp: int) -> Reader:

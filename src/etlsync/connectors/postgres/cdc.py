@@ -307,7 +307,7 @@ class PostgresCdcSource(Source):
         committed = False
         in_tx = skip_tx = False
         last_commit = emitted = idle = start_lsn
-        last_status = time.monotonic()
+        last_status = last_yield = time.monotonic()
         chunk: _Chunk | None = None
         ins, upd, dele = Op.INSERT, Op.UPDATE, Op.DELETE
 
@@ -327,6 +327,9 @@ class PostgresCdcSource(Source):
                     and rel.stream == chunk.reader.table):
                 chunk.window.add(tuple(row.get(k) for k in chunk.reader.key))
 
+        batch_rows = self.batch_rows
+        decode = decoder.decode
+
         while True:
             try:
                 frames = await asyncio.wait_for(rconn.read_frames(), self.status_interval)
@@ -334,7 +337,7 @@ class PostgresCdcSource(Source):
                 frames = []
             for frame in frames:
                 if frame[0] == 0x77:  # XLogData
-                    ev = decoder.decode(frame, 25)
+                    ev = decode(frame, 25)
                     kind = ev[0]
                     if kind in ("I", "U", "D"):
                         if skip_tx:
@@ -347,7 +350,8 @@ class PostgresCdcSource(Source):
                             rows.append(ev[2])
                             ops.append(ins)
                             before.append(None)
-                            watch(rel, ev[2])
+                            if chunk is not None:
+                                watch(rel, ev[2])
                         elif kind == "U":
                             row, old = ev[2], ev[3]
                             key = rel.primary_key
@@ -371,7 +375,7 @@ class PostgresCdcSource(Source):
                             before.append(ev[2])
                             watch(rel, ev[2])
                         committed = False
-                        if len(rows) >= self.batch_rows:
+                        if len(rows) >= batch_rows:
                             flush()
                     elif kind == "B":
                         in_tx = True
@@ -382,6 +386,10 @@ class PostgresCdcSource(Source):
                             last_commit = ev[2]
                             idle = max(idle, ev[2])
                             committed = bool(rows)
+                            if not rows and out and out[-1].position is None:
+                                # a truncate or re-snapshot chunk ended the transaction
+                                out[-1].position = self._position(ev[2])
+                                emitted = ev[2]
                         skip_tx = False
                     elif kind == "R":
                         flush()
@@ -393,6 +401,10 @@ class PostgresCdcSource(Source):
                             for rel in ev[1]:
                                 out.append(Batch([{}], stream=rel.stream, ops=[Op.TRUNCATE],
                                                  before=[None], schema=rel.schema))
+                    elif kind == "M" and not ev[1] and not in_tx:
+                        # a non-transactional message (heartbeat): every transaction that
+                        # committed before it was sent, so its LSN is a safe resume point
+                        idle = max(idle, ev[4])
                     elif kind == "M" and ev[2] == WATERMARK_PREFIX and chunk is not None:
                         mark = ev[3].decode()
                         if mark == "L:" + chunk.wid:
@@ -410,7 +422,9 @@ class PostgresCdcSource(Source):
                         idle = max(idle, wal_end)
             if not in_tx:
                 flush()
-                if idle > emitted and not rows:
+                if (idle > emitted and not rows and not out
+                        and time.monotonic() - last_yield >= self.status_interval):
+                    # nothing pending: let the slot advance (WAL of other tables, heartbeats)
                     out.append(Batch([], position=self._position(idle)))
                     emitted = idle
                 if chunk is None and (self._resnap is not None or self._resnap_queue):
@@ -419,6 +433,7 @@ class PostgresCdcSource(Source):
                 flush()
             if out:
                 batches, out = out, []
+                last_yield = time.monotonic()
                 for b in batches:
                     yield b
             if time.monotonic() - last_status >= self.status_interval:

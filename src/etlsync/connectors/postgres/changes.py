@@ -38,6 +38,8 @@ class Pending:
     unchanged: frozenset[str] = frozenset()
     update_cols: frozenset[str] | None = None
     """For ``merge``: the columns an existing row takes from ``row`` (default: all in it)."""
+    meets_stored: bool = False
+    """A ``fail`` insert that would meet the stored row (no delete of its key came first)."""
 
 
 @dataclass(slots=True)
@@ -47,6 +49,14 @@ class NetChanges:
     truncate: bool = False
     deletes: dict[Key, None] = field(default_factory=dict)
     upserts: dict[Key, Pending] = field(default_factory=dict)
+    must_be_absent: dict[Key, None] = field(default_factory=dict)
+    """Keys of ``fail`` inserts that a later delete or truncate voided: they must not exist
+    before the batch (checked first), or the insert would have conflicted."""
+
+    def void(self, key: Key) -> None:
+        p = self.upserts.pop(key, None)
+        if p is not None and p.meets_stored:
+            self.must_be_absent[key] = None
 
 
 def _key_of(row: Row | None, pk: Sequence[str]) -> Key | None:
@@ -78,35 +88,38 @@ def net_changes(batch: Batch, pk: Sequence[str], strategy: ConflictStrategy) -> 
     before = batch.before
     for i, (op, raw) in enumerate(batch.iter_changes()):
         if op is Op.TRUNCATE:
+            for pending in list(net.upserts):
+                net.void(pending)
             net.truncate = True
             net.deletes.clear()
-            net.upserts.clear()
             continue
         old = before[i] if before is not None else None
         if op is Op.DELETE:
-            key = _key_of(raw, pk) or _key_of(old, pk)
-            if key is None:
+            gone = _key_of(raw, pk) or _key_of(old, pk)
+            if gone is None:
                 raise DataError(f"delete in stream {batch.stream!r} carries no primary key "
                                 f"{list(pk)}", row=raw)
-            net.upserts.pop(key, None)
-            net.deletes[key] = None
+            net.void(gone)
+            net.deletes[gone] = None
             continue
-        key = _key_of(raw, pk)
-        if key is None:
+        found = _key_of(raw, pk)
+        if found is None:
             raise DataError(f"row in stream {batch.stream!r} lacks primary key {list(pk)}",
                             row=raw)
+        key = found
         row, unchanged = _split_unchanged(raw)
         if op is Op.UPDATE:
             old_key = _key_of(old, pk)
             if old_key is not None and old_key != key:
-                net.upserts.pop(old_key, None)
+                net.void(old_key)
                 net.deletes[old_key] = None
             mode = ConflictStrategy.MERGE
         else:
             mode = strategy
         prev = net.upserts.get(key)
         if prev is None:
-            net.upserts[key] = Pending(row, mode, unchanged)
+            meets = mode is ConflictStrategy.FAIL and not net.truncate and key not in net.deletes
+            net.upserts[key] = Pending(row, mode, unchanged, None, meets)
             continue
         if mode is ConflictStrategy.SKIP:
             continue
@@ -120,7 +133,8 @@ def net_changes(batch: Batch, pk: Sequence[str], strategy: ConflictStrategy) -> 
         else:  # merge / update onto what the batch already holds for this key
             still = frozenset((prev.unchanged | unchanged) - row.keys() - prev.row.keys())
             if prev.mode in (ConflictStrategy.OVERWRITE, ConflictStrategy.FAIL):
-                net.upserts[key] = Pending({**prev.row, **row}, prev.mode, still)
+                net.upserts[key] = Pending({**prev.row, **row}, prev.mode, still, None,
+                                           prev.meets_stored)
                 continue
             # after skip: a stored row only takes this change; after merge: both changes
             cols = frozenset(row) if prev.mode is ConflictStrategy.SKIP else (
@@ -152,16 +166,13 @@ def plain_group(batch: Batch, pk: Sequence[str],
     if batch.ops is not None or not rows or not pk:
         return None
     cols = tuple(sorted(rows[0]))
-    width = len(cols)
-    if any(len(r) != width for r in rows):
-        return None
+    if len(set().union(*rows)) != len(cols) or any(len(r) != len(cols) for r in rows):
+        return None  # some row lacks a column: merge semantics need per-row handling
     getter = itemgetter(*pk)
     try:
-        if len({getter(r) for r in rows}) != len(rows):
+        if len(set(map(getter, rows))) != len(rows):
             return None
     except (KeyError, TypeError):
-        return None
-    if tuple(sorted(set().union(*rows))) != cols:
         return None
     return {(cols, strategy, frozenset(), frozenset(cols)): rows}
 

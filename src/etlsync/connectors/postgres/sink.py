@@ -27,6 +27,7 @@ from etlsync.connectors.postgres.checkpoint import (
     write_position,
 )
 from etlsync.connectors.postgres.connection import PgConnectionConfig, qualified, quote_ident
+from etlsync.connectors.postgres.source import PASS_COMPLETE
 from etlsync.connectors.postgres.types import (
     UNCHANGED,
     describe_table,
@@ -34,6 +35,7 @@ from etlsync.connectors.postgres.types import (
     pg_type_for,
 )
 from etlsync.core.batch import Batch, Row
+from etlsync.core.codec import loads
 from etlsync.core.errors import ConfigError, ConflictError, SchemaError
 from etlsync.core.modes import ConflictStrategy, SchemaPolicy, WriteMode
 from etlsync.core.schema import Column, ColumnType, Schema
@@ -79,7 +81,9 @@ class PostgresSink(Sink):
     :param dsn: DSN string or :class:`PgConnectionConfig`; other connection keywords
         (``host``, ``password_env``, ``sslmode``, ``sslrootcert``, ...) are accepted too.
     :param write_mode: ``append`` (binary COPY), ``overwrite`` (load into a new table, swap
-        it in atomically when the pipeline finishes) or ``upsert`` (on ``primary_key``).
+        it in atomically at the end of the source's pass, in the transaction that stores
+        the final position; for sources that do not mark passes, when the pipeline ends
+        without error) or ``upsert`` (on ``primary_key``).
     :param primary_key: target key columns (default: the table's, or the batch schema's).
     :param conflict: for upserts: ``skip``, ``overwrite``, ``merge`` or ``fail``.
     :param schema_policy: for source columns the target lacks: ``evolve`` (add them),
@@ -140,6 +144,7 @@ class PostgresSink(Sink):
         self._last_pairs: list[tuple[str, str]] = []
         self._overwrite_ready = False
         self._failed = False
+        self._pass_aware = False
         self._warned_deletes = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -179,8 +184,9 @@ class PostgresSink(Sink):
             return
         try:
             if (self.write_mode is WriteMode.OVERWRITE and self._overwrite_ready
-                    and not self._failed and sys.exc_info()[0] is None):
-                await self._swap_in(conn)
+                    and not self._pass_aware and not self._failed and sys.exc_info()[0] is None):
+                async with conn.transaction():
+                    await self._swap_in(conn)
         finally:
             await conn.close()
 
@@ -192,12 +198,17 @@ class PostgresSink(Sink):
         try:
             pairs = await self._prepare(conn, batch) if batch.rows else []
             has_pos, position = ctx.position_after(batch) if self.exactly_once else (False, None)
+            pos = batch.position
+            self._pass_aware = self._pass_aware or (isinstance(pos, dict) and PASS_COMPLETE in pos)
+            end_of_pass = isinstance(pos, dict) and pos.get(PASS_COMPLETE) is True
             async with conn.transaction():
                 if batch.rows:
                     if self.write_mode is WriteMode.UPSERT:
                         await self._upsert(conn, batch, pairs)
                     else:
                         await self._append(conn, batch, pairs)
+                if end_of_pass and self._overwrite_ready:
+                    await self._swap_in(conn)  # atomic with the position: exactly-once
                 raw = None
                 if has_pos:
                     raw = await write_position(conn, self.state_schema, self.state_table,
@@ -235,6 +246,8 @@ class PostgresSink(Sink):
         groups = plain_group(batch, pk_src, self.conflict)
         if groups is None:
             net = net_changes(batch, pk_src, self.conflict)
+            if net.must_be_absent:
+                await self._check_absent(conn, list(net.must_be_absent))
             if net.truncate:
                 await conn.execute(f"TRUNCATE {qualified(self.schema, self._write_table)}")
             if net.deletes:
@@ -288,18 +301,30 @@ class PostgresSink(Sink):
         except asyncpg.UniqueViolationError as exc:
             raise ConflictError(f"{self.schema}.{self.table}: {exc.detail or exc}") from exc
 
-    async def _delete(self, conn: asyncpg.Connection, keys: list[tuple[Any, ...]]) -> None:
+    def _keys_in(self, keys: list[tuple[Any, ...]]) -> tuple[str, list[list[Any]]]:
+        """A ``WHERE`` condition matching the primary keys ``keys``, and its arguments."""
         assert self._target is not None
-        target = qualified(self.schema, self._write_table)
         types = [self._target.column(c).native for c in self._pk]
         args = [list(col) for col in zip(*keys, strict=True)]
         if len(self._pk) == 1:
-            sql = f"DELETE FROM {target} WHERE {quote_ident(self._pk[0])} = ANY($1::{types[0]}[])"
-        else:
-            unnest = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
-            cols = ", ".join(quote_ident(c) for c in self._pk)
-            sql = f"DELETE FROM {target} WHERE ({cols}) IN (SELECT * FROM unnest({unnest}))"
-        await conn.execute(sql, *args)
+            return f"{quote_ident(self._pk[0])} = ANY($1::{types[0]}[])", args
+        unnest = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
+        cols = ", ".join(quote_ident(c) for c in self._pk)
+        return f"({cols}) IN (SELECT * FROM unnest({unnest}))", args
+
+    async def _delete(self, conn: asyncpg.Connection, keys: list[tuple[Any, ...]]) -> None:
+        cond, args = self._keys_in(keys)
+        await conn.execute(
+            f"DELETE FROM {qualified(self.schema, self._write_table)} WHERE {cond}", *args)
+
+    async def _check_absent(self, conn: asyncpg.Connection, keys: list[tuple[Any, ...]]) -> None:
+        cond, args = self._keys_in(keys)
+        pk = ", ".join(quote_ident(c) for c in self._pk)
+        hit = await conn.fetchrow(f"SELECT {pk} FROM {qualified(self.schema, self._write_table)} "
+                                  f"WHERE {cond} LIMIT 1", *args)
+        if hit is not None:
+            raise ConflictError(f"key {show_key(self._pk, list(hit.values()))} already exists "
+                                f"in {self.schema}.{self.table} (conflict strategy 'fail')")
 
     async def _ensure_stage(self, conn: asyncpg.Connection) -> str:
         assert self._target is not None
@@ -334,7 +359,11 @@ class PostgresSink(Sink):
     # -- schema ------------------------------------------------------------------------
     async def _prepare(self, conn: asyncpg.Connection, batch: Batch) -> list[tuple[str, str]]:
         """Create / evolve the target for this batch; return (source, target) column pairs."""
-        src_cols = tuple(dict.fromkeys(itertools.chain.from_iterable(batch.rows)))
+        rows = batch.rows
+        first = tuple(rows[0])
+        names = set().union(*rows)
+        src_cols = first if len(names) == len(first) else (
+            first + tuple(sorted(names.difference(first))))
         if src_cols == self._last_cols and self._target is not None and self._overwrite_ready_ok():
             return self._last_pairs
         if self._target is None:
@@ -412,9 +441,11 @@ class PostgresSink(Sink):
         new = self._new_table
         resume = False
         if self.exactly_once and self._context is not None:
-            resume = await conn.fetchval(
-                f"SELECT count(*) FROM {qualified(self.state_schema, self.state_table)} "
-                "WHERE pipeline = $1", self._context.pipeline) > 0
+            raw = await conn.fetchval(
+                f"SELECT position::text FROM {qualified(self.state_schema, self.state_table)} "
+                "WHERE pipeline = $1", self._context.pipeline)
+            pos = loads(raw) if raw is not None else None
+            resume = pos is not None and not (isinstance(pos, dict) and pos.get(PASS_COMPLETE))
         exists = await describe_table(conn, self.schema, new) is not None
         if exists and not resume:
             await conn.execute(f"DROP TABLE {qualified(self.schema, new)}")
@@ -427,11 +458,13 @@ class PostgresSink(Sink):
         self._overwrite_ready = True
 
     async def _swap_in(self, conn: asyncpg.Connection) -> None:
-        async with conn.transaction():
-            await conn.execute(f"DROP TABLE IF EXISTS {qualified(self.schema, self.table)}")
-            await conn.execute(f"ALTER TABLE {qualified(self.schema, self._new_table)} "
-                               f"RENAME TO {quote_ident(self.table)}")
+        """Replace the table by the new one (inside the caller's transaction)."""
+        await conn.execute(f"DROP TABLE IF EXISTS {qualified(self.schema, self.table)}")
+        await conn.execute(f"ALTER TABLE {qualified(self.schema, self._new_table)} "
+                           f"RENAME TO {quote_ident(self.table)}")
         self.log.info("overwrite swapped in")
         self._write_table = self.table
         self._overwrite_ready = False
+        self._last_cols = None
+        self._stage = None
 

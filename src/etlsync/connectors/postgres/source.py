@@ -24,6 +24,9 @@ from etlsync.core.stages import Source
 from etlsync.log import get_logger
 
 _DONE = object()
+PASS_COMPLETE = "pass_complete"
+"""Position key shared with the file sources: ``True`` on the last (empty) batch of a pass,
+so sinks that replace their target know the new data set is complete."""
 
 
 @dataclass(slots=True)
@@ -70,7 +73,10 @@ class PostgresSource(Source):
     :param poll_interval: incremental only: keep polling every so many seconds instead of
         ending once caught up.
 
-    The position is cumulative: ``{"streams": {name: progress}}`` for every stream.
+    The position is cumulative: ``{"streams": {name: progress}, "pass_complete": bool}``.
+    After every stream is read, an empty batch marks the end of the pass
+    (``pass_complete``): :class:`PostgresSink` in overwrite mode swaps its new table in with
+    it, and the next run of a full refresh starts a new pass.
     A table without a primary key (and none given) is paged by ``ctid``.
     """
 
@@ -149,6 +155,9 @@ class PostgresSource(Source):
     # -- reading -----------------------------------------------------------------------
     async def read(self, position: Any | None) -> AsyncIterator[Batch]:
         progress: dict[str, Any] = dict((position or {}).get("streams", {}))
+        ended = isinstance(position, dict) and position.get(PASS_COMPLETE)
+        if ended and self.sync_mode is SyncMode.FULL_REFRESH:
+            progress = {}  # the last pass finished: a snapshot starts over
         pool = await self.config.create_pool(self.pool_size)
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.pool_size)
         tasks: list[asyncio.Task[None]] = []
@@ -170,15 +179,20 @@ class PostgresSource(Source):
                     raise item
                 stream, rows, state = item
                 progress[stream.name] = state
-                yield Batch(rows, stream=stream.name, position={"streams": dict(progress)},
-                            schema=stream.columns)
+                yield Batch(rows, stream=stream.name, schema=stream.columns,
+                            position={"streams": dict(progress), PASS_COMPLETE: False})
+            yield Batch([], stream=self.streams[-1].name,
+                        position={"streams": dict(progress), PASS_COMPLETE: True})
         finally:
             for t in tasks:
                 t.cancel()
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-            await pool.close()
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except (TimeoutError, asyncpg.PostgresError, OSError):
+                pool.terminate()
 
     async def _worker(self, pool: asyncpg.Pool, slots: asyncio.Semaphore, s: _Stream,
                       state: Any, queue: asyncio.Queue[Any]) -> None:
@@ -216,7 +230,7 @@ class PostgresSource(Source):
             base = base.replace("SELECT ", "SELECT ctid::text AS \"__ctid\", ", 1)
         first = f"{base} ORDER BY {order} LIMIT {n}"
         after = (f"{base} WHERE {_row_gt(pk, 1)} ORDER BY {order} LIMIT {n}" if pk
-                 else f"{base} WHERE ctid > $1::tid ORDER BY ctid LIMIT {n}")
+                 else f"{base} WHERE ctid > $1::text::tid ORDER BY ctid LIMIT {n}")
         last = state.get("last")
         while True:
             recs = await (conn.fetch(first) if last is None else conn.fetch(after, *last))

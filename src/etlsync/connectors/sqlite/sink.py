@@ -10,6 +10,8 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any
 
+import msgspec
+
 from etlsync.checkpoints.sqlite import (
     STATE_TABLE,
     connect,
@@ -33,6 +35,12 @@ def _adapt_rows(tuples: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     if set(map(type, chain.from_iterable(tuples))) <= NATIVE:
         return tuples
     return [tuple(v if type(v) in NATIVE else adapt(v) for v in t) for t in tuples]
+
+
+_TEXT_TYPES: frozenset[type] = frozenset({str, type(None), bool})
+"""Batches holding only these go to SQLite as one JSON array (see :meth:`SqliteSink._insert`)."""
+_JSON = msgspec.json.Encoder()
+_ARROW = sqlite3.sqlite_version_info >= (3, 38, 0)
 
 
 def _groups(rows: list[Row]) -> list[Group]:
@@ -77,6 +85,8 @@ class SqliteSink(Sink):
         COLUMN), ``freeze`` (SchemaError naming the column) or ``discard``.
     :param synchronous: ``full`` (durable against power loss) or ``normal`` (against process
         crashes; faster).
+    :param json_batches: insert batches of text values as one JSON array per statement (runs
+        without the GIL, overlapping the source's parsing); ``False``: always executemany.
 
     Change batches are applied in order: inserts as configured, updates as upserts of the
     columns present (a missing column keeps its stored value), deletes by primary key,
@@ -90,7 +100,7 @@ class SqliteSink(Sink):
                  conflict: ConflictStrategy | str = ConflictStrategy.OVERWRITE,
                  schema_policy: SchemaPolicy | str = SchemaPolicy.EVOLVE, create: bool = True,
                  synchronous: str = "full", timeout: float = 30.0,
-                 state_table: str = STATE_TABLE) -> None:
+                 state_table: str = STATE_TABLE, json_batches: bool = True) -> None:
         if not table:
             raise ConfigError("SqliteSink needs a table name")
         self.path = os.fspath(path)
@@ -103,6 +113,7 @@ class SqliteSink(Sink):
         self.synchronous = synchronous
         self.timeout = timeout
         self.state_table = state_table
+        self.json_batches = json_batches
         self.staging = f"_etlsync_stage_{table}"
         self._conn: sqlite3.Connection | None = None
         self._context: StageContext | None = None
@@ -319,19 +330,31 @@ class SqliteSink(Sink):
             cols, tuples = self._fit(cols, tuples, schema)
             if not cols:
                 continue
-            tuples = _adapt_rows(tuples)
-            sql = self._insert_sql(tuple(cols), kind)
-            if kind != ConflictStrategy.FAIL.value:
-                conn.executemany(sql, tuples)
-                continue
-            conn.execute("SAVEPOINT etlsync_fail")
+            # Fast path for text batches (CSV, JSON strings): the batch goes to SQLite as one
+            # JSON array inserted by one statement, which runs without holding the GIL, so
+            # the source parses the next batch meanwhile. NUL characters (which SQLite's JSON
+            # functions cut) and other types take the executemany path.
+            payload = None
+            types = set(map(type, chain.from_iterable(tuples)))
+            if types <= _TEXT_TYPES and self.json_batches:
+                payload = _JSON.encode(tuples)
+                if b"\\u0000" in payload:
+                    payload = None
+            elif not types <= NATIVE:
+                tuples = _adapt_rows(tuples)
+            conn.execute("SAVEPOINT etlsync_batch")
             try:
-                conn.executemany(sql, tuples)
+                if payload is not None:
+                    conn.execute(self._insert_sql(tuple(cols), kind, json=True), (payload,))
+                else:
+                    conn.executemany(self._insert_sql(tuple(cols), kind), tuples)
             except sqlite3.IntegrityError as exc:
-                conn.execute("ROLLBACK TO etlsync_fail")
+                if kind != ConflictStrategy.FAIL.value:
+                    raise
+                conn.execute("ROLLBACK TO etlsync_batch")
                 self._raise_conflict(cols, tuples, exc)
             finally:
-                conn.execute("RELEASE etlsync_fail")
+                conn.execute("RELEASE etlsync_batch")
 
     def _raise_conflict(self, cols: list[str], tuples: list[tuple[Any, ...]],
                         exc: sqlite3.IntegrityError) -> None:
@@ -429,14 +452,20 @@ class SqliteSink(Sink):
         self._sql = {}
         return cols, tuples
 
-    def _insert_sql(self, cols: tuple[str, ...], kind: str) -> str:
-        key = (cols, kind)
+    def _insert_sql(self, cols: tuple[str, ...], kind: str, json: bool = False) -> str:
+        key = (cols, kind, json)
         sql = self._sql.get(key)
         if sql is not None:
             return sql
         names = ", ".join(quote(c) for c in cols)
-        sql = (f"INSERT INTO {quote(self._target)} ({names}) "
-               f"VALUES ({', '.join('?' * len(cols))})")
+        if json:
+            values = ", ".join(f"value ->> {i}" if _ARROW else f"json_extract(value, '$[{i}]')"
+                               for i in range(len(cols)))
+            sql = (f"INSERT INTO {quote(self._target)} ({names}) "
+                   f"SELECT {values} FROM json_each(?) WHERE true")
+        else:
+            sql = (f"INSERT INTO {quote(self._target)} ({names}) "
+                   f"VALUES ({', '.join('?' * len(cols))})")
         pk = {k.lower() for k in self._pk}
         if kind in ("skip", "overwrite", "merge"):
             if kind == "overwrite":

@@ -5,7 +5,7 @@
 - ``("B", final_lsn, xid)`` begin; ``("C", commit_lsn, end_lsn)`` commit
 - ``("R", relation)`` a relation (re)described: after DDL the server re-sends it
 - ``("I", relation, row)``; ``("U", relation, row, old)``; ``("D", relation, old)``
-- ``("T", [relations])`` truncate; ``("M", transactional, prefix, content)`` logical message
+- ``("T", [relations])`` truncate; ``("M", transactional, prefix, content, lsn)`` logical message
 - ``("Y", oid, name)`` a type; ``("O",)`` origin
 
 ``row`` and ``old`` are dicts; an unchanged TOASTed value is :data:`UNCHANGED`. ``old`` is the
@@ -48,6 +48,8 @@ class Relation:
     """The replica identity columns (all columns under REPLICA IDENTITY FULL)."""
     primary_key: tuple[str, ...] = ()
     schema: Schema = field(default_factory=lambda: Schema(()))
+    fast_tuple: Any = None
+    """A tuple reader compiled for this relation's columns (see :func:`_compile_tuple_reader`)."""
 
     @property
     def stream(self) -> str:
@@ -68,6 +70,7 @@ class Relation:
             cols.append(Column(name, logical, name not in self.primary_key, native))
         self.decoders = decs
         self.schema = Schema(tuple(cols), self.primary_key)
+        self.fast_tuple = _compile_tuple_reader(self.names, decs)
 
     def type_oids(self) -> list[int]:
         return [c[2] for c in self.columns]
@@ -86,8 +89,10 @@ class PgOutputDecoder:
         pos += 1
         if kind == 0x49:  # I
             rel = self.relations[_UI(data, pos)[0]]
-            row, _ = self._tuple(data, pos + 5, rel)
-            return ("I", rel, row)
+            try:
+                return ("I", rel, rel.fast_tuple(data, pos + 5)[0])
+            except Exception:  # noqa: BLE001 - the careful path names the column
+                return ("I", rel, self._slow_tuple(data, pos + 5, rel)[0])
         if kind == 0x55:  # U
             rel = self.relations[_UI(data, pos)[0]]
             pos += 4
@@ -122,12 +127,13 @@ class PgOutputDecoder:
             return ("T", rels)
         if kind == 0x4D:  # M
             flags = data[pos]
+            lsn = _Q(data, pos + 1)[0]
             pos += 9
             end = data.index(b"\0", pos)
             prefix = data[pos:end].decode()
             length = _I(data, end + 1)[0]
             content = data[end + 5:end + 5 + length]
-            return ("M", bool(flags & 1), prefix, content)
+            return ("M", bool(flags & 1), prefix, content, lsn)
         if kind == 0x59:  # Y
             oid = _UI(data, pos)[0]
             ns_end = data.index(b"\0", pos + 4)
@@ -164,6 +170,13 @@ class PgOutputDecoder:
         return rel
 
     def _tuple(self, data: bytes, pos: int, rel: Relation) -> tuple[dict[str, Any], int]:
+        try:
+            result: tuple[dict[str, Any], int] = rel.fast_tuple(data, pos)
+            return result
+        except Exception:  # noqa: BLE001 - the careful path below names the column
+            return self._slow_tuple(data, pos, rel)
+
+    def _slow_tuple(self, data: bytes, pos: int, rel: Relation) -> tuple[dict[str, Any], int]:
         ncols = _H(data, pos)[0]
         pos += 2
         decoders = rel.decoders
@@ -193,3 +206,41 @@ class PgOutputDecoder:
                 append(data[pos + 4:pos + 4 + n])
                 pos += 4 + n
         return dict(zip(rel.names, values, strict=False)), pos
+
+
+def _compile_tuple_reader(names: tuple[str, ...], decoders: list[Decoder]) -> Any:
+    """A function reading one TupleData of exactly these columns, unrolled: per column one
+    branch on the kind byte and a direct decoder call, then one dict display. About twice as
+    fast as a loop; any irregularity raises and the caller falls back to the careful loop."""
+    env: dict[str, Any] = {"I": _I, "H": _H, "UNCHANGED": UNCHANGED}
+    lines = ["def read(data, pos):",
+             f"    if H(data, pos)[0] != {len(names)}:",
+             "        raise ValueError('column count')",
+             "    pos += 2"]
+    for i, dec in enumerate(decoders):
+        env[f"d{i}"] = dec
+        if dec is int:
+            call = "int(data[pos + 5:end])"
+        elif getattr(dec, "__name__", "") == "_text":
+            call = "data[pos + 5:end].decode()"
+        else:
+            call = f"d{i}(data[pos + 5:end])"
+        lines += [
+            "    k = data[pos]",
+            "    if k == 116:",
+            "        end = pos + 5 + I(data, pos + 1)[0]",
+            f"        v{i} = {call}",
+            "        pos = end",
+            "    elif k == 110:",
+            f"        v{i} = None",
+            "        pos += 1",
+            "    elif k == 117:",
+            f"        v{i} = UNCHANGED",
+            "        pos += 1",
+            "    else:",
+            "        raise ValueError(k)",
+        ]
+    items = ", ".join(f"{name!r}: v{i}" for i, name in enumerate(names))
+    lines.append(f"    return {{{items}}}, pos")
+    exec("\n".join(lines), env)
+    return env["read"]

@@ -1,0 +1,309 @@
+"""PostgreSQL CDC: decode-only rate of etlsync's replication client vs a psycopg2
+LogicalReplicationConnection loop (same pgoutput decoder), end-to-end rate into a PostgreSQL
+sink, and replication lag at a steady 5,000 changes/s.
+
+    python benchmarks/postgres_cdc.py --rows 200000 --json
+
+``--rows`` rows are written once in one transaction and once in transactions of 100, each
+shape read through its own slot (created before the data, never acknowledged, so every
+variant reads the same WAL). Each variant runs in its own subprocess (peak RSS per variant).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import child_result, parse_args, report, run_variants  # noqa: E402
+
+DSN = os.environ.get("ETLSYNC_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/etlsync_test")
+SHAPES = ("1tx", "100x")
+COLUMNS = "id int PRIMARY KEY, v text, n numeric(12,2), ts timestamptz, f double precision"
+LAG_RATE = 5000
+E2E_TARGET = 50_000
+LAG_P99_TARGET_MS = 250.0
+
+
+def names(run: str, shape: str) -> dict[str, str]:
+    return {"table": f"bench_cdc_{run}_{shape}", "target": f"bench_cdc_{run}_{shape}_t",
+            "slot": f"bench_cdc_{run}_{shape}", "pub": f"bench_cdc_{run}_{shape}"}
+
+
+# -- setup ---------------------------------------------------------------------------------
+async def setup(run: str, rows: int) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(DSN)
+    try:
+        for shape in SHAPES:
+            n = names(run, shape)
+            await conn.execute(f'CREATE TABLE "{n["table"]}" ({COLUMNS})')
+            await conn.execute(f'CREATE TABLE "{n["target"]}" ({COLUMNS})')
+            await conn.execute(f'CREATE PUBLICATION "{n["pub"]}" FOR TABLE "{n["table"]}"')
+            await conn.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                               n["slot"])
+            values = ("SELECT g, 'row ' || g, g * 1.25, now(), g / 7.0 "
+                      "FROM generate_series({lo}, {hi}) g")
+            if shape == "1tx":
+                await conn.execute(f'INSERT INTO "{n["table"]}" '
+                                   + values.format(lo=1, hi=rows))
+            else:
+                await conn.execute(
+                    f"DO $$ BEGIN FOR i IN 0..{rows // 100 - 1} LOOP "
+                    f'INSERT INTO "{n["table"]}" '
+                    + values.format(lo="i * 100 + 1", hi="i * 100 + 100")
+                    + "; COMMIT; END LOOP; END $$")
+    finally:
+        await conn.close()
+
+
+async def teardown(run: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(DSN)
+    try:
+        for shape in (*SHAPES, "lag"):
+            n = names(run, shape)
+            await conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM "
+                               "pg_replication_slots WHERE slot_name = $1", n["slot"])
+            await conn.execute(f'DROP PUBLICATION IF EXISTS "{n["pub"]}"')
+            await conn.execute(f'DROP TABLE IF EXISTS "{n["table"]}", "{n["target"]}"')
+        await conn.execute("DELETE FROM _etlsync_state WHERE pipeline LIKE $1",
+                           f"bench_cdc_{run}%")
+    finally:
+        await conn.close()
+
+
+# -- variants (run in subprocesses) --------------------------------------------------------
+async def decode_etlsync(n: dict[str, str], rows: int) -> tuple[float, float]:
+    from etlsync.connectors.postgres.replication.conninfo import parse_dsn
+    from etlsync.connectors.postgres.replication.pgoutput import PgOutputDecoder
+    from etlsync.connectors.postgres.replication.protocol import ReplicationConnection
+
+    conn = await ReplicationConnection(parse_dsn(DSN)).connect()
+    dec = PgOutputDecoder()
+    decode = dec.decode
+    seen = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    await conn.start_replication(n["slot"], 0, {"proto_version": "1",
+                                                "publication_names": n["pub"]})
+    while seen < rows:
+        for frame in await conn.read_frames():
+            if frame[0] == 0x77:
+                if decode(frame, 25)[0] in ("I", "U", "D"):
+                    seen += 1
+            elif frame[-1]:
+                conn.send_status(0, False)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    conn.abort()
+    return seconds, cpu
+
+
+def decode_psycopg2(n: dict[str, str], rows: int) -> tuple[float, float]:
+    import psycopg2  # type: ignore[import-untyped]
+    import psycopg2.extras  # type: ignore[import-untyped]
+
+    from etlsync.connectors.postgres.replication.pgoutput import PgOutputDecoder
+
+    conn = psycopg2.connect(DSN, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    cur = conn.cursor()
+    dec = PgOutputDecoder()
+    decode = dec.decode
+    seen = [0]
+
+    def consume(msg: Any) -> None:
+        if decode(msg.payload)[0] in ("I", "U", "D"):
+            seen[0] += 1
+            if seen[0] >= rows:
+                raise psycopg2.extras.StopReplication
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    cur.start_replication(slot_name=n["slot"], decode=False,
+                          options={"proto_version": "1", "publication_names": n["pub"]})
+    try:
+        cur.consume_stream(consume)
+    except psycopg2.extras.StopReplication:
+        pass
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    conn.close()
+    return seconds, cpu
+
+
+def _sink_class() -> Any:
+    from etlsync.connectors.postgres import PostgresSink
+
+    class MeasuringSink(PostgresSink):  # type: ignore[misc]
+        """Counts rows and records the lag of each row after its batch is durable."""
+
+        def __init__(self, *a: Any, stop_at: int = 0, on_done: Any = None, **kw: Any) -> None:
+            super().__init__(*a, **kw)
+            self.count, self.stop_at, self.on_done = 0, stop_at, on_done
+            self.lags: list[float] = []
+
+        async def write(self, batch: Any) -> None:
+            await super().write(batch)
+            now = time.time()
+            self.count += len(batch.rows)
+            for row in batch.rows:
+                created = row.get("ts")
+                if created is not None:
+                    self.lags.append(now - created.timestamp())
+            if self.stop_at and self.count >= self.stop_at and self.on_done is not None:
+                self.on_done()
+
+    return MeasuringSink
+
+
+def _source(n: dict[str, str], ack: bool, **kw: Any) -> Any:
+    from etlsync.connectors.postgres.cdc import PostgresCdcSource
+
+    class BenchSource(PostgresCdcSource):
+        async def on_commit(self, position: Any) -> None:
+            if ack:  # the throughput runs never ack, so every round reads the same WAL
+                await super().on_commit(position)
+
+    return BenchSource(DSN, slot=n["slot"], publication=n["pub"], tables=[n["table"]],
+                       snapshot="never", status_interval=1.0, **kw)
+
+
+async def e2e_etlsync(n: dict[str, str], rows: int) -> float:
+    import asyncpg
+
+    from etlsync.core.pipeline import Pipeline
+
+    conn = await asyncpg.connect(DSN)
+    await conn.execute(f'TRUNCATE "{n["target"]}"')
+    sink = _sink_class()(DSN, table=n["target"], write_mode="upsert", exactly_once=False,
+                         stop_at=rows)
+    pipe = Pipeline(_source(n, ack=False), sinks=[sink], name=n["slot"])
+    sink.on_done = pipe.stop
+    t0 = time.perf_counter()
+    await pipe.run(handle_signals=False)
+    seconds = time.perf_counter() - t0
+    got = await conn.fetchval(f'SELECT count(*) FROM "{n["target"]}"')
+    await conn.close()
+    assert got == rows, (got, rows)
+    return seconds
+
+
+async def lag_etlsync(run: str, seconds: float) -> dict[str, Any]:
+    import asyncpg
+
+    from etlsync.connectors.postgres import PostgresCheckpointStore
+    from etlsync.core.pipeline import Pipeline
+
+    n = names(run, "lag")
+    conn = await asyncpg.connect(DSN)
+    await conn.execute(f'CREATE TABLE "{n["table"]}" ({COLUMNS})')
+    sink = _sink_class()(DSN, table=n["target"], write_mode="upsert")
+    store = PostgresCheckpointStore(DSN)
+    pipe = Pipeline(_source(n, ack=True, heartbeat_interval=5.0), sinks=[sink],
+                    name=n["slot"], checkpoint_store=store)
+    task = asyncio.ensure_future(pipe.run(handle_signals=False))
+    while not await conn.fetchval("SELECT count(*) FROM pg_replication_slots WHERE "
+                                  "slot_name = $1 AND active", n["slot"]):
+        await asyncio.sleep(0.1)
+    producer = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--variant", "producer", "--run", run,
+        "--rows", str(int(seconds * LAG_RATE)))
+    await producer.wait()
+    await asyncio.sleep(2.0)
+    pipe.stop()
+    await task
+    await store.close()
+    await conn.close()
+    lags = sorted(sink.lags)
+    q = statistics.quantiles(lags, n=100)
+    return {"changes": len(lags), "lag_p50_ms": round(q[49] * 1000, 1),
+            "lag_p99_ms": round(q[98] * 1000, 1), "lag_max_ms": round(lags[-1] * 1000, 1)}
+
+
+async def producer(run: str, rows: int) -> None:
+    """Insert ``rows`` rows at LAG_RATE rows/s in transactions of 50 (``ts`` = insert time)."""
+    import asyncpg
+
+    n = names(run, "lag")
+    conn = await asyncpg.connect(DSN)
+    per_tx, t0, i = 50, time.perf_counter(), 0
+    sql = (f'INSERT INTO "{n["table"]}" SELECT g, \'lag\', g, clock_timestamp(), '
+           "random() FROM generate_series($1::int, $2::int) g")
+    while i < rows:
+        await conn.execute(sql, i + 1, i + per_tx)
+        i += per_tx
+        ahead = t0 + i / LAG_RATE - time.perf_counter()
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+    await conn.close()
+
+
+def child(variant: str, run: str, rows: int) -> None:
+    kind, _, shape = variant.partition(":")
+    if kind == "producer":
+        asyncio.run(producer(run, rows))
+        return
+    if kind == "lag_etlsync":
+        seconds = max(5.0, rows / 20_000)
+        extra = asyncio.run(lag_etlsync(run, seconds))
+        child_result(variant, extra["changes"], seconds, rate_per_s=LAG_RATE, **extra,
+                     ratio_p99_vs_target=round(extra["lag_p99_ms"] / LAG_P99_TARGET_MS, 3))
+        return
+    n = names(run, shape)
+    if kind in ("decode_etlsync", "decode_psycopg2"):
+        if kind == "decode_etlsync":
+            seconds, cpu = asyncio.run(decode_etlsync(n, rows))
+        else:
+            seconds, cpu = decode_psycopg2(n, rows)
+        # wall time includes the server's decoding (walsender), the same for both clients;
+        # client CPU seconds measure the client's own cost per event
+        child_result(variant, rows, seconds, client_cpu_s=round(cpu, 4),
+                     events_per_client_cpu_s=round(rows / cpu) if cpu > 0 else None)
+        return
+    seconds = asyncio.run(e2e_etlsync(n, rows))
+    child_result(variant, rows, seconds)
+
+
+def main() -> None:
+    args = parse_args(__doc__.split("\n")[0], 200_000,
+                      lambda p: p.add_argument("--run", default=None, help="(internal)"))
+    if args.variant:
+        child(args.variant, args.run, args.rows)
+        return
+    run = f"{random.getrandbits(24):06x}"
+    rows = args.rows - args.rows % 100
+    asyncio.run(setup(run, rows))
+    try:
+        variants = [f"{k}:{s}" for s in SHAPES
+                    for k in ("decode_etlsync", "decode_psycopg2", "e2e_etlsync")]
+        results = run_variants(__file__, variants, rows, repeat=args.repeat,
+                               extra_args=["--run", run])
+        results.update(run_variants(__file__, ["lag_etlsync"], rows, repeat=1,
+                                    extra_args=["--run", run]))
+    finally:
+        asyncio.run(teardown(run))
+    for s in SHAPES:
+        etl, psy = results.get(f"decode_etlsync:{s}"), results.get(f"decode_psycopg2:{s}")
+        if etl and psy and "error" not in etl and "error" not in psy:
+            etl["ratio_vs_psycopg2"] = round(etl["rows_per_s"] / psy["rows_per_s"], 3)
+            etl["ratio_cpu_vs_psycopg2"] = round(
+                etl["events_per_client_cpu_s"] / psy["events_per_client_cpu_s"], 3)
+            psy["ratio_vs_psycopg2"] = psy["ratio_cpu_vs_psycopg2"] = 1.0
+        e2e = results.get(f"e2e_etlsync:{s}")
+        if e2e and "error" not in e2e:
+            e2e["ratio_vs_target"] = round(e2e["rows_per_s"] / E2E_TARGET, 3)
+    report(results, args.json)
+    if not args.json:
+        print(json.dumps({"machine_load_1m": os.getloadavg()[0]}))
+
+
+if __name__ == "__main__":
+    main()

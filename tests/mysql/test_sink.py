@@ -1,0 +1,164 @@
+"""MysqlSink and MysqlCheckpointStore against the real server."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from etlsync.connectors.mysql import MysqlCheckpointStore, MysqlSink
+from etlsync.core.batch import Batch, Op
+from etlsync.core.errors import ConflictError, SchemaError, StageError
+from etlsync.core.pipeline import Pipeline
+from etlsync.core.schema import Column, ColumnType, Schema
+from etlsync.testing import MemorySource
+from tests.mysql.helpers import ListSource, execute, fetch, options
+
+TRICKY = [
+    {"id": 1, "s": "tab\there\nnewline \\ back", "n": None, "d": Decimal("-12.500000000"),
+     "ts": dt.datetime(2024, 1, 2, 3, 4, 5, 600000), "b": b"\x00\t\n\\x", "j": {"a": [1, "x"]},
+     "day": dt.date(2020, 2, 29), "flag": True, "f": 1.25, "e": "😀"},
+    {"id": 2, "s": "", "n": 5, "d": None, "ts": None, "b": None, "j": None, "day": None,
+     "flag": False, "f": None, "e": None},
+    {"id": 3, "s": "\\N", "n": -(2**62), "d": Decimal("0"), "ts": dt.datetime(1999, 12, 31),
+     "b": b"", "j": [], "day": dt.date(1000, 1, 1), "flag": None, "f": -0.5, "e": "ok"},
+]
+
+
+def norm(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    if isinstance(out.get("j"), str):
+        import json
+
+        out["j"] = json.loads(out["j"])
+    if out.get("flag") is not None:
+        out["flag"] = bool(out["flag"])
+    return out
+
+
+@pytest.mark.parametrize("method", ["load_data", "insert"])
+async def test_append_roundtrips_tricky_values(mysql_params: dict[str, Any], unique_name: str,
+                                               method: str) -> None:
+    opts = options(mysql_params)
+    sink = MysqlSink(opts, table=unique_name, primary_key=["id"], load_method=method)
+    await Pipeline(MemorySource(TRICKY, 2), sinks=[sink], name=unique_name).run()
+    got = await fetch(opts, f"SELECT * FROM `{unique_name}` ORDER BY id")
+    assert [norm(r) for r in got] == [norm(r) for r in TRICKY]
+
+
+@pytest.mark.parametrize(("conflict", "expected"), [
+    ("skip", {1: ("a", 1), 2: ("b", 2), 3: ("new", None)}),
+    ("overwrite", {1: ("A", None), 2: ("b", 2), 3: ("new", None)}),
+    ("merge", {1: ("A", 1), 2: ("b", 2), 3: ("new", None)}),
+])
+async def test_upsert_conflict_strategies(mysql_params: dict[str, Any], unique_name: str,
+                                          conflict: str, expected: dict[int, Any]) -> None:
+    opts = options(mysql_params)
+    await execute(opts, f"CREATE TABLE `{unique_name}` (id int primary key, s varchar(10), n int)",
+                  f"INSERT INTO `{unique_name}` VALUES (1, 'a', 1), (2, 'b', 2)")
+    sink = MysqlSink(opts, table=unique_name, write_mode="upsert", conflict=conflict)
+    await Pipeline(MemorySource([{"id": 1, "s": "A"}, {"id": 3, "s": "new"}]), sinks=[sink],
+                   name=unique_name).run()
+    got = {r["id"]: (r["s"], r["n"]) for r in await fetch(opts, f"SELECT * FROM `{unique_name}`")}
+    assert got == expected
+
+
+async def test_upsert_fail_names_the_key_and_writes_nothing(mysql_params: dict[str, Any],
+                                                            unique_name: str) -> None:
+    opts = options(mysql_params)
+    await execute(opts, f"CREATE TABLE `{unique_name}` (id int primary key, s varchar(10))",
+                  f"INSERT INTO `{unique_name}` VALUES (7, 'old')")
+    sink = MysqlSink(opts, table=unique_name, write_mode="upsert", conflict="fail")
+    store = MysqlCheckpointStore(opts)
+    with pytest.raises(StageError) as info:
+        await Pipeline(MemorySource([{"id": 1, "s": "x"}, {"id": 7, "s": "y"}], 10), sinks=[sink],
+                       name=unique_name, checkpoint_store=store).run()
+    assert isinstance(info.value.cause, ConflictError) and "key 7" in str(info.value.cause)
+    assert await fetch(opts, f"SELECT id FROM `{unique_name}`", dict_rows=False) == [(7,)]
+    assert await store.load(unique_name) is None
+
+
+async def test_changes_apply_in_order_with_key_updates(mysql_params: dict[str, Any],
+                                                       unique_name: str) -> None:
+    opts = options(mysql_params)
+    schema = Schema((Column("id", ColumnType.INTEGER, False), Column("v", ColumnType.STRING)), ("id",))
+    b1 = Batch([{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 1, "v": "a2"}, {"id": 2, "v": "b"}],
+               stream="t", ops=[Op.INSERT, Op.INSERT, Op.UPDATE, Op.DELETE],
+               before=[None, None, {"id": 1, "v": "a"}, None], schema=schema)
+    b2 = Batch([{"id": 10, "v": "a2"}, {"id": 2, "v": "again"}], stream="t",
+               ops=[Op.UPDATE, Op.INSERT], before=[{"id": 1, "v": "a2"}, None], schema=schema)
+    sink = MysqlSink(opts, table=unique_name)
+    await Pipeline(ListSource([b1, b2]), sinks=[sink], name=unique_name).run()
+    rows = await fetch(opts, f"SELECT id, v FROM `{unique_name}` ORDER BY id", dict_rows=False)
+    assert rows == [(2, "again"), (10, "a2")]
+
+
+@pytest.mark.parametrize("policy", ["evolve", "freeze", "discard"])
+async def test_schema_policies(mysql_params: dict[str, Any], unique_name: str, policy: str) -> None:
+    opts = options(mysql_params)
+    await execute(opts, f"CREATE TABLE `{unique_name}` (id int primary key, a int)")
+    sink = MysqlSink(opts, table=unique_name, schema_policy=policy)
+    pipeline = Pipeline(MemorySource([{"id": 1, "a": 1, "extra": "x"}]), sinks=[sink],
+                        name=unique_name)
+    if policy == "freeze":
+        with pytest.raises(StageError) as info:
+            await pipeline.run()
+        assert isinstance(info.value.cause, SchemaError) and "extra" in str(info.value.cause)
+        return
+    await pipeline.run()
+    rows = await fetch(opts, f"SELECT * FROM `{unique_name}`")
+    assert rows == ([{"id": 1, "a": 1, "extra": "x"}] if policy == "evolve" else [{"id": 1, "a": 1}])
+
+
+async def test_overwrite_swaps_atomically_at_end_of_pass(mysql_params: dict[str, Any],
+                                                         unique_name: str) -> None:
+    opts = options(mysql_params)
+    await execute(opts, f"CREATE TABLE `{unique_name}` (id int primary key, v int)",
+                  f"INSERT INTO `{unique_name}` VALUES (100, 0)")
+    seen: list[Any] = []
+
+    class Probe(MysqlSink):
+        async def write(self, batch: Batch) -> None:
+            await super().write(batch)
+            seen.append(await fetch(opts, f"SELECT id FROM `{unique_name}`", dict_rows=False))
+
+    batches = [Batch([{"id": i, "v": i}], position={"n": i, "pass_complete": False})
+               for i in range(3)]
+    batches.append(Batch([], position={"n": 3, "pass_complete": True}))
+    sink = Probe(opts, table=unique_name, write_mode="overwrite")
+    await Pipeline(ListSource(batches), sinks=[sink], name=unique_name).run()
+    assert seen[:3] == [[(100,)]] * 3  # the old table stays visible until the pass ends
+    got = await fetch(opts, f"SELECT id FROM `{unique_name}` ORDER BY id", dict_rows=False)
+    assert got == [(0,), (1,), (2,)]
+
+
+async def test_exactly_once_position_lands_with_the_data(mysql_params: dict[str, Any],
+                                                         unique_name: str) -> None:
+    opts = options(mysql_params)
+    store = MysqlCheckpointStore(opts, table=unique_name + "_state")
+    rows = [{"id": i} for i in range(25)]
+    sink = MysqlSink(opts, table=unique_name, primary_key=["id"], state_table=unique_name + "_state")
+    await Pipeline(MemorySource(rows, 10), sinks=[sink], name="p", checkpoint_store=store).run()
+    assert await store.load("p") == 25
+    # a second run resumes after the committed position: nothing is appended twice
+    sink2 = MysqlSink(opts, table=unique_name, primary_key=["id"], state_table=unique_name + "_state")
+    await Pipeline(MemorySource([*rows, {"id": 99}], 10), sinks=[sink2], name="p",
+                   checkpoint_store=store).run()
+    got = await fetch(opts, f"SELECT COUNT(*), MAX(id) FROM `{unique_name}`", dict_rows=False)
+    assert got == [(26, 99)]
+
+
+async def test_password_from_env_and_file(tmp_path: Any, monkeypatch: Any,
+                                          mysql_params: dict[str, Any]) -> None:
+    from etlsync.connectors.mysql import MysqlOptions
+
+    monkeypatch.setenv("ETLSYNC_TEST_MYSQL_PW", "s3cret")
+    assert MysqlOptions(password_env="ETLSYNC_TEST_MYSQL_PW").resolve_password() == "s3cret"
+    f = tmp_path / "pw"
+    f.write_text("fromfile\n")
+    assert MysqlOptions(password_file=str(f)).resolve_password() == "fromfile"
+    assert "s3cret" not in repr(MysqlOptions(password="s3cret"))
+    assert MysqlOptions(ssl_ca=None).ssl_context() is None
+    assert MysqlOptions(ssl=True, ssl_verify=False).ssl_context() is not None

@@ -1,0 +1,263 @@
+"""SqliteSink: type mapping, append, upsert strategies, atomic overwrite, schema policy, changes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from etlsync import (
+    Batch,
+    ConfigError,
+    ConflictError,
+    MemoryCheckpointStore,
+    Op,
+    Pipeline,
+    SchemaError,
+    StageError,
+)
+from etlsync.checkpoints.sqlite import SqliteCheckpointStore, read_state
+from etlsync.connectors.files import CsvSource
+from etlsync.connectors.sqlite import SqliteSink, SqliteSource
+from etlsync.core.stages import StageContext
+from etlsync.testing import CollectingSink, MemorySource
+
+
+async def open_sink(sink: SqliteSink, pipeline: str = "p") -> SqliteSink:
+    await sink.open(StageContext(pipeline, "sink", None))
+    return sink
+
+
+def fetch(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+async def read_back(db: Path, table: str) -> list[dict[str, Any]]:
+    sink = CollectingSink()
+    await Pipeline(SqliteSource(db, table=table), [], [sink]).run()
+    return sink.rows
+
+
+async def test_python_values_round_trip_through_the_documented_mapping(
+        tmp_path: Path, unique_name: str) -> None:
+    db = tmp_path / "t.db"
+    row = {"id": 1, "price": Decimal("12.50"), "big": Decimal("12345678901234567890.123456789"),
+           "at": dt.datetime(2024, 5, 1, 10, 30), "aware": dt.datetime(2024, 5, 1, tzinfo=dt.UTC),
+           "day": dt.date(2024, 5, 1), "clock": dt.time(8, 15), "ok": True, "blob": b"\x00\xff",
+           "doc": {"a": [1, 2]}, "tags": ["x"], "uid": uuid.UUID(int=7), "f": 1.5, "none": None,
+           "wait": dt.timedelta(seconds=90)}
+    sink = await open_sink(SqliteSink(db, table=unique_name))
+    await sink.write(Batch([row]))
+    await sink.close()
+    decl = {r[1]: r[2] for r in fetch(db, f"PRAGMA table_info({unique_name})")}
+    assert decl["price"] == "DECIMAL_TEXT" and decl["at"] == "DATETIME"
+    assert decl["aware"] == "TIMESTAMP" and decl["doc"] == "JSON" and decl["ok"] == "BOOLEAN"
+    stored = fetch(db, f"SELECT price, at, ok, doc FROM {unique_name}")[0]
+    assert stored == ("12.50", "2024-05-01 10:30:00", 1, '{"a":[1,2]}')
+    assert await read_back(db, unique_name) == [row]
+
+
+async def test_append_of_csv_rows_creates_text_columns(tmp_path: Path, unique_name: str) -> None:
+    src = tmp_path / "a.csv"
+    src.write_text("id,name\n1,a\n2,\n")
+    db = tmp_path / "t.db"
+    await Pipeline(CsvSource(src), [], [SqliteSink(db, table=unique_name)]).run()
+    await Pipeline(CsvSource(src), [], [SqliteSink(db, table=unique_name)]).run()
+    assert fetch(db, f"SELECT * FROM {unique_name}") == [("1", "a"), ("2", ""), ("1", "a"),
+                                                         ("2", "")]
+
+
+STORED = [(1, "a", 10, "keep"), (2, "b", 20, "keep")]
+
+
+@pytest.mark.parametrize(("conflict", "expected"), [
+    ("skip", [(1, "a", 10, "keep"), (2, "b", 20, "keep"), (3, "c", None, None)]),
+    ("overwrite", [(1, "a", 11, None), (2, "b", 21, None), (3, "c", None, None)]),
+    ("merge", [(1, "a", 11, "keep"), (2, "b", 21, "keep"), (3, "c", None, None)]),
+])
+async def test_upsert_conflict_strategies_on_a_composite_key(
+        tmp_path: Path, unique_name: str, conflict: str, expected: list[tuple[Any, ...]]) -> None:
+    db = tmp_path / "t.db"
+    first = [{"k1": k1, "k2": k2, "v": v, "w": w} for k1, k2, v, w in STORED]
+    sink = await open_sink(SqliteSink(db, table=unique_name, write_mode="upsert",
+                                      primary_key=["k1", "k2"], conflict=conflict))
+    await sink.write(Batch(first))
+    await sink.write(Batch([{"k1": 1, "k2": "a", "v": 11}, {"k1": 2, "k2": "b", "v": 21},
+                            {"k1": 3, "k2": "c"}]))
+    await sink.close()
+    assert fetch(db, f"SELECT * FROM {unique_name} ORDER BY k1") == expected
+
+
+async def test_upsert_fail_names_the_key_and_rolls_the_batch_back(
+        tmp_path: Path, unique_name: str) -> None:
+    db = tmp_path / "t.db"
+    sink = await open_sink(SqliteSink(db, table=unique_name, write_mode="upsert",
+                                      primary_key=["k1", "k2"], conflict="fail"))
+    await sink.write(Batch([{"k1": 1, "k2": "a", "v": 1}]))
+    with pytest.raises(ConflictError, match=r"key \{'k1': 1, 'k2': 'a'\} already exists"):
+        await sink.write(Batch([{"k1": 5, "k2": "z", "v": 5}, {"k1": 1, "k2": "a", "v": 2}]))
+    await sink.close()
+    assert fetch(db, f"SELECT * FROM {unique_name}") == [(1, "a", 1)]
+
+
+async def test_upsert_without_key_is_a_config_error(tmp_path: Path, unique_name: str) -> None:
+    sink = await open_sink(SqliteSink(tmp_path / "t.db", table=unique_name, write_mode="upsert"))
+    with pytest.raises(ConfigError, match="needs primary_key"):
+        await sink.write(Batch([{"id": 1}]))
+    await sink.close()
+
+
+@pytest.mark.parametrize("policy", ["evolve", "freeze", "discard"])
+async def test_schema_policy_for_a_new_column(tmp_path: Path, unique_name: str, policy: str) -> None:
+    db = tmp_path / "t.db"
+    sink = await open_sink(SqliteSink(db, table=unique_name, schema_policy=policy))
+    await sink.write(Batch([{"id": 1}]))
+    batch = Batch([{"id": 2, "extra": 7}])
+    if policy == "freeze":
+        with pytest.raises(SchemaError, match="column 'extra'"):
+            await sink.write(batch)
+    else:
+        await sink.write(batch)
+    await sink.close()
+    rows = fetch(db, f"SELECT * FROM {unique_name}")
+    assert rows == {"evolve": [(1, None), (2, 7)], "freeze": [(1,)], "discard": [(1,), (2,)]}[policy]
+
+
+async def test_change_batches_apply_updates_deletes_and_truncates(
+        tmp_path: Path, unique_name: str) -> None:
+    db = tmp_path / "t.db"
+    sink = await open_sink(SqliteSink(db, table=unique_name, primary_key=["id"]))
+    await sink.write(Batch([{"id": i, "v": f"v{i}", "w": "w"} for i in range(4)]))
+    await sink.write(Batch(
+        [{"id": 1, "v": "new"}, {"id": 2}, {"id": 30, "v": "moved", "w": "w"}, {"id": 9, "v": "i"}],
+        ops=[Op.UPDATE, Op.DELETE, Op.UPDATE, Op.INSERT],
+        before=[None, None, {"id": 3, "v": "v3", "w": "w"}, None]))
+    assert fetch(db, f"SELECT * FROM {unique_name} ORDER BY id") == [
+        (0, "v0", "w"), (1, "new", "w"), (9, "i", None), (30, "moved", "w")]
+    await sink.write(Batch([{}, {"id": 5, "v": "after"}], ops=[Op.TRUNCATE, Op.INSERT]))
+    await sink.close()
+    assert fetch(db, f"SELECT * FROM {unique_name}") == [(5, "after", None)]
+
+
+async def test_a_delete_without_a_key_is_refused(tmp_path: Path, unique_name: str) -> None:
+    sink = await open_sink(SqliteSink(tmp_path / "t.db", table=unique_name))
+    await sink.write(Batch([{"id": 1}]))
+    with pytest.raises(ConfigError, match="needs a primary key"):
+        await sink.write(Batch([{"id": 1}], ops=[Op.DELETE]))
+    await sink.close()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.lists(st.tuples(st.sampled_from([Op.INSERT, Op.UPDATE, Op.DELETE]),
+                                  st.integers(0, 6), st.integers(0, 99)), max_size=40),
+       size=st.integers(1, 7))
+async def test_changes_match_a_dict_model(tmp_path_factory: pytest.TempPathFactory,
+                                          changes: list[tuple[Op, int, int]], size: int) -> None:
+    db = tmp_path_factory.mktemp("m") / "t.db"
+    sink = await open_sink(SqliteSink(db, table="m", write_mode="upsert", primary_key=["id"]))
+    model: dict[int, int] = {}
+    for i in range(0, len(changes), size):
+        chunk = changes[i:i + size]
+        rows = [{"id": k} if op == Op.DELETE else {"id": k, "v": v} for op, k, v in chunk]
+        await sink.write(Batch(rows, ops=[op for op, _, _ in chunk]))
+        for op, k, v in chunk:
+            if op == Op.DELETE:
+                model.pop(k, None)
+            else:
+                model[k] = v
+    await sink.close()
+    exists = fetch(db, "SELECT 1 FROM sqlite_master WHERE name = 'm'")
+    got = dict(fetch(db, "SELECT id, v FROM m")) if exists else {}
+    assert got == model
+
+
+async def test_overwrite_replaces_atomically_and_keeps_indexes(tmp_path: Path,
+                                                              unique_name: str) -> None:
+    db = tmp_path / "t.db"
+    conn = sqlite3.connect(db)
+    conn.execute(f"CREATE TABLE {unique_name} (id TEXT PRIMARY KEY, v TEXT)")
+    conn.execute(f"CREATE INDEX {unique_name}_v ON {unique_name} (v)")
+    conn.execute(f"INSERT INTO {unique_name} VALUES ('old', 'x')")
+    conn.commit()
+    src = tmp_path / "in.csv"
+    src.write_text("id,v\n" + "".join(f"{i},v{i}\n" for i in range(10)))
+    seen: list[list[tuple[Any, ...]]] = []
+
+    class Peek(CollectingSink):
+        async def write(self, batch: Batch) -> None:
+            seen.append(conn.execute(f"SELECT id FROM {unique_name}").fetchall())
+
+    await Pipeline(CsvSource(src, batch_size=3), [],
+                   [SqliteSink(db, table=unique_name, write_mode="overwrite"), Peek()]).run()
+    assert all(s == [("old",)] for s in seen[:-1])  # readers see the old table until the swap
+    assert conn.execute(f"SELECT count(*) FROM {unique_name}").fetchone() == (10,)
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert f"{unique_name}_v" in names and f"_etlsync_stage_{unique_name}" not in names
+    conn.close()
+
+
+async def test_overwrite_that_fails_mid_pass_keeps_the_old_table(tmp_path: Path,
+                                                                unique_name: str) -> None:
+    db = tmp_path / "t.db"
+    sink = await open_sink(SqliteSink(db, table=unique_name))
+    await sink.write(Batch([{"id": "old"}]))
+    await sink.close()
+    src = tmp_path / "in.csv"
+    src.write_text("id\n" + "".join(f"{i}\n" for i in range(10)))
+
+    class Boom(CollectingSink):
+        async def write(self, batch: Batch) -> None:
+            if batch.rows and batch.rows[0]["id"] == "6":
+                raise RuntimeError("boom")
+
+    store = MemoryCheckpointStore()
+    with pytest.raises(StageError):
+        await Pipeline(CsvSource(src, batch_size=3), [],
+                       [SqliteSink(db, table=unique_name, write_mode="overwrite"), Boom()],
+                       checkpoint_store=store).run()
+    assert fetch(db, f"SELECT * FROM {unique_name}") == [("old",)]
+    assert store.commits == []
+
+
+async def test_exactly_once_position_is_written_with_the_data(tmp_path: Path,
+                                                              unique_name: str) -> None:
+    db = tmp_path / "t.db"
+    store = SqliteCheckpointStore(db)
+    rows = [{"id": i} for i in range(10)]
+    await Pipeline(MemorySource(rows, batch_size=3), [], [SqliteSink(db, table=unique_name)],
+                   name=unique_name, checkpoint_store=store).run()
+    assert await store.load(unique_name) == 10
+    assert fetch(db, f"SELECT writer FROM _etlsync_state WHERE pipeline = '{unique_name}'") == [
+        ("sink",)]
+    await store.commit(unique_name, 3)  # the store never moves a sink-owned position back
+    conn = sqlite3.connect(db)
+    assert read_state(conn, unique_name) == 10
+    conn.close()
+    await store.close()
+    await Pipeline(MemorySource(rows + [{"id": 10}], batch_size=3), [],
+                   [SqliteSink(db, table=unique_name)], name=unique_name,
+                   checkpoint_store=SqliteCheckpointStore(db)).run()
+    assert fetch(db, f"SELECT count(*), count(DISTINCT id) FROM {unique_name}") == [(11, 11)]
+
+
+async def test_describe_reports_the_target_schema(tmp_path: Path, unique_name: str) -> None:
+    db = tmp_path / "t.db"
+    sink = SqliteSink(db, table=unique_name, primary_key=["id"])
+    assert await sink.describe() is None
+    await open_sink(sink)
+    await sink.write(Batch([{"id": 1, "p": Decimal("1.5")}]))
+    await sink.close()
+    schema = await sink.describe()
+    assert schema is not None and schema.primary_key == ("id",)
+    assert [c.type.value for c in schema.columns] == ["integer", "decimal"]
