@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import child_result, parse_args, report, run_variants  # noqa: E402
+from _harness import child_result, parse_args, report, run_variants
 
 VARIANTS = ["pymongo_watch", "etlsync_change_stream", "etlsync_change_stream_flatten"]
 BATCH = 1000
@@ -51,7 +51,7 @@ async def _load(uri: str, db: str, rows: int) -> dict[str, Any]:
                                  "tags": ["a", "b"], "amount": j * 1.5}
                                 for j in range(i, min(inserts, i + step))])
     for j in range(upd // 2):
-        await coll.update_one({"_id": j}, {"$set": {"v": -j}})
+        await coll.update_one({"_id": j}, {"$set": {"v": -j - 1}})
     for j in range(upd - upd // 2):
         await coll.delete_one({"_id": inserts - 1 - j})
     await client.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -141,8 +142,15 @@ def run_mysql_replication(r: dict[str, Any]) -> int:
 
 
 def child(args: Any) -> None:
+    if args.variant == "prepare":  # in its own process: the parent's peak RSS stays small
+        print(json.dumps(asyncio.run(prepare(args.rows))))
+        return
     r = json.loads(args.range)
     variant, shape = args.variant.split(":")
+    if variant == "mysql_replication":  # imports are not part of the decode time
+        import pymysqlreplication  # noqa: F401
+    else:
+        import etlsync.connectors.mysql  # noqa: F401
     t0 = time.perf_counter()
     if variant == "mysql_replication":
         n = run_mysql_replication(r)
@@ -161,7 +169,9 @@ def main() -> None:
     if args.variant:
         child(args)
         return
-    ranges = asyncio.run(prepare(args.rows))
+    proc = subprocess.run([sys.executable, __file__, "--variant", "prepare", "--rows",
+                           str(args.rows)], capture_output=True, text=True, check=True)
+    ranges = json.loads(proc.stdout.strip().splitlines()[-1])
     results: dict[str, dict[str, Any]] = {}
     try:
         for shape, r in ranges.items():

@@ -5,8 +5,11 @@ Side by side in one run, each variant in its own process, all on the same genera
 strings (as a CSV reader yields them):
 
 - ``plain_python``: the same conversions hand-written in one synchronous loop (the floor);
-- ``etlsync_operators``: ``Pipeline(source, [Select, Rename, Cast, FilterExpr], sink)``;
-- ``etlsync_callable_filter``: the same with ``Filter(lambda)`` instead of the expression.
+- ``etlsync_job_operators``: ``Pipeline(source, [Select, Rename, Cast, FilterExpr], sink)``
+  with the operators fused as a job file gets them (``select`` + ``rename`` in one step,
+  ``cast`` in place);
+- ``etlsync_operators_unfused``: the same four operators as written, each copying rows;
+- ``etlsync_callable_filter``: fused, with ``Filter(lambda)`` instead of the expression.
 
     python benchmarks/operators.py --rows 1000000 --json
 """
@@ -25,7 +28,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import child_result, parse_args, report, run_variants
 
-VARIANTS = ["plain_python", "etlsync_operators", "etlsync_callable_filter"]
+VARIANTS = ["plain_python", "etlsync_job_operators", "etlsync_operators_unfused",
+            "etlsync_callable_filter"]
 BATCH = 10_000
 EXPR = "status != 'test' and quantity > 0"
 
@@ -53,8 +57,9 @@ def run_plain(n: int) -> int:
     return kept
 
 
-async def run_etlsync(n: int, callable_filter: bool) -> int:
+async def run_etlsync(n: int, callable_filter: bool, fused: bool = True) -> int:
     from etlsync import Batch, Filter, Pipeline, Sink, Source
+    from etlsync.jobs.build import fuse
     from etlsync.operators import Cast, FilterExpr, Rename, Select
 
     class GenSource(Source):
@@ -81,12 +86,12 @@ async def run_etlsync(n: int, callable_filter: bool) -> int:
     filt = (Filter(lambda r: r["status"] != "test" and r["quantity"] > 0) if callable_filter
             else FilterExpr(EXPR))
     sink = CountSink()
-    await Pipeline(GenSource(), [
-        Select(cols), Rename({"customer": "customer_name"}),
-        Cast({"id": "integer", "quantity": "integer", "price": "decimal",
-              "order_date": "date", "updated_at": "datetime"}),
-        filt,
-    ], [sink], name="bench").run(handle_signals=False)
+    ops = [Select(cols), Rename({"customer": "customer_name"}),
+           Cast({"id": "integer", "quantity": "integer", "price": "decimal",
+                 "order_date": "date", "updated_at": "datetime"}),
+           filt]
+    await Pipeline(GenSource(), fuse(ops) if fused else ops, [sink],
+                   name="bench").run(handle_signals=False)
     return sink.rows
 
 
@@ -97,7 +102,8 @@ def child(variant: str, n: int) -> None:
     if variant == "plain_python":
         kept = run_plain(n)
     else:
-        kept = asyncio.run(run_etlsync(n, variant == "etlsync_callable_filter"))
+        kept = asyncio.run(run_etlsync(n, variant == "etlsync_callable_filter",
+                                       fused=variant != "etlsync_operators_unfused"))
     child_result(variant, n, time.perf_counter() - t0, rows_kept=kept)
 
 

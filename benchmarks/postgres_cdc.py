@@ -12,19 +12,18 @@ variant reads the same WAL). Each variant runs in its own subprocess (peak RSS p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _harness import child_result, parse_args, report, run_variants  # noqa: E402
+from _harness import child_result, parse_args, report, run_variants
 
 DSN = os.environ.get("ETLSYNC_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/etlsync_test")
 SHAPES = ("1tx", "100x")
@@ -98,11 +97,12 @@ async def decode_etlsync(n: dict[str, str], rows: int) -> tuple[float, float]:
     await conn.start_replication(n["slot"], 0, {"proto_version": "1",
                                                 "publication_names": n["pub"]})
     while seen < rows:
-        for frame in await conn.read_frames():
-            if frame[0] == 0x77:
-                if decode(frame, 25)[0] in ("I", "U", "D"):
+        data, offsets = await conn.read_chunk()
+        for off in offsets:
+            if data[off] == 0x77:
+                if decode(data, off + 25)[0] in ("I", "U", "D"):
                     seen += 1
-            elif frame[-1]:
+            elif data[off + 17]:  # keepalive asking for a reply
                 conn.send_status(0, False)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     conn.abort()
@@ -130,10 +130,8 @@ def decode_psycopg2(n: dict[str, str], rows: int) -> tuple[float, float]:
     t0, c0 = time.perf_counter(), time.process_time()
     cur.start_replication(slot_name=n["slot"], decode=False,
                           options={"proto_version": "1", "publication_names": n["pub"]})
-    try:
+    with contextlib.suppress(psycopg2.extras.StopReplication):
         cur.consume_stream(consume)
-    except psycopg2.extras.StopReplication:
-        pass
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     conn.close()
     return seconds, cpu

@@ -6,7 +6,8 @@ Side by side in one run, each variant in its own process:
 - ``resilient``: every stage wrapped (ResilientSource, ResilientOperator x2, Resilient sink
   with retry, circuit breaker and a dead-letter sink), no faults: ``ratio_vs_bare``
   (throughput, wall clock) and ``ratio_vs_bare_cpu`` (CPU seconds of bare / of this
-  variant; stable on a loaded machine).
+  variant) and, with ``--callgrind``, ``ratio_instr_vs_bare`` (instructions counted under
+  valgrind on 30,000 rows: unaffected by other load on the machine).
 - ``resilient_20pct_faults``: the same with 20% of sink writes failing transiently
   (retried with 1-10 ms full-jitter backoff).
 - ``resilient_1pct_bad_rows``: 1% of rows rejected by the sink, isolated by bisection and
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import child_result, parse_args, report, run_variants
+from _harness import child_result, count_instructions, parse_args, report, run_variants
 
 VARIANTS = ["bare", "resilient", "resilient_20pct_faults", "resilient_1pct_bad_rows"]
 PG_VARIANTS = ["pg_bare", "pg_resilient", "pg_resilient_20pct_faults"]
@@ -217,6 +218,13 @@ def main() -> None:
         if bare.get("cpu_seconds") and r.get("cpu_seconds"):
             # CPU time is what the middleware costs; wall time also measures machine load
             r["ratio_vs_bare_cpu"] = round(bare["cpu_seconds"] / r["cpu_seconds"], 3)
+    if args.callgrind:  # instructions: the middleware's cost, free of machine load
+        counts = count_instructions(__file__, VARIANTS, min(args.rows, 30_000),
+                                    extra_args=["--no-postgres"])
+        for name, c in counts.items():
+            results[name]["instructions"] = c
+            if name != "bare" and c:
+                results[name]["ratio_instr_vs_bare"] = round(counts["bare"] / c, 3)
     report(results, args.json)
 
 

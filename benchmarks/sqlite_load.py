@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("etlsync", "python_loop", "sqlite3_cli")
+VARIANTS = ("etlsync", "etlsync_json_batches", "python_loop", "sqlite3_cli")
 
 
 def make_csv(path: Path, rows: int) -> None:
@@ -62,14 +62,15 @@ def import_etlsync() -> float:
     return time.perf_counter() - t0
 
 
-def run_etlsync(src: Path, db: Path) -> None:
+def run_etlsync(src: Path, db: Path, json_batches: bool = False) -> None:
     from etlsync import Pipeline
     from etlsync.checkpoints.sqlite import SqliteCheckpointStore
     from etlsync.connectors.files import CsvSource
     from etlsync.connectors.sqlite import SqliteSink
 
     async def main() -> None:
-        await Pipeline(CsvSource(src), [], [SqliteSink(db, table="orders")], name="bench",
+        sink = SqliteSink(db, table="orders", json_batches=json_batches)
+        await Pipeline(CsvSource(src), [], [sink], name="bench",
                        checkpoint_store=SqliteCheckpointStore(db)).run()
 
     asyncio.run(main())
@@ -97,12 +98,12 @@ def run_sqlite3_cli(src: Path, db: Path) -> float:
 
 def child(variant: str, src: Path, db: Path) -> dict[str, Any]:
     """Run one variant in this process and measure it."""
-    import_s = import_etlsync() if variant == "etlsync" else 0.0
+    import_s = import_etlsync() if variant.startswith("etlsync") else 0.0
     t0 = time.perf_counter()
     c0 = cpu_seconds()
     rss = None
-    if variant == "etlsync":
-        run_etlsync(src, db)
+    if variant.startswith("etlsync"):
+        run_etlsync(src, db, json_batches=variant == "etlsync_json_batches")
     elif variant == "python_loop":
         run_python_loop(src, db)
     else:

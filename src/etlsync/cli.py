@@ -226,6 +226,13 @@ def _required_options(kind: str, type_name: str) -> list[str]:
             and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
+def _takes(kind: str, type_name: str, option: str) -> bool:
+    try:
+        return registry.accepts(registry.resolve(kind, type_name, f"init: {kind}"), option)
+    except ConfigError:
+        return False
+
+
 def _stage(kind: str, type_name: str, given: dict[str, Any], interactive: bool) -> dict[str, Any]:
     stage: dict[str, Any] = {"type": type_name}
     for opt in _required_options(kind, type_name):
@@ -269,7 +276,8 @@ def _init(args: argparse.Namespace) -> int:
     if args.table:
         sink_opts["table"] = args.table
     job["sink"] = _stage("sink", sink_type, sink_opts, interactive)
-    default_mode = "upsert" if "primary_key" in sync else "append"
+    default_mode = "upsert" if "primary_key" in sync and _takes("sink", sink_type,
+                                                                "primary_key") else "append"
     job["write"] = {"write_mode": args.write_mode or _ask(
         "write mode (append, overwrite, upsert)", default_mode, interactive,
         _choice(["append", "overwrite", "upsert"]))}

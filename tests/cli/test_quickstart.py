@@ -103,3 +103,20 @@ def test_readme_command_runs_the_installed_console_script(quickstart: Path) -> N
     assert "rejected" in proc.stdout and "rows/s" in proc.stdout
     assert "Traceback" not in proc.stderr
     assert (quickstart.parent / "out" / "quickstart.db").exists()
+
+
+def test_init_then_run_through_the_console_script(tmp_path: Path) -> None:
+    """The wizard on a real stdin pipe, then the job it wrote, run end to end."""
+    exe = shutil.which("etlsync")
+    cmd = [exe] if exe else [sys.executable, "-m", "etlsync.cli"]
+    shutil.copytree(EXAMPLES / "data", tmp_path / "data")
+    answers = "orders\ncsv\ndata/orders.csv\nincremental\nupdated_at\nid\njsonl\nout/o.jsonl\n\n"
+    proc = subprocess.run([*cmd, "init", "orders.yaml"], cwd=tmp_path, input=answers,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote orders.yaml" in proc.stdout
+    run = subprocess.run([*cmd, "run", "orders.yaml", "--json"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["rows_written"] == 300
+    assert len((tmp_path / "out" / "o.jsonl").read_text().splitlines()) == 300

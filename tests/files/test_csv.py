@@ -74,7 +74,7 @@ async def test_columns_select_from_header(tmp_path: Path) -> None:
 async def test_record_with_wrong_field_count_names_file(tmp_path: Path) -> None:
     p = tmp_path / "bad.csv"
     p.write_text("a,b\n1,2\n3\n")
-    with pytest.raises(DataError, match="bad.csv: a record has 1 fields, expected 2"):
+    with pytest.raises(DataError, match=r"bad\.csv: a record has 1 fields, expected 2"):
         await read_all(CsvSource(p))
 
 

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from etlsync import ConfigError, MemoryCheckpointStore
+from etlsync import Batch, ConfigError, MemoryCheckpointStore, Operator
 from etlsync.core.checkpoint import CheckpointStore
 from etlsync.jobs import build_job, dry_run, load_job, register, run_job, unregister
+from etlsync.jobs.build import fuse
 from etlsync.jobs.runner import format_dry_run
 from etlsync.operators import Cast, Filter, FilterExpr, Map, Rename, Select
 from etlsync.testing import CollectingSink, MemorySource
@@ -130,11 +133,17 @@ operators:
   - map: "jobfns:double"
   - {type: select, columns: [oid, n]}
 """), {}))
-    kinds = [type(op) for op in built.operators]
-    assert kinds == [Select, Select, Rename, Rename, Cast, Cast, FilterExpr, FilterExpr, Filter,
-                     Map, Select]
-    assert built.operators[1].columns == ("id",)  # type: ignore[attr-defined]
-    assert built.operators[5].on_error == "skip"  # type: ignore[attr-defined]
+    assert [s.type for s in built.stages if s.kind == "operator"] == [
+        "select", "select", "rename", "rename", "cast", "cast", "filter", "filter", "filter",
+        "map", "select"]
+    kinds = [type(op) for op in built.operators]  # select + renames fused into one step
+    assert kinds == [Select, Select, Cast, Cast, FilterExpr, FilterExpr, Filter, Map, Select]
+    fused = built.operators[1]
+    assert isinstance(fused, Select) and fused.columns == ("id",) and fused.output == ("oid",)
+    assert fused.name == "select+rename+rename"
+    casts = [op for op in built.operators if isinstance(op, Cast)]
+    assert [c.copy for c in casts] == [False, False]  # their rows are the select's own
+    assert casts[1].on_error == "skip"
 
 
 @pytest.mark.parametrize(("ops", "complaint"), [
@@ -277,3 +286,31 @@ def test_plans_hide_secret_options_and_url_passwords(tmp_path: Path) -> None:
     shown = str(built.plan())
     assert "pw-literal" not in shown and "hunter22" not in shown and "k-123" not in shown
     assert "postgresql://etl:***@db/x" in shown
+
+
+@given(st.lists(st.fixed_dictionaries({
+    "id": st.integers(0, 99).map(str), "price": st.sampled_from(["1.5", "", "20", "x", "3.25"]),
+    "name": st.text("ab", max_size=3), "junk": st.none()}), max_size=40))
+async def test_fused_operators_match_the_unfused_chain(rows: list[dict[str, Any]]) -> None:
+    def chain() -> list[Operator]:
+        return [Select(["id", "price", "name"]), Rename({"name": "label", "id": "key"}),
+                FilterExpr("label != 'b'"),
+                Cast({"key": "integer", "price": "decimal"}, on_error="skip"),
+                Rename({"price": "amount"}), Cast({"amount": "float"})]
+
+    async def run(ops: list[Operator]) -> list[Batch]:
+        out = [Batch([dict(r) for r in rows], stream="s")]
+        for op in ops:
+            nxt: list[Batch] = []
+            for b in out:
+                res = await op.process(b)
+                nxt.extend([res] if isinstance(res, Batch) else list(res or []))
+            out = nxt
+        return out
+
+    original = [dict(r) for r in rows]
+    plain, fused_ops = await run(chain()), fuse(chain())
+    assert len(fused_ops) == 5
+    fused = await run(fused_ops)
+    assert [b.rows for b in fused] == [b.rows for b in plain]
+    assert rows == original  # the input rows were never mutated

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,14 +39,15 @@ def _ping(port: int) -> bool:
         return False
 
 
-def start_server(*extra: str) -> tuple[subprocess.Popen[bytes] | None, str, str]:
-    """Start ``secantusd-py`` on a free port; returns (process, uri, error)."""
+def start_server(storage: Path, *extra: str) -> tuple[subprocess.Popen[bytes] | None, str, str]:
+    """Start ``secantusd-py`` on a free port with its data in ``storage`` (a pytest temp
+    dir, so a killed server leaves nothing behind); returns (process, uri, error)."""
     exe = shutil.which("secantusd-py")
     cmd = [exe] if exe else [sys.executable, "-m", "secantus.cli"]
     port = free_port()
     try:
         proc = subprocess.Popen(
-            [*cmd, "--host", "127.0.0.1", "--port", str(port), "--storage-path", ":memory:",
+            [*cmd, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage),
              "--log-level", "WARNING", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     except OSError as exc:
@@ -63,22 +65,18 @@ def start_server(*extra: str) -> tuple[subprocess.Popen[bytes] | None, str, str]
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+    proc.kill()  # test data only; a graceful shutdown takes seconds
+    proc.wait(10)
 
 
 @pytest.fixture(scope="session")
-def _mongo_server() -> Iterator[tuple[str, str]]:
+def _mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     try:
         import pymongo  # noqa: F401
     except ImportError:
         yield "", "pymongo not installed (pip install 'etlsync[mongo]')"
         return
-    proc, uri, err = start_server()
+    proc, uri, err = start_server(tmp_path_factory.mktemp("secantus"))
     yield uri, err
     if proc is not None:
         stop_server(proc)
@@ -94,8 +92,9 @@ def mongo_uri(_mongo_server: tuple[str, str]) -> str:
 
 
 @pytest.fixture(scope="session")
-def _small_oplog_server() -> Iterator[tuple[str, str]]:
-    proc, uri, err = start_server("--oplog-max-entries", "300")
+def _small_oplog_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    proc, uri, err = start_server(tmp_path_factory.mktemp("secantus"),
+                                  "--oplog-max-entries", "300")
     yield uri, err
     if proc is not None:
         stop_server(proc)
@@ -105,6 +104,25 @@ def _small_oplog_server() -> Iterator[tuple[str, str]]:
 def small_oplog_uri(_small_oplog_server: tuple[str, str]) -> str:
     """A second server whose oplog keeps only 300 entries (for history-lost tests)."""
     uri, err = _small_oplog_server
+    if not uri:
+        service_missing(err)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def _oplog_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    proc, uri, err = start_server(tmp_path_factory.mktemp("secantus"),
+                                  "--oplog-max-entries", "3000")
+    yield uri, err
+    if proc is not None:
+        stop_server(proc)
+
+
+@pytest.fixture
+def oplog_uri(_oplog_server: tuple[str, str]) -> str:
+    """A server of its own for the oplog-tailing tests: SecantusDB scans the whole oplog for
+    every oplog query, so its oplog is kept short (3,000 entries)."""
+    uri, err = _oplog_server
     if not uri:
         service_missing(err)
     return uri

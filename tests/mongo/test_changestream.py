@@ -18,7 +18,7 @@ from etlsync.core.errors import StageError
 from etlsync.core.pipeline import Pipeline
 from tests.mongo.support import KeyedSink
 
-FAST = {"idle_timeout": 0.6, "max_await_ms": 100, "heartbeat_seconds": 0.2}
+FAST: dict[str, Any] = {"idle_timeout": 0.5, "max_await_ms": 100, "heartbeat_seconds": 0.2}
 
 
 async def _read_while(source: MongoChangeStreamSource, position: Any,
@@ -127,7 +127,7 @@ async def test_resume_from_committed_token_delivers_exactly_the_rest(
 
     await run_with(first)
     committed = await store.load("cs")
-    assert committed["phase"] == "stream"
+    assert committed is not None and committed["phase"] == "stream"
     # changes while the pipeline is down arrive on the next run, nothing twice
     await mongo_db.c.insert_many([{"_id": i} for i in range(25, 40)])
     await mongo_db.c.delete_many({"_id": {"$lt": 5}})
@@ -182,7 +182,7 @@ async def test_history_lost_is_a_clear_error_and_resnapshot_recovers(
         await coll.insert_many([{"_id": i} for i in range(10)])
         src = MongoChangeStreamSource(small_oplog_uri, database=unique_name, collections="c",
                                       **FAST)
-        start = [b async for b in _first(src)][0].position
+        start = await _start_position(src)
         for i in range(10, 700, 50):
             await coll.insert_many([{"_id": j} for j in range(i, i + 50)])
         await coll.delete_many({"_id": {"$lt": 5}})
@@ -205,10 +205,12 @@ async def test_history_lost_is_a_clear_error_and_resnapshot_recovers(
         await client.close()
 
 
-async def _first(src: MongoChangeStreamSource) -> Any:
-    async for b in src.read(None):
-        yield b
-        return
+async def _start_position(src: MongoChangeStreamSource) -> Any:
+    agen = src.read(None)
+    try:
+        return (await anext(agen)).position
+    finally:
+        await agen.aclose()  # type: ignore[attr-defined]
 
 
 async def test_drop_raises_or_truncates(mongo_uri: str, mongo_db: Any) -> None:

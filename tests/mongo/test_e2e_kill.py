@@ -72,7 +72,7 @@ async def test_collection_to_sqlite_survives_kill_9_under_concurrent_writes(
         mongo_uri: str, mongo_db: Any, tmp_path: Path) -> None:
     rng = random.Random(20261122)
     coll = mongo_db.orders
-    seed = 8000
+    seed = 6000
     await coll.insert_many([{"_id": i, "v": 0, "name": f"n{i}", "nested": {"a": i, "tags": []}}
                             for i in range(seed)])
     db_path = tmp_path / "target.db"
@@ -82,28 +82,28 @@ async def test_collection_to_sqlite_survives_kill_9_under_concurrent_writes(
     writer = asyncio.create_task(_writer(coll, stop, rng, seed))
     phases: list[str] = []
     try:
-        for _ in range(6):
+        for i in range(5):
             proc = await _run_example(env, *args)
             before = _state(db_path)
             for _ in range(300):  # wait until this run has committed something
                 await asyncio.sleep(0.05)
                 if _state(db_path) != before or proc.returncode is not None:
                     break
-            await asyncio.sleep(rng.uniform(0.05, 1.0))
+            await asyncio.sleep(rng.uniform(0.05, 0.3) if i == 0 else rng.uniform(0.1, 1.0))
             if proc.returncode is None:
                 proc.kill()  # SIGKILL: no cleanup, no final checkpoint
             await proc.wait()
-            assert proc.returncode == -9, (await proc.stderr.read()).decode()[-2000:]
+            assert proc.returncode == -9, proc.returncode
             state = _state(db_path)
             if state:
                 phases.append(json.loads(state)["phase"])
     finally:
         stop.set()
         ops = await writer
-    assert ops > 100 and len(phases) == 6
+    assert ops > 100 and len(phases) == 5
     assert "snapshot" in phases and "stream" in phases, phases
     proc = await _run_example(env, *args, "--idle-timeout", "1.5")
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    _out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err.decode()[-2000:]
 
     expected = {d["_id"]: _normalise(to_row(d, "json")) async for d in coll.find()}

@@ -45,6 +45,7 @@ async def test_pipeline_commits_snapshot_positions(mongo_uri: str, mongo_db: Any
     assert {b.stream for b in sink.batches} == {"a", "b"}
     assert len(sink.rows) == 50
     last = await store.load("p")
+    assert last is not None
     assert last["mode"] == "full_refresh"
     assert all(s["done"] for s in last["collections"].values()), last
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from etlsync.connectors.mysql.binlog import BinlogStream, Boundary, RowsEvent
 from etlsync.connectors.mysql.config import MysqlOptions, connect
+from etlsync.core.batch import Batch
+from etlsync.core.stages import Source
 
 
 def options(mysql_params: dict[str, Any]) -> MysqlOptions:
@@ -56,23 +59,17 @@ async def collect_changes(stream: BinlogStream, n_rows: int, timeout: float = 20
     return out
 
 
-class ListSource:
-    """A source yielding prepared batches (positions 1, 2, ... unless set)."""
+class ListSource(Source):
+    """A source yielding prepared batches (positions 1, 2, ... where unset)."""
 
-    def __new__(cls, batches: list[Any]) -> Any:
-        from collections.abc import AsyncIterator
+    name = "list"
 
-        from etlsync.core.batch import Batch
-        from etlsync.core.stages import Source
+    def __init__(self, batches: list[Batch]) -> None:
+        self.batches = batches
 
-        class _Src(Source):
-            name = "list"
-
-            async def read(self, position: Any | None) -> AsyncIterator[Batch]:
-                start = int(position or 0) if not isinstance(position, dict) else 0
-                for i, b in enumerate(batches[start:], start + 1):
-                    if b.position is None:
-                        b.position = i
-                    yield b
-
-        return _Src()
+    async def read(self, position: Any | None) -> AsyncIterator[Batch]:
+        start = position if isinstance(position, int) else 0
+        for i, b in enumerate(self.batches[start:], start + 1):
+            if b.position is None:
+                b.position = i
+            yield b

@@ -95,3 +95,17 @@ async def test_select_and_rename_in_a_pipeline_commit_the_last_position() -> Non
     assert sink.rows[-1] == {"id": 249, "label": "249"}
     assert len(sink.rows) == 250
     assert summary.rows_written == 250
+
+
+async def test_select_with_rename_selects_and_renames_in_one_step() -> None:
+    op = Select(["price", "id"], rename={"id": "order_id"})
+    batch = Batch([{"id": 1, "name": "a", "price": "1"}, {"name": "b"}], schema=SCHEMA,
+                  ops=[Op.INSERT, Op.DELETE], before=[None, {"id": 2, "price": "0"}])
+    out = await op.process(batch)
+    assert isinstance(out, Batch)
+    assert out.rows == [{"price": "1", "order_id": 1}, {"price": None, "order_id": None}]
+    assert out.before == [None, {"price": "0", "order_id": 2}]
+    assert out.schema is not None and out.schema.names == ["price", "order_id"]
+    assert out.schema.primary_key == ("order_id",)
+    with pytest.raises(ConfigError, match="several columns would be called a"):
+        Select(["a", "b"], rename={"b": "a"})

@@ -236,8 +236,12 @@ async def test_hostile_identifiers_are_quoted_everywhere(pg_dsn: str, conn: asyn
         await conn.execute(f"DROP TABLE IF EXISTS {q}")
 
 
+@pytest.mark.parametrize(("crash_at", "staged_rows"), [(4, 300), (12, 1000)])
 async def test_overwrite_from_postgres_source_swaps_at_end_of_pass_and_resumes_after_crash(
-        pg_dsn: str, conn: asyncpg.Connection, table: str) -> None:
+        pg_dsn: str, conn: asyncpg.Connection, table: str, crash_at: int,
+        staged_rows: int) -> None:
+    """Crash mid-load, or on the pass's last (empty) batch: readers keep the old table, the
+    resumed run continues the new table and swaps it in."""
     from etlsync.connectors.postgres import PostgresCheckpointStore
 
     src_table, dst = f"{table}_b", table
@@ -252,7 +256,7 @@ async def test_overwrite_from_postgres_source_swaps_at_end_of_pass_and_resumes_a
         async def write(self, batch: Batch) -> None:
             nonlocal written
             written += 1
-            if written == 4:
+            if written == crash_at:
                 raise RuntimeError("crash")
             await super().write(batch)
 
@@ -265,7 +269,7 @@ async def test_overwrite_from_postgres_source_swaps_at_end_of_pass_and_resumes_a
             await pipeline(Crashing(pg_dsn, table=dst, write_mode="overwrite")).run()
         assert await rows_of(conn, dst) == [{"id": -1, "v": "old"}]  # readers: old table
         staged = await conn.fetchval(f'SELECT count(*) FROM "{dst}__etlsync_new"')
-        assert staged == 300
+        assert staged == staged_rows
         await pipeline(PostgresSink(pg_dsn, table=dst, write_mode="overwrite")).run()
     finally:
         await store.close()

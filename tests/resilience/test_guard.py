@@ -289,3 +289,26 @@ def test_wrapper_exposes_the_wrapped_sinks_attributes() -> None:
     assert sink.name == "warehouse" and sink.batches is inner.batches
     with pytest.raises(AttributeError):
         _ = sink.no_such_attribute
+
+
+async def test_error_policy_wraps_every_stage_of_a_pipeline() -> None:
+    from etlsync.resilience import ErrorPolicy, ResilientSource
+
+    def parse(row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "amount": float(row["amount"])}
+
+    rows = [{"id": i, "amount": "x" if i == 3 else (-1 if i == 7 else i), "name": "n"}
+            for i in range(20)]
+    dlq = MemoryDeadLetterSink()
+    flaky = ValidatingSink()
+    policy = ErrorPolicy(on_bad_data="dead_letter", dead_letter=dlq,
+                         retry=fast_retry(), breaker={"failure_threshold": 3,
+                                                      "reset_timeout": 0.01})
+    pipeline = policy.pipeline(MemorySource(rows, 6), [Map(parse)], [flaky], name="orders")
+    assert isinstance(pipeline.source, ResilientSource)
+    summary = await pipeline.run()
+    assert [r["id"] for r in flaky.rows] == [i for i in range(20) if i not in (3, 7)]
+    assert [(x.row["id"], x.stage) for x in dlq.letters] == [(3, "op:map"),
+                                                             (7, "sink:validating")]
+    assert all(x.pipeline == "orders" for x in dlq.letters)
+    assert summary.stages["sink:validating"].extra["dead_lettered"] == 1

@@ -245,7 +245,7 @@ async def test_exactly_once_position_is_written_with_the_data(tmp_path: Path,
     assert read_state(conn, unique_name) == 10
     conn.close()
     await store.close()
-    await Pipeline(MemorySource(rows + [{"id": 10}], batch_size=3), [],
+    await Pipeline(MemorySource([*rows, {"id": 10}], batch_size=3), [],
                    [SqliteSink(db, table=unique_name)], name=unique_name,
                    checkpoint_store=SqliteCheckpointStore(db)).run()
     assert fetch(db, f"SELECT count(*), count(DISTINCT id) FROM {unique_name}") == [(11, 11)]

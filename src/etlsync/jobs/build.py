@@ -16,7 +16,7 @@ from etlsync.core.pipeline import Pipeline
 from etlsync.core.stages import Operator, Sink, Source
 from etlsync.jobs import registry
 from etlsync.jobs.spec import DEFAULT_CHECKPOINT, Job
-from etlsync.operators import Filter, Map
+from etlsync.operators import Cast, Filter, FilterExpr, Map, Rename, Select
 
 # the option a built-in operator's shorthand form (``- select: [a, b]``) fills
 _SHORTHAND = {"select": "columns", "rename": "mapping", "cast": "types", "filter": "expression"}
@@ -344,5 +344,23 @@ def build_job(job: Job) -> BuiltJob:
         sinks_and_plans = [build_sink(job, job.spec.sink, "sink")]
     store, cplan = build_checkpoint(job)
     stages = [splan, *(p for _, p in ops_and_plans), *(p for _, p in sinks_and_plans), cplan]
-    return BuiltJob(job, source, [o for o, _ in ops_and_plans], [s for s, _ in sinks_and_plans],
-                    store, stages)
+    return BuiltJob(job, source, fuse([o for o, _ in ops_and_plans]),
+                    [s for s, _ in sinks_and_plans], store, stages)
+
+
+def fuse(operators: list[Operator]) -> list[Operator]:
+    """The same transformation with less copying: ``select`` then ``rename`` become one
+    step, and ``cast`` converts in place rows that an earlier ``select``, ``rename`` or
+    ``cast`` made (no one else holds them; filters between keep the same row objects)."""
+    out: list[Operator] = []
+    fresh = False  # the rows reaching this point were made by an earlier operator
+    for op in operators:
+        prev = out[-1] if out else None
+        if type(op) is Rename and type(prev) is Select:
+            out[-1] = prev.then_rename(op)
+            continue
+        if type(op) is Cast and fresh:
+            op.copy = False
+        out.append(op)
+        fresh = type(op) in (Select, Rename, Cast) or (fresh and type(op) in (Filter, FilterExpr))
+    return out

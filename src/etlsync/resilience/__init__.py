@@ -33,13 +33,14 @@ from etlsync.resilience.guard import (
     ResilientOperator,
     TooManyBadRows,
 )
+from etlsync.resilience.policy import ErrorPolicy
 from etlsync.resilience.ratelimit import TokenBucket
 from etlsync.resilience.retry import RetryExhausted, RetryPolicy
 from etlsync.resilience.source import ResilientCheckpointStore, ResilientSource
 
 __all__ = [
     "BreakerState", "CircuitBreaker", "CircuitOpenError", "Classification", "DeadLetter",
-    "DeadLetterSink", "ErrorKind", "JsonlDeadLetterSink",
+    "DeadLetterSink", "ErrorKind", "ErrorPolicy", "JsonlDeadLetterSink",
     "MemoryDeadLetterSink", "PermanentError", "PostgresDeadLetterSink", "ResilienceStats",
     "Resilient", "ResilientCheckpointStore", "ResilientOperator", "ResilientSource",
     "RetryExhausted", "RetryPolicy",

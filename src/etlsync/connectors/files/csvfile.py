@@ -7,7 +7,7 @@ import csv
 import io
 import os
 from collections.abc import Iterator, Sequence
-from itertools import repeat
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import IO, Any
 
@@ -17,7 +17,7 @@ from etlsync.core.errors import ConfigError, DataError, SchemaError
 from etlsync.core.modes import SyncMode, WriteMode
 from etlsync.core.schema import Column, ColumnType, Schema
 
-CHUNK_BYTES = 1 << 18
+CHUNK_BYTES = 1 << 17
 """Bytes read at a time; a chunk is cut after the last complete record in it."""
 
 
@@ -137,31 +137,51 @@ class CsvSource(FileSource):
         header = self.read_header(path) if start > 0 else []
         names: list[str] | None = None
         pick: itemgetter[Any] | None = None
-        width = 0
+        keys: list[str] = []
         for offset, chunk in read_chunks(path, start, self._cut):
             try:
                 text = chunk.decode(self.encoding)
             except UnicodeDecodeError as exc:
                 raise DataError(f"{path}: bytes {offset + exc.start}: not {self.encoding}: "
                                 f"{exc.reason}") from exc
-            recs = list(self._reader(text))
-            if [] in recs:  # blank lines
-                recs = [r for r in recs if r]
-            if offset == 0 and self.header and recs:
-                header = recs.pop(0)
+            reader: Iterator[list[str]] = self._reader(text)
+            if offset == 0 and self.header:
+                header = next(filter(None, reader), [])
             if names is None:
-                width = len(header) if self.header else (len(recs[0]) if recs else 0)
+                if not self.header and self.columns is None:
+                    first = next(filter(None, reader), None)
+                    if first is None:
+                        yield Unit(offset, offset + len(chunk), [])
+                        continue
+                    reader = chain([first], reader)
+                    width = len(first)
+                else:
+                    width = len(header) if self.header else len(self.columns or ())
                 names, pick = self._layout(path, header, width)
-                if not self.header and self.columns is not None:
-                    width = len(self.columns)
-            if recs and set(map(len, recs)) != {width}:
-                bad = next(r for r in recs if len(r) != width)
-                raise DataError(f"{path}: a record has {len(bad)} fields, expected {width} "
-                                f"({', '.join(names)}): {bad[:10]!r}", row=bad)
+                # one key more than the columns: a record with extra fields makes a longer dict
+                keys = [*names, "\x00extra"]
+            width = len(names)
             if pick is not None:
-                recs = [list(v) if isinstance(v, tuple) else [v] for v in map(pick, recs)]
-            rows = list(map(dict, map(zip, repeat(names), recs)))
+                recs = [r for r in reader if r]
+                self._check_widths(path, len(header), recs)
+                picked = (v if isinstance(v, tuple) else (v,) for v in map(pick, recs))
+                rows = list(map(dict, map(zip, repeat(names), picked)))
+            else:
+                # records become dicts as they are parsed (no list of records is kept)
+                rows = list(map(dict, map(zip, repeat(keys), reader)))
+                if rows and set(map(len, rows)) != {width}:
+                    rows = [r for r in rows if r]  # blank lines
+                    self._check_widths(path, width, rows)
             yield Unit(offset, offset + len(chunk), rows)
+
+    @staticmethod
+    def _check_widths(path: str, width: int, recs: Sequence[Any]) -> None:
+        bad = next((r for r in recs if len(r) != width), None)
+        if bad is not None:
+            fields = list(bad.values()) if isinstance(bad, dict) else bad
+            count = f"more than {width}" if len(bad) > width else str(len(bad))
+            raise DataError(f"{path}: a record has {count} fields, expected {width}: "
+                            f"{fields[:10]!r}", row=fields)
 
     async def discover(self) -> dict[str, Schema]:
         files = self.files()

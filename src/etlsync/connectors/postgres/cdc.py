@@ -332,12 +332,12 @@ class PostgresCdcSource(Source):
 
         while True:
             try:
-                frames = await asyncio.wait_for(rconn.read_frames(), self.status_interval)
+                data, offsets = await asyncio.wait_for(rconn.read_chunk(), self.status_interval)
             except TimeoutError:
-                frames = []
-            for frame in frames:
-                if frame[0] == 0x77:  # XLogData
-                    ev = decode(frame, 25)
+                data, offsets = b"", []
+            for off in offsets:
+                if data[off] == 0x77:  # XLogData
+                    ev = decode(data, off + 25)
                     kind = ev[0]
                     if kind in ("I", "U", "D"):
                         if skip_tx:
@@ -414,7 +414,7 @@ class PostgresCdcSource(Source):
                             self._finish_chunk(chunk, out)
                             chunk = None
                 else:  # keepalive
-                    wal_end, _, reply = parse_keepalive(frame)
+                    wal_end, _, reply = parse_keepalive(data, off)
                     if reply:
                         rconn.send_status(self.acked_lsn)
                         last_status = time.monotonic()

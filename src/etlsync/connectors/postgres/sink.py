@@ -201,6 +201,9 @@ class PostgresSink(Sink):
             pos = batch.position
             self._pass_aware = self._pass_aware or (isinstance(pos, dict) and PASS_COMPLETE in pos)
             end_of_pass = isinstance(pos, dict) and pos.get(PASS_COMPLETE) is True
+            if (end_of_pass and self.write_mode is WriteMode.OVERWRITE
+                    and not self._overwrite_ready and self._target is not None):
+                await self._prepare_overwrite(conn)  # a resumed or empty pass still swaps
             async with conn.transaction():
                 if batch.rows:
                     if self.write_mode is WriteMode.UPSERT:

@@ -28,13 +28,15 @@ from etlsync.core.modes import ConflictStrategy, SchemaPolicy, WriteMode
 from etlsync.core.schema import ColumnType, Schema
 from etlsync.core.stages import Sink, StageContext
 
-Group = tuple[list[str], list[tuple[Any, ...]]]
-
 
 def _adapt_rows(tuples: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     if set(map(type, chain.from_iterable(tuples))) <= NATIVE:
         return tuples
     return [tuple(v if type(v) in NATIVE else adapt(v) for v in t) for t in tuples]
+
+
+class _MixedKeys(Exception):
+    """Rows of one run turned out to have different keys."""
 
 
 _TEXT_TYPES: frozenset[type] = frozenset({str, type(None), bool})
@@ -43,26 +45,26 @@ _JSON = msgspec.json.Encoder()
 _ARROW = sqlite3.sqlite_version_info >= (3, 38, 0)
 
 
-def _groups(rows: list[Row]) -> list[Group]:
-    """Rows as ``(columns, value tuples)`` runs: one run when every row has the same keys."""
-    cols = list(rows[0])
-    n = len(cols)
-    if n and set(map(len, rows)) == {n}:
-        try:
-            if n == 1:
-                c = cols[0]
-                return [(cols, [(r[c],) for r in rows])]
-            return [(cols, list(map(itemgetter(*cols), rows)))]
-        except KeyError:
-            pass
-    out: list[Group] = []
+def _runs(rows: list[Row]) -> list[list[Row]]:
+    """Consecutive rows with the same columns, in order."""
+    out: list[list[Row]] = []
+    keys: list[str] | None = None
     for r in rows:
-        keys = list(r)
-        if out and out[-1][0] == keys:
-            out[-1][1].append(tuple(r.values()))
+        k = list(r)
+        if out and k == keys:
+            out[-1].append(r)
         else:
-            out.append((keys, [tuple(r.values())]))
+            out.append([r])
+            keys = k
     return out
+
+
+def _getter(cols: list[str]) -> Any:
+    """A function from a row to the tuple of its ``cols`` values (KeyError if one is absent)."""
+    if len(cols) == 1:
+        c = cols[0]
+        return lambda r: (r[c],)
+    return itemgetter(*cols)
 
 
 class SqliteSink(Sink):
@@ -85,8 +87,9 @@ class SqliteSink(Sink):
         COLUMN), ``freeze`` (SchemaError naming the column) or ``discard``.
     :param synchronous: ``full`` (durable against power loss) or ``normal`` (against process
         crashes; faster).
-    :param json_batches: insert batches of text values as one JSON array per statement (runs
-        without the GIL, overlapping the source's parsing); ``False``: always executemany.
+    :param json_batches: insert batches of text values as one JSON array per statement: the
+        statement runs without the GIL, so the source parses the next batch meanwhile on
+        another core; it costs more CPU in all, so it only pays on an idle multi-core machine.
 
     Change batches are applied in order: inserts as configured, updates as upserts of the
     columns present (a missing column keeps its stored value), deletes by primary key,
@@ -100,7 +103,7 @@ class SqliteSink(Sink):
                  conflict: ConflictStrategy | str = ConflictStrategy.OVERWRITE,
                  schema_policy: SchemaPolicy | str = SchemaPolicy.EVOLVE, create: bool = True,
                  synchronous: str = "full", timeout: float = 30.0,
-                 state_table: str = STATE_TABLE, json_batches: bool = True) -> None:
+                 state_table: str = STATE_TABLE, json_batches: bool = False) -> None:
         if not table:
             raise ConfigError("SqliteSink needs a table name")
         self.path = os.fspath(path)
@@ -319,42 +322,61 @@ class SqliteSink(Sink):
         return self._pk
 
     def _insert(self, rows: list[Row], schema: Schema | None, kind: str) -> None:
-        conn = self._conn
-        assert conn is not None
         if kind != "insert" and not self._pk and schema is not None and schema.primary_key:
             self._pk = tuple(schema.primary_key)
         if kind != "insert" and not self._pk:
             raise ConfigError(f"SqliteSink({self.table!r}): write_mode {self.write_mode.value!r} "
                               "needs primary_key")
-        for cols, tuples in _groups(rows):
-            cols, tuples = self._fit(cols, tuples, schema)
-            if not cols:
-                continue
-            # Fast path for text batches (CSV, JSON strings): the batch goes to SQLite as one
-            # JSON array inserted by one statement, which runs without holding the GIL, so
-            # the source parses the next batch meanwhile. NUL characters (which SQLite's JSON
-            # functions cut) and other types take the executemany path.
-            payload = None
-            types = set(map(type, chain.from_iterable(tuples)))
-            if types <= _TEXT_TYPES and self.json_batches:
-                payload = _JSON.encode(tuples)
-                if b"\\u0000" in payload:
-                    payload = None
-            elif not types <= NATIVE:
-                tuples = _adapt_rows(tuples)
-            conn.execute("SAVEPOINT etlsync_batch")
+        cols = list(rows[0])
+        if cols and set(map(len, rows)) == {len(cols)}:
             try:
-                if payload is not None:
-                    conn.execute(self._insert_sql(tuple(cols), kind, json=True), (payload,))
-                else:
-                    conn.executemany(self._insert_sql(tuple(cols), kind), tuples)
-            except sqlite3.IntegrityError as exc:
-                if kind != ConflictStrategy.FAIL.value:
-                    raise
-                conn.execute("ROLLBACK TO etlsync_batch")
-                self._raise_conflict(cols, tuples, exc)
-            finally:
-                conn.execute("RELEASE etlsync_batch")
+                self._insert_run(rows, cols, schema, kind)
+                return
+            except _MixedKeys:
+                pass  # same lengths, other keys: take the runs one by one
+        for run in _runs(rows):
+            if run[0]:
+                self._insert_run(run, list(run[0]), schema, kind)
+
+    def _insert_run(self, rows: list[Row], cols: list[str], schema: Schema | None,
+                    kind: str) -> None:
+        """Insert rows that all have the keys ``cols`` (else :class:`_MixedKeys`)."""
+        conn = self._conn
+        assert conn is not None
+        cols = self._fit(cols, rows, schema)
+        if not cols:
+            return
+        get = _getter(cols)
+        types = set(map(type, chain.from_iterable(map(dict.values, rows))))
+        payload = None
+        if types <= _TEXT_TYPES and self.json_batches:
+            # one JSON array, inserted by one statement that runs without the GIL; NUL
+            # characters (SQLite's JSON functions cut them) take the executemany path
+            try:
+                payload = _JSON.encode(list(map(get, rows)))
+            except KeyError as exc:
+                raise _MixedKeys from exc
+            if b"\\u0000" in payload:
+                payload = None
+        params: Any = map(get, rows)
+        if not types <= NATIVE:
+            params = (tuple(v if type(v) in NATIVE else adapt(v) for v in t) for t in params)
+        conn.execute("SAVEPOINT etlsync_batch")
+        try:
+            if payload is not None:
+                conn.execute(self._insert_sql(tuple(cols), kind, json=True), (payload,))
+            else:
+                conn.executemany(self._insert_sql(tuple(cols), kind), params)
+        except KeyError as exc:
+            conn.execute("ROLLBACK TO etlsync_batch")
+            raise _MixedKeys from exc
+        except sqlite3.IntegrityError as exc:
+            if kind != ConflictStrategy.FAIL.value:
+                raise
+            conn.execute("ROLLBACK TO etlsync_batch")
+            self._raise_conflict(cols, _adapt_rows(list(map(get, rows))), exc)
+        finally:
+            conn.execute("RELEASE etlsync_batch")
 
     def _raise_conflict(self, cols: list[str], tuples: list[tuple[Any, ...]],
                         exc: sqlite3.IntegrityError) -> None:
@@ -413,44 +435,42 @@ class SqliteSink(Sink):
         self._conn.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} ({', '.join(defs)})")
         self._cols = self._columns(table)
 
-    def _declared(self, name: str, values: list[tuple[Any, ...]], j: int,
-                  schema: Schema | None) -> str:
+    def _declared(self, name: str, rows: list[Row], schema: Schema | None) -> str:
         if schema is not None and name in schema:
             ct = schema.column(name).type
             if ct != ColumnType.UNKNOWN:
                 return DECLARED[ct]
-        for t in values:
-            if t[j] is not None:
-                return DECLARED[type_of_value(t[j])]
+        for r in rows:
+            v = r.get(name)
+            if v is not None:
+                return DECLARED[type_of_value(v)]
         return ""
 
-    def _fit(self, cols: list[str], tuples: list[tuple[Any, ...]], schema: Schema | None
-             ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Create the table or apply the schema policy to columns it lacks."""
+    def _fit(self, cols: list[str], rows: list[Row], schema: Schema | None) -> list[str]:
+        """Create the table or apply the schema policy to columns it lacks; the columns to
+        write."""
         if self._cols is None:
             if schema is not None and not self._pk and schema.primary_key:
                 self._pk = tuple(schema.primary_key)
-            self._create(self._target, [(c, self._declared(c, tuples, j, schema))
-                                        for j, c in enumerate(cols)])
-            return cols, tuples
+            self._create(self._target, [(c, self._declared(c, rows, schema)) for c in cols])
+            return cols
         known = {c.lower() for c in self._cols}
-        new = [j for j, c in enumerate(cols) if c.lower() not in known]
+        new = [c for c in cols if c.lower() not in known]
         if not new:
-            return cols, tuples
+            return cols
         if self.schema_policy == SchemaPolicy.FREEZE:
-            raise SchemaError(f"SqliteSink({self.table!r}): column {cols[new[0]]!r} is not in the "
+            raise SchemaError(f"SqliteSink({self.table!r}): column {new[0]!r} is not in the "
                               "table (schema_policy='freeze')")
         if self.schema_policy == SchemaPolicy.DISCARD:
-            keep = [j for j in range(len(cols)) if j not in set(new)]
-            return [cols[j] for j in keep], [tuple(t[j] for j in keep) for t in tuples]
+            return [c for c in cols if c.lower() in known]
         assert self._conn is not None
-        for j in new:
-            decl = self._declared(cols[j], tuples, j, schema)
+        for c in new:
+            decl = self._declared(c, rows, schema)
             self._conn.execute(f"ALTER TABLE {quote(self._target)} ADD COLUMN "
-                               f"{quote(cols[j])} {decl}".rstrip())
+                               f"{quote(c)} {decl}".rstrip())
         self._cols = self._columns(self._target)
         self._sql = {}
-        return cols, tuples
+        return cols
 
     def _insert_sql(self, cols: tuple[str, ...], kind: str, json: bool = False) -> str:
         key = (cols, kind, json)

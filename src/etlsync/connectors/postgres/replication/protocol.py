@@ -318,6 +318,39 @@ class ReplicationConnection:
                 await self._fill()
         return out
 
+    async def read_chunk(self) -> tuple[bytes, list[int]]:
+        """Like :meth:`read_frames` without a copy per message: one ``bytes`` holding the
+        buffered messages and the offsets of each CopyData payload in it."""
+        buf = self._buf
+        unpack = _I.unpack_from
+        while True:
+            if len(buf) < 5:
+                await self._fill()
+                continue
+            pos, end = 0, len(buf)
+            offsets: list[int] = []
+            while end - pos >= 5:
+                n = unpack(buf, pos + 1)[0]
+                if end - pos - 1 < n:
+                    break
+                t = buf[pos]
+                if t == 0x64:  # 'd' CopyData
+                    offsets.append(pos + 5)
+                elif t == 0x45:  # 'E'
+                    fields = _fields(bytes(buf[pos + 5:pos + 1 + n]))
+                    del buf[:pos + 1 + n]
+                    raise PgServerError(fields)
+                elif t == 0x63:  # 'c' CopyDone
+                    self.copy_done = True
+                pos += 1 + n
+            data = bytes(buf[:pos])
+            del buf[:pos]
+            if offsets:
+                return data, offsets
+            if self.copy_done:
+                raise ConnectionError("server ended the replication stream (CopyDone)")
+            await self._fill()
+
     def send_status(self, lsn: int, reply: bool = False) -> None:
         """A standby status update with ``lsn`` as written, flushed and applied position."""
         self._send(b"d", _STATUS.pack(b"r", lsn, lsn, lsn, now_pg_us(), 1 if reply else 0))
@@ -332,9 +365,9 @@ def parse_xlogdata(frame: bytes) -> tuple[int, int, int]:
     return _XLOG.unpack_from(frame, 1)
 
 
-def parse_keepalive(frame: bytes) -> tuple[int, int, bool]:
-    """``(wal_end, send_time_us, reply_requested)`` of a ``k`` frame."""
-    end, ts, reply = _KEEPALIVE.unpack_from(frame, 1)
+def parse_keepalive(frame: bytes, pos: int = 0) -> tuple[int, int, bool]:
+    """``(wal_end, send_time_us, reply_requested)`` of a ``k`` frame starting at ``pos``."""
+    end, ts, reply = _KEEPALIVE.unpack_from(frame, pos + 1)
     return end, ts, bool(reply)
 
 
