@@ -71,7 +71,7 @@ async def teardown(run: str) -> None:
 
     conn = await asyncpg.connect(DSN)
     try:
-        for shape in (*SHAPES, "lag"):
+        for shape in (*SHAPES, "lag", "lag_null"):
             n = names(run, shape)
             await conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM "
                                "pg_replication_slots WHERE slot_name = $1", n["slot"])
@@ -194,16 +194,43 @@ async def e2e_etlsync(n: dict[str, str], rows: int) -> float:
     return seconds
 
 
-async def lag_etlsync(run: str, seconds: float) -> dict[str, Any]:
+class _NullSink:
+    """A sink that only records each row's lag (the CDC reader's own share of the lag)."""
+
+    name = "null"
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+
+    async def open(self, context: Any) -> None:
+        pass
+
+    async def write(self, batch: Any) -> None:
+        now = time.time()
+        self.lags.extend(now - r["ts"].timestamp() for r in batch.rows if r.get("ts"))
+
+    async def close(self) -> None:
+        pass
+
+    async def describe(self) -> None:
+        return None
+
+
+async def lag_etlsync(run: str, seconds: float, null_sink: bool = False) -> dict[str, Any]:
     import asyncpg
 
     from etlsync.connectors.postgres import PostgresCheckpointStore
     from etlsync.core.pipeline import Pipeline
+    from etlsync.core.stages import Sink
 
-    n = names(run, "lag")
+    n = names(run, "lag_null" if null_sink else "lag")
     conn = await asyncpg.connect(DSN)
     await conn.execute(f'CREATE TABLE "{n["table"]}" ({COLUMNS})')
-    sink = _sink_class()(DSN, table=n["target"], write_mode="upsert")
+    if null_sink:
+        Sink.register(_NullSink)
+        sink: Any = _NullSink()
+    else:
+        sink = _sink_class()(DSN, table=n["target"], write_mode="upsert")
     store = PostgresCheckpointStore(DSN)
     pipe = Pipeline(_source(n, ack=True, heartbeat_interval=5.0), sinks=[sink],
                     name=n["slot"], checkpoint_store=store)
@@ -212,7 +239,7 @@ async def lag_etlsync(run: str, seconds: float) -> dict[str, Any]:
                                   "slot_name = $1 AND active", n["slot"]):
         await asyncio.sleep(0.1)
     producer = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--variant", "producer", "--run", run,
+        sys.executable, __file__, "--variant", "producer:" + n["table"], "--run", run,
         "--rows", str(int(seconds * LAG_RATE)))
     await producer.wait()
     await asyncio.sleep(2.0)
@@ -226,14 +253,13 @@ async def lag_etlsync(run: str, seconds: float) -> dict[str, Any]:
             "lag_p99_ms": round(q[98] * 1000, 1), "lag_max_ms": round(lags[-1] * 1000, 1)}
 
 
-async def producer(run: str, rows: int) -> None:
+async def producer(table: str, rows: int) -> None:
     """Insert ``rows`` rows at LAG_RATE rows/s in transactions of 50 (``ts`` = insert time)."""
     import asyncpg
 
-    n = names(run, "lag")
     conn = await asyncpg.connect(DSN)
     per_tx, t0, i = 50, time.perf_counter(), 0
-    sql = (f'INSERT INTO "{n["table"]}" SELECT g, \'lag\', g, clock_timestamp(), '
+    sql = (f'INSERT INTO "{table}" SELECT g, \'lag\', g, clock_timestamp(), '
            "random() FROM generate_series($1::int, $2::int) g")
     while i < rows:
         await conn.execute(sql, i + 1, i + per_tx)
@@ -247,11 +273,11 @@ async def producer(run: str, rows: int) -> None:
 def child(variant: str, run: str, rows: int) -> None:
     kind, _, shape = variant.partition(":")
     if kind == "producer":
-        asyncio.run(producer(run, rows))
+        asyncio.run(producer(shape, rows))
         return
-    if kind == "lag_etlsync":
+    if kind.startswith("lag_etlsync"):
         seconds = max(5.0, rows / 20_000)
-        extra = asyncio.run(lag_etlsync(run, seconds))
+        extra = asyncio.run(lag_etlsync(run, seconds, null_sink=kind.endswith("null_sink")))
         child_result(variant, extra["changes"], seconds, rate_per_s=LAG_RATE, **extra,
                      ratio_p99_vs_target=round(extra["lag_p99_ms"] / LAG_P99_TARGET_MS, 3))
         return
@@ -284,8 +310,8 @@ def main() -> None:
                     for k in ("decode_etlsync", "decode_psycopg2", "e2e_etlsync")]
         results = run_variants(__file__, variants, rows, repeat=args.repeat,
                                extra_args=["--run", run])
-        results.update(run_variants(__file__, ["lag_etlsync"], rows, repeat=1,
-                                    extra_args=["--run", run]))
+        results.update(run_variants(__file__, ["lag_etlsync", "lag_etlsync_null_sink"], rows,
+                                    repeat=1, extra_args=["--run", run]))
     finally:
         asyncio.run(teardown(run))
     for s in SHAPES:

@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("job", help="the job file (YAML)")
     run.add_argument("--dry-run", action="store_true",
                      help="print the plan, the schemas and the first rows; write nothing")
-    run.add_argument("--limit", type=int, default=10, metavar="N",
+    run.add_argument("--limit", type=int, default=None, metavar="N",
                      help="rows to show with --dry-run (default 10)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -159,10 +159,13 @@ async def _run(args: argparse.Namespace, redact: Redactor) -> int:
             kinds = [f"{s.type}" for s in built.stages if s.kind != "checkpoint"]
             print(redact(f"ok: {job.path} (pipeline {job.name!r}): {' -> '.join(kinds)}"))
         return EXIT_OK
+    if args.limit is not None and not args.dry_run:
+        raise ConfigError("--limit: only applies to --dry-run (the rows it shows)")
     if args.dry_run:
-        if args.limit < 0:
+        limit = 10 if args.limit is None else args.limit
+        if limit < 0:
             raise ConfigError("--limit: expected a number >= 0")
-        dr = await dry_run(built, args.limit)
+        dr = await dry_run(built, limit)
         print(redact(dr.to_json() if args.json else format_dry_run(dr)))
         return EXIT_OK
     result = await run_built(built, progress=not args.no_progress and not args.json)

@@ -91,6 +91,8 @@ def test_missing_variable_and_negative_limit_are_config_errors(
         capsys.readouterr().err
     ok = job(tmp_path, "source: {type: memory, rows: []}\nsink: {type: collect}\n")
     assert main(["run", ok, "--dry-run", "--limit", "-1"]) == 2
+    assert main(["run", ok, "--limit", "5"]) == 2
+    assert "--limit: only applies to --dry-run" in capsys.readouterr().err
 
 
 def test_run_prints_a_summary_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

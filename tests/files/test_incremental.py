@@ -57,12 +57,12 @@ async def test_cursor_type_compares_numbers_not_strings(tmp_path: Path) -> None:
 
 async def test_jsonl_incremental_without_primary_key_uses_the_whole_row(tmp_path: Path) -> None:
     p = tmp_path / "e.jsonl"
-    p.write_text('{"id": "a", "ts": 1}\n')
+    p.write_text('{"id": "a", "ts": 1, "tags": ["x"]}\n')
     store = MemoryCheckpointStore()
     src = JsonlSource(p, sync_mode="incremental", cursor_field="ts")
     assert await run_once(src, store) == ["a"]
     with p.open("a") as f:
-        f.write('{"id": "b", "ts": 1}\n{"id": "a", "ts": 1}\n')
+        f.write('{"id": "b", "ts": 1}\n{"id": "a", "ts": 1, "tags": ["x"]}\n')
     assert await run_once(src, store) == ["b"]  # the identical row was already delivered
 
 

@@ -119,3 +119,25 @@ def test_missing_pyarrow_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ParquetSink(tmp_path / "x.parquet")
     with pytest.raises(ConfigError, match=r"etlsync\[parquet\]"):
         ParquetSource(tmp_path / "x.parquet")
+
+
+async def test_parquet_incremental_reads_only_newer_rows(tmp_path: Path) -> None:
+    from etlsync import MemoryCheckpointStore as Store
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    store = Store()
+
+    async def run() -> list[int]:
+        sink = CollectingSink()
+        src = ParquetSource(str(folder / "*.parquet"), batch_size=4, sync_mode="incremental",
+                            cursor_field="at", primary_key=["id"])
+        await Pipeline(src, [], [sink], name="pq", checkpoint_store=store).run()
+        return [r["id"] for r in sink.rows]
+
+    await Pipeline(MemorySource(ROWS[:10]), [], [ParquetSink(folder / "a.parquet")]).run()
+    assert await run() == list(range(10))
+    tie = {**ROWS[9], "id": 100}  # same cursor value as the last row read: a tie
+    await Pipeline(MemorySource([tie, *ROWS[10:15]]), [], [ParquetSink(folder / "b.parquet")]).run()
+    assert await run() == [100, *range(10, 15)]
+    assert await run() == []

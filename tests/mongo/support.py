@@ -36,6 +36,3 @@ class KeyedSink(Sink):
         return [(b.stream, op, row.get("_id")) for b in self.batches
                 for op, row in b.iter_changes()]
 
-
-def docs_by_id(docs: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
-    return {str(d["_id"]) if not isinstance(d["_id"], (int, str)) else d["_id"]: d for d in docs}

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from etlsync.connectors.mongo import MongoSink
 from etlsync.core.batch import Batch, Op
@@ -96,3 +98,31 @@ async def test_unflatten_custom_key_and_object_ids(mongo_uri: str, mongo_db: Any
         await sink.close()
     doc = await mongo_db.t.find_one({"code": "x"})
     assert doc == {"_id": oid, "code": "x", "a": {"b": 1, "c": 2}, "z": 5}
+
+
+_change = st.tuples(st.sampled_from([Op.INSERT, Op.UPDATE, Op.DELETE]), st.integers(0, 4),
+                    st.integers(0, 99))
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.lists(_change, min_size=1, max_size=25), ordered=st.booleans())
+async def test_any_change_sequence_ends_like_a_keyed_model(
+        mongo_uri: str, mongo_db: Any, changes: list[tuple[Op, int, int]], ordered: bool) -> None:
+    await mongo_db.t.delete_many({})
+    model: dict[int, dict[str, Any]] = {}
+    rows, ops = [], []
+    for op, key, v in changes:
+        row = {"_id": key} if op is Op.DELETE else {"_id": key, "v": v}
+        rows.append(row)
+        ops.append(op)
+        if op is Op.DELETE:
+            model.pop(key, None)
+        else:
+            model[key] = row
+    sink = await _sink(mongo_uri, mongo_db, ordered=ordered)
+    try:
+        await sink.write(Batch(rows, stream="s", ops=ops))
+    finally:
+        await sink.close()
+    assert await _docs(mongo_db) == model

@@ -221,3 +221,14 @@ async def test_rotation_is_followed_and_resumes_by_file_position(
     await p2.checkpoint_store.commit(p2.name, resume_at)
     await run_until(p2, lambda: len(again.rows) >= 1, timeout=10)
     assert [r["id"] for r in again.rows] == [2]
+
+
+async def test_lost_position_fails_with_a_clear_error(mysql_params: dict[str, Any]) -> None:
+    import pytest
+
+    from etlsync.core.errors import ServiceNotReady
+
+    source = MysqlCdcSource(["x"], options=options(mysql_params), use_gtid=False)
+    agen = source.read({"phase": "stream", "binlog": {"file": "mysql-bin.999999", "pos": 4}})
+    with pytest.raises(ServiceNotReady, match="clear this pipeline's checkpoint"):
+        await asyncio.wait_for(agen.__anext__(), 20)

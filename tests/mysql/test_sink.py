@@ -162,3 +162,15 @@ async def test_password_from_env_and_file(tmp_path: Any, monkeypatch: Any,
     assert "s3cret" not in repr(MysqlOptions(password="s3cret"))
     assert MysqlOptions(ssl_ca=None).ssl_context() is None
     assert MysqlOptions(ssl=True, ssl_verify=False).ssl_context() is not None
+
+
+async def test_checkpoint_store_roundtrips_rich_positions(mysql_params: dict[str, Any],
+                                                          unique_name: str) -> None:
+    opts = options(mysql_params)
+    store = MysqlCheckpointStore(opts, table=unique_name)
+    assert await store.load("p") is None
+    pos = {"phase": "snapshot", "last_key": (1, "x", Decimal("2.50")),
+           "at": dt.datetime(2024, 1, 2, 3, 4, 5, 6), "binlog": {"file": "f", "pos": 4}}
+    await store.commit("p", pos)
+    await store.commit("p", {**pos, "table": 2})
+    assert await store.load("p") == {**pos, "table": 2}

@@ -92,8 +92,15 @@ async def test_kill_9_during_snapshot_and_stream_target_equals_source(
     try:
         for i in range(KILLS):
             proc = _start(pg_dsn, names, dst)
-            # early kills land in the snapshot, later ones in the stream
-            await asyncio.sleep(0.8 + rnd.random() * (1.0 if i < 3 else 2.5))
+            if i == 0:  # the first kill right after the first snapshot chunk is committed
+                for _ in range(300):
+                    await asyncio.sleep(0.05)
+                    pos = await pg.fetchval("SELECT position::text FROM _etlsync_state "
+                                            "WHERE pipeline = $1", names.slot)
+                    if pos is not None:
+                        break
+            else:  # early kills land in the snapshot, later ones in the stream
+                await asyncio.sleep(0.8 + rnd.random() * (1.0 if i < 3 else 2.5))
             pos = await pg.fetchval("SELECT position::text FROM _etlsync_state "
                                     "WHERE pipeline = $1", names.slot)
             kills_in_snapshot += pos is None or "snapshot" in pos
@@ -140,16 +147,29 @@ async def test_example_copies_then_streams(pg: asyncpg.Connection, names: Names,
     await pg.execute(f"INSERT INTO {src} SELECT g, 'a', 'd', g FROM generate_series(1, 500) g")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(EXAMPLE), "--dsn", pg_dsn, "--source", src, "--target", dst,
-        "--slot", names.slot, "--publication", names.publication, "--seconds", "4",
+        "--slot", names.slot, "--publication", names.publication,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(EXAMPLE.parents[1] / "src")})
-    await asyncio.sleep(2.0)
-    await pg.execute(f"UPDATE {src} SET v = 'b' WHERE id <= 10")
-    await pg.execute(f"DELETE FROM {src} WHERE id > 490")
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
     try:
+        for _ in range(300):  # the snapshot created the target table
+            await asyncio.sleep(0.1)
+            if await pg.fetchval("SELECT to_regclass($1) IS NOT NULL", dst):
+                break
+        await pg.execute(f"UPDATE {src} SET v = 'b' WHERE id <= 10")
+        await pg.execute(f"DELETE FROM {src} WHERE id > 490")
+        expected = await pg.fetch(_SNAPSHOT.format(src))
+        for _ in range(300):
+            actual = await pg.fetch(_SNAPSHOT.format(dst))
+            if actual == expected:
+                break
+            await asyncio.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)  # a graceful stop: drain, commit, exit 0
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, err.decode()[-2000:]
         assert out.decode().startswith("stopped:")
-        assert await pg.fetch(_SNAPSHOT.format(dst)) == await pg.fetch(_SNAPSHOT.format(src))
+        assert actual == expected and len(actual) == 490
     finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
         await pg.execute("DELETE FROM _etlsync_state WHERE pipeline = $1", names.slot)

@@ -72,6 +72,9 @@ async def test_resume_from_position_redelivers_exactly_the_rest(
     await pg.execute(f"CREATE TABLE {t} (id int PRIMARY KEY, v text)")
     await pg.execute(f"INSERT INTO {t} SELECT g, 'x' FROM generate_series(1, 50) g")
     src = _source(pg_dsn, names, snapshot="initial", snapshot_chunk_rows=20)
+    schemas = await src.discover()
+    assert schemas[f"public.{t}"].primary_key == ("id",)
+    assert schemas[f"public.{t}"].names == ["id", "v"]
     agen = src.read(None)
     snap = await take(agen, lambda g: bool(g) and g[-1].position == {"lsn": g[0].position["lsn"]})
     assert [len(b.rows) for b in snap] == [20, 20, 10, 0]
@@ -170,3 +173,76 @@ async def test_missing_slot_and_publication_errors_name_the_fix(
     agen = _source(pg_dsn, names).read({"lsn": 12345})
     with pytest.raises(ServiceNotReady, match=r"slot .* is missing"):
         await agen.__anext__()
+
+
+async def test_key_change_keeps_unchanged_toast_value(pg: asyncpg.Connection, names: Names,
+                                                      pg_dsn: str) -> None:
+    t = names.table
+    await pg.execute(f"CREATE TABLE {t} (id int PRIMARY KEY, doc text, n int)")
+    await pg.execute(f"ALTER TABLE {t} ALTER COLUMN doc SET STORAGE EXTERNAL")
+    big = "".join(f"{i:08x}" for i in range(4000))
+    src = _source(pg_dsn, names, snapshot="never")
+    agen = src.read(None)
+    task = asyncio.ensure_future(take(agen, lambda g: _rows(g) >= 3))
+    await asyncio.sleep(1.0)
+    await pg.execute(f"INSERT INTO {t} VALUES (1, $1, 1)", big)
+    await pg.execute(f"UPDATE {t} SET id = 2 WHERE id = 1")  # doc is not sent: unchanged
+    batches = await task  # (the value is read back from the row, now at id 2)
+    await pg.execute(f"ALTER TABLE {t} REPLICA IDENTITY FULL")
+    await pg.execute(f"UPDATE {t} SET id = 3, n = 5 WHERE id = 2")  # old row carries doc
+    await pg.execute(f"DELETE FROM {t}")  # nothing to read back: the old row must serve
+    batches += await take(agen, lambda g: _rows(g) >= 3)
+    await agen.aclose()
+    changes = _changes(batches)
+    assert [op for op, _ in changes] == [Op.INSERT, Op.DELETE, Op.INSERT, Op.DELETE, Op.INSERT,
+                                         Op.DELETE]
+    assert changes[1][1] == {"id": 1}
+    assert changes[2][1] == {"id": 2, "doc": big, "n": 1}  # read back, not UNCHANGED
+    assert changes[3][1] == {"id": 2}
+    assert changes[4][1] == {"id": 3, "doc": big, "n": 5}
+
+
+async def test_streamed_in_progress_transactions_protocol_v2(
+        pg: asyncpg.Connection, names: Names, pg_dsn: str) -> None:
+    t = names.table
+    await pg.execute(f"CREATE TABLE {t} (id int PRIMARY KEY, v text)")
+    # a tiny logical_decoding_work_mem makes the server stream transactions while they run
+    src = _source(pg_dsn, names, snapshot="never", batch_rows=1000,
+                  replication_settings={"logical_decoding_work_mem": "64kB"})
+    agen = src.read(None)
+    task = asyncio.ensure_future(take(agen, lambda g: any(
+        r.get("id") == -1 for b in g for r in b.rows) and g[-1].position is not None))
+    await asyncio.sleep(1.0)
+    other = await asyncpg.connect(pg_dsn)
+    try:
+        big = pg.transaction()
+        await big.start()
+        await pg.execute(f"INSERT INTO {t} SELECT g, 'big' FROM generate_series(1, 3000) g")
+        await pg.execute("SAVEPOINT s1")
+        await pg.execute(f"INSERT INTO {t} SELECT g, 'rolled back' "
+                         "FROM generate_series(3001, 5000) g")
+        await pg.execute("ROLLBACK TO SAVEPOINT s1")
+        await other.execute(f"INSERT INTO {t} VALUES (10000, 'small, commits first')")
+        await pg.execute(f"UPDATE {t} SET v = 'big2' WHERE id <= 2000")
+        await big.commit()
+        aborted = other.transaction()
+        await aborted.start()
+        await other.execute(f"INSERT INTO {t} SELECT g, 'aborted' "
+                            "FROM generate_series(20001, 24000) g")
+        await aborted.rollback()
+        await other.execute(f"INSERT INTO {t} VALUES (-1, 'end')")
+    finally:
+        await other.close()
+    batches = await task
+    await agen.aclose()
+    assert src.streamed_transactions >= 2  # the big one and the aborted one were streamed
+    changes = _changes(batches)
+    ids = [row["id"] for _, row in changes]
+    assert ids[0] == 10000  # committed first, delivered first
+    assert ids[1:3001] == list(range(1, 3001))
+    assert [op for op, _ in changes[3001:5001]] == [Op.UPDATE] * 2000
+    assert ids[-1] == -1 and len(changes) == 5002  # nothing rolled back or aborted leaks
+    # the big transaction spans batches of 1000 rows: only its last one is a resume point
+    big = [b for b in batches if b.rows and all(r["v"] in ("big", "big2") for r in b.rows)]
+    assert len(big) == 5
+    assert [b.position is not None for b in big] == [False] * 4 + [True]

@@ -312,3 +312,18 @@ async def test_error_policy_wraps_every_stage_of_a_pipeline() -> None:
                                                              (7, "sink:validating")]
     assert all(x.pipeline == "orders" for x in dlq.letters)
     assert summary.stages["sink:validating"].extra["dead_lettered"] == 1
+
+
+async def test_sink_reconnect_hook_is_preferred_to_close_and_open() -> None:
+    class Reconnecting(BreakingSink):
+        reconnects = 0
+
+        async def reconnect(self) -> None:
+            Reconnecting.reconnects += 1
+            self.broken = False
+
+    inner = Reconnecting()
+    rows = clean_rows(2000)
+    await Pipeline(MemorySource(rows, 100), sinks=[Resilient(inner, retry=fast_retry())]).run()
+    assert inner.rows == rows
+    assert Reconnecting.reconnects >= 2 and inner.opens == 1 and inner.closes == 1

@@ -20,6 +20,7 @@ async def main(csv_path: str, db: str, store: str, mode: str, batch: int) -> Non
                       primary_key=["id"] if mode == "upsert" else (), synchronous="normal")
     pipeline = Pipeline(CsvSource(csv_path, batch_size=batch), [], [sink], name="crash",
                         checkpoint_store=SqliteCheckpointStore(store, synchronous="normal"))
+    print("running", flush=True)
     await pipeline.run()
     print("completed", flush=True)
 

@@ -40,20 +40,39 @@ def _complete(store: Path) -> bool:
         conn.close()
 
 
-def _run(args: list[str], kill_after: float | None) -> tuple[bool, float]:
+def _run(args: list[str], db: Path, kill_at: int | None, rng: random.Random,
+         table: str = "t") -> bool:
+    """Run the job; once the target holds ``kill_at`` rows (and a random few milliseconds
+    more), kill -9 it. True if it completed first."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, str(JOB), *args], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=kill_after)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        return False, time.monotonic() - t0
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "running"
+    while kill_at is not None and proc.poll() is None:
+        if _count(db, table) >= kill_at:
+            time.sleep(rng.uniform(0, 0.03))
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode == -signal.SIGKILL:
+        return False
     assert proc.returncode == 0, err
     assert "completed" in out
-    return True, time.monotonic() - t0
+    return True
+
+
+def _count(db: Path, table: str = "t") -> int:
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
 
 
 @pytest.mark.slow
@@ -67,16 +86,16 @@ def test_kill9_many_times_then_target_equals_source(tmp_path: Path, mode: str,
     store = db if mode == "append" else tmp_path / "state.db"
     args = [str(src), str(db), str(store), mode, "500"]
     rng = random.Random(f"{unique_name}-{mode}")
+    kill_points = sorted(rng.sample(range(n // 20, n * 9 // 10), 8))
     kills, completed = 0, False
-    for _ in range(8):
-        completed, _ = _run(args, rng.uniform(0.35, 1.3))
-        if completed or _complete(store):
+    for kill_at in kill_points:
+        if _run(args, db, kill_at, rng) or _complete(store):
             completed = True
             break
         kills += 1
     if not completed:
-        completed, _ = _run(args, None)
-    assert completed and kills >= 5, f"only {kills} kills landed mid-run"
+        completed = _run(args, db, None, rng)
+    assert completed and kills >= 5, f"only {kills} kills landed before the run completed"
     conn = sqlite3.connect(db)
     got = conn.execute("SELECT id, name, amount, note FROM t ORDER BY rowid").fetchall()
     conn.close()
@@ -85,3 +104,37 @@ def test_kill9_many_times_then_target_equals_source(tmp_path: Path, mode: str,
     else:
         assert sorted(got, key=lambda r: int(r[0])) == expected
     assert _complete(store)
+
+
+@pytest.mark.slow
+def test_kill9_during_overwrite_keeps_the_old_table_until_the_swap(tmp_path: Path,
+                                                                   unique_name: str) -> None:
+    n = 60_000
+    src = tmp_path / f"{unique_name}.csv"
+    expected = _write_csv(src, n)
+    db = tmp_path / "target.db"
+    old = [(f"old{i}", "old", "0", "") for i in range(10)]
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t (id TEXT, name TEXT, amount TEXT, note TEXT)")
+    conn.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", old)
+    conn.commit()
+    conn.close()
+    args = [str(src), str(db), str(db), "overwrite", "500"]
+    rng = random.Random(unique_name)
+    kills = 0
+    for _ in range(4):
+        if _run(args, db, rng.randrange(n // 20, n * 9 // 10), rng, "_etlsync_stage_t"):
+            break
+        kills += 1
+        conn = sqlite3.connect(db)
+        assert conn.execute("SELECT * FROM t ORDER BY rowid").fetchall() == old
+        conn.close()
+    else:
+        assert _run(args, db, None, rng)
+    assert kills >= 3
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT * FROM t ORDER BY rowid").fetchall() == expected
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name LIKE '_etlsync_stage%'"
+                        ).fetchall() == []
+    conn.close()
+    assert _complete(db)

@@ -261,3 +261,30 @@ async def test_describe_reports_the_target_schema(tmp_path: Path, unique_name: s
     schema = await sink.describe()
     assert schema is not None and schema.primary_key == ("id",)
     assert [c.type.value for c in schema.columns] == ["integer", "decimal"]
+
+
+async def test_overwrite_from_a_source_without_pass_markers_reloads_each_run(
+        tmp_path: Path, unique_name: str) -> None:
+    db = tmp_path / "t.db"
+    store = SqliteCheckpointStore(db)
+    for n in (5, 3):
+        rows = [{"id": i} for i in range(n)]
+        await Pipeline(MemorySource(rows, batch_size=2), [],
+                       [SqliteSink(db, table=unique_name, write_mode="overwrite")],
+                       name=unique_name, checkpoint_store=store).run()
+        assert fetch(db, f"SELECT id FROM {unique_name}") == [(i,) for i in range(n)]
+    await store.close()
+
+
+async def test_update_into_a_table_without_a_unique_key_adds_one(tmp_path: Path,
+                                                                 unique_name: str) -> None:
+    db = tmp_path / "t.db"
+    conn = sqlite3.connect(db)
+    conn.execute(f"CREATE TABLE {unique_name} (id INTEGER, v TEXT)")
+    conn.execute(f"INSERT INTO {unique_name} VALUES (1, 'a')")
+    conn.commit()
+    conn.close()
+    sink = await open_sink(SqliteSink(db, table=unique_name, primary_key=["id"]))
+    await sink.write(Batch([{"id": 1, "v": "b"}, {"id": 2, "v": "c"}], ops=[Op.UPDATE] * 2))
+    await sink.close()
+    assert fetch(db, f"SELECT * FROM {unique_name} ORDER BY id") == [(1, "b"), (2, "c")]

@@ -114,10 +114,17 @@ class SqliteCheckpointStore:
 
     async def commit(self, pipeline: str, position: Any) -> None:
         """Durably record ``position`` (a no-op where a sink owns the pipeline's row)."""
+        def run() -> None:
+            conn = self._connection()
+            # a read takes no lock in WAL mode: skip the write (and the lock it would
+            # contend for with the sink) when a sink owns the row
+            owner = conn.execute(f"SELECT writer FROM {quote(self.table)} WHERE pipeline = ?",
+                                 (pipeline,)).fetchone()
+            if owner is None or owner[0] != "sink":
+                write_state(conn, pipeline, position, writer="store", table=self.table)
+
         async with self._lock:
-            await asyncio.to_thread(
-                lambda: write_state(self._connection(), pipeline, position, writer="store",
-                                    table=self.table))
+            await asyncio.to_thread(run)
 
     async def delete(self, pipeline: str) -> None:
         """Forget ``pipeline``'s position: its next run starts from the beginning."""

@@ -188,8 +188,10 @@ class Resilient(Sink, _Isolator):
         ``"dead_letter"`` (store them in ``dead_letter``).
     :param max_bad_ratio: stop the pipeline (:class:`TooManyBadRows`) once more than this
         share of rows was bad, counted after ``min_rows_for_ratio`` rows.
-    :param reconnect: after an error classified ``reconnect``, close and reopen the sink
-        before retrying.
+    :param reconnect: after an error classified ``reconnect``, reconnect before retrying:
+        with the sink's own ``async reconnect()`` if it has one, else by ``close()`` and
+        ``open()``. A sink whose ``close`` finalises something (an overwrite swapping its
+        staging table in) must offer ``reconnect()`` or be wrapped with ``reconnect=False``.
     :param verify_with: the checkpoint store that reads the position a transactional sink
         writes in its batch transaction. When a write that stored a position fails
         ambiguously (the connection dropped around COMMIT), the retry first loads the
@@ -289,11 +291,18 @@ class Resilient(Sink, _Isolator):
         if verdict.reconnect and self.reconnect and not self._needs_open:
             self._needs_open = True
             self.stats.reconnects += 1
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.sink.close(), 30)
+            if not callable(getattr(self.sink, "reconnect", None)):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.sink.close(), 30)
 
     async def _attempt(self, piece: Batch) -> None:
         ctx = self._ctx
+        if self._needs_open:
+            assert ctx is not None
+            hook = getattr(self.sink, "reconnect", None)
+            if callable(hook):
+                await hook()
+                self._needs_open = False
         if self._needs_open:
             assert ctx is not None
             try:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from etlsync.core.batch import Batch, Op, Row, Ticket
+from etlsync.core.codec import dumps
 from etlsync.core.errors import ConfigError, DataError
 from etlsync.core.incremental import Watermark, _key
 from etlsync.core.modes import SyncMode, WriteMode
@@ -81,6 +82,16 @@ _CONVERTERS: dict[ColumnType, Callable[[Any], Any]] = {
 }
 
 
+def _row_key(row: Row) -> Any:
+    """A row's identity when there is no primary key: its items (as JSON if unhashable)."""
+    items = tuple(sorted(row.items()))
+    try:
+        hash(items)
+    except TypeError:
+        return dumps(items).decode()
+    return items
+
+
 class FileWatermark:
     """Incremental filtering of files, which are re-read on every pass in any row order.
 
@@ -115,7 +126,7 @@ class FileWatermark:
                 except (ValueError, TypeError, ArithmeticError) as exc:
                     raise DataError(f"cursor {cf!r}: cannot convert {v!r}: {exc}",
                                     column=cf, value=v, row=row) from exc
-            k = _key(row, pk) if pk else tuple(sorted(row.items()))
+            k = _key(row, pk) if pk else _row_key(row)
             if base_v is not None and (v < base_v or (v == base_v and k in base_keys)):
                 if v == nxt.value:
                     nxt.keys_at_value.add(k)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
 from etlsync.connectors.mongo.connection import MongoConnection, as_connection
-from etlsync.connectors.mongo.convert import Flatten, check_flatten, convert_value
+from etlsync.connectors.mongo.convert import Flatten, check_flatten, convert_value, to_row
 from etlsync.connectors.mongo.snapshot import (
     Snapshotter,
     Target,
@@ -45,8 +45,10 @@ class EventBatcher:
     """Groups change rows into batches of one stream, each carrying the position after its
     last event; skipped events still advance the position."""
 
-    def __init__(self, batch_size: int) -> None:
+    def __init__(self, batch_size: int, wrap: Any = None) -> None:
         self.batch_size = batch_size
+        self.wrap = wrap
+        """Turns a stored resume value into the batch position (``None``: as is)."""
         self.rows: list[Row] = []
         self.ops: list[Op] = []
         self.stream = ""
@@ -72,7 +74,10 @@ class EventBatcher:
     def flush(self, resume: Any = None) -> Batch:
         if resume is not None:
             self.resume = resume
-        batch = Batch(self.rows, stream=self.stream, position=self.resume, ops=self.ops)
+        pos = self.resume
+        if self.wrap is not None and pos is not None:
+            pos = self.wrap(pos)
+        batch = Batch(self.rows, stream=self.stream, position=pos, ops=self.ops)
         self.rows, self.ops = [], []
         self.emitted, self.emitted_at = self.resume, time.monotonic()
         return batch
@@ -149,6 +154,7 @@ class CdcSource(Source):
         self.committed: Any = None
         self.log = get_logger(source=name)
         self._seen_streams: set[str] = set()
+        self._stream_names: dict[tuple[str, str], str] = {}
 
     # -- scope ---------------------------------------------------------------------------
     @property
@@ -166,7 +172,11 @@ class CdcSource(Source):
         return (db, coll)
 
     def stream_of(self, db: str, coll: str) -> str:
-        return stream_name((db, coll), self.single_db)
+        key = (db, coll)
+        name = self._stream_names.get(key)
+        if name is None:
+            name = self._stream_names[key] = stream_name(key, self.single_db)
+        return name
 
     def watches(self, db: str, coll: str | None) -> bool:
         """Whether ``db.coll`` (or the database, ``coll=None``) is in this source's scope."""
@@ -283,9 +293,7 @@ class CdcSource(Source):
         return [truncate_batch(s, position) for s in streams]
 
     def row_of(self, doc: Mapping[str, Any], op: Op, meta: Mapping[str, Any] | None) -> Row:
-        from etlsync.connectors.mongo.convert import to_row
-
-        row = to_row(doc, self.flatten, self.max_depth)
+        row = to_row(doc, self.flatten, self.max_depth, own=True)
         if self.metadata and meta is not None:
             row["_etl_op"] = str(op)
             row["_etl_ts"] = convert_value(meta.get("ts"))

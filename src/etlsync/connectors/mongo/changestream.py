@@ -3,6 +3,8 @@ whole deployment, with the resume token as the position and a gap-free snapshot 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -10,9 +12,15 @@ from typing import Any
 from etlsync.connectors.mongo.cdc import CdcSource, EventBatcher, HistoryLostSignal
 from etlsync.connectors.mongo.convert import convert_value, to_json
 from etlsync.core.batch import Batch, Op, Row
-from etlsync.core.errors import ConfigError
+from etlsync.core.errors import ConfigError, ServiceNotReady
 
 HISTORY_LOST_CODES = frozenset({286})
+_ROW_EVENTS = frozenset({"insert", "update", "replace", "delete"})
+NO_CHANGE_STREAM_CODES = frozenset({40573})  # "only supported on replica sets"
+
+
+class _Closed(Exception):
+    """The change stream's cursor is closed (after an invalidate)."""
 
 
 def _history_lost(exc: BaseException) -> bool:
@@ -97,13 +105,24 @@ class MongoChangeStreamSource(CdcSource):
         return client, stages
 
     async def _open(self, client: Any, resume: Any, start_after: bool = False) -> Any:
+        from pymongo.errors import OperationFailure
+
         target, stages = self._watch_target(client)
         kw: dict[str, Any] = {"batch_size": self.batch_size, "max_await_time_ms": self.max_await_ms}
         if self.full_document is not None:
             kw["full_document"] = self.full_document
         if resume is not None:
             kw["start_after" if start_after else "resume_after"] = resume
-        return await target.watch(stages, **kw)
+        try:
+            return await target.watch(stages, **kw)
+        except OperationFailure as exc:
+            if exc.code in NO_CHANGE_STREAM_CODES:
+                raise ServiceNotReady(
+                    f"{self.name}: the server does not offer change streams ({exc}). They need "
+                    "a replica set or sharded cluster: start mongod with --replSet rs0 and run "
+                    "rs.initiate() once (a one-node replica set is fine), or use "
+                    "MongoOplogSource where only the oplog is readable.") from exc
+            raise
 
     async def capture(self, client: Any) -> Any:
         """The current resume token (the stream's post-batch token before any event)."""
@@ -118,11 +137,32 @@ class MongoChangeStreamSource(CdcSource):
             await cs.close()
 
     # -- stream --------------------------------------------------------------------------
+    async def _pump(self, cs: Any, out: asyncio.Queue[tuple[list[Any], Any, BaseException | None]],
+                    ) -> None:
+        """Read raw events ahead into ``out`` (lists of up to ``batch_size``; an empty list
+        when the stream is quiet), so the next server round trip overlaps the conversion of
+        the previous events. Bounded: ``out`` holds two lists."""
+        size = self.batch_size
+        try:
+            while cs.alive:
+                events: list[Any] = []
+                while len(events) < size:
+                    change = await cs.try_next()
+                    if change is None:
+                        break
+                    events.append(change)
+                await out.put((events, cs.resume_token, None))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - handed to the reader, raised there
+            await out.put(([], None, exc))
+        await out.put(([], None, _Closed()))
+
     async def stream(self, client: Any, resume: Any) -> AsyncIterator[Batch]:
         from pymongo.errors import OperationFailure
 
-        batcher = EventBatcher(self.batch_size)
-        batcher.resume = batcher.emitted = self.stream_pos(resume)
+        batcher = EventBatcher(self.batch_size, wrap=self.stream_pos)
+        batcher.resume = batcher.emitted = resume
         start_after = False
         last_event = time.monotonic()
         while True:
@@ -132,57 +172,64 @@ class MongoChangeStreamSource(CdcSource):
                 if _history_lost(exc):
                     raise HistoryLostSignal(str(exc)) from exc
                 raise
+            queue: asyncio.Queue[tuple[list[Any], Any, BaseException | None]] = (
+                asyncio.Queue(maxsize=2))
+            pump = asyncio.ensure_future(self._pump(cs, queue))
             reopen = False
             try:
                 while not reopen:
-                    try:
-                        change = await cs.try_next()
-                    except OperationFailure as exc:
-                        if _history_lost(exc):
-                            raise HistoryLostSignal(str(exc)) from exc
-                        raise
-                    if change is None:
-                        token = cs.resume_token
+                    events, token, error = await queue.get()
+                    if isinstance(error, _Closed):
+                        reopen = True
+                        break
+                    if error is not None:
+                        if _history_lost(error):
+                            raise HistoryLostSignal(str(error)) from error
+                        raise error
+                    if not events:
                         if token is not None:
-                            resume = dict(token)
-                        out = batcher.idle(self.stream_pos(resume), self.heartbeat_seconds)
+                            resume = token
+                        out = batcher.idle(resume, self.heartbeat_seconds)
                         if out is not None:
                             yield out
                         if self.since_idle(last_event):
                             return
                         continue
                     last_event = time.monotonic()
-                    resume = dict(change["_id"])
-                    pos = self.stream_pos(resume)
-                    kind = change.get("operationType")
-                    if kind in ("insert", "update", "replace", "delete"):
-                        item = self._row(change, kind)
-                        if item is None:
+                    for change in events:
+                        resume = pos = change["_id"]
+                        kind = change.get("operationType")
+                        if kind in _ROW_EVENTS:
+                            item = self._row(change, kind)
+                            if item is None:
+                                batcher.resume = pos
+                                continue
+                            ns = change["ns"]
+                            stream = self.stream_of(ns["db"], ns["coll"])
+                            self._seen_streams.add(stream)
+                            done = batcher.add(stream, item[0], item[1], pos)
+                            if done is not None:
+                                yield done
+                            if batcher.full():
+                                yield batcher.flush()
+                        elif kind in ("drop", "rename", "dropDatabase"):
+                            if batcher.rows:
+                                yield batcher.flush()
+                            for b in self._drop(change, self.stream_pos(pos)):
+                                yield b
+                            batcher.resume = batcher.emitted = pos
+                        elif kind == "invalidate":
+                            if batcher.rows:
+                                yield batcher.flush()
+                            # only reached with on_drop="truncate": restart after the event
+                            start_after, reopen = True, True
+                            break
+                        else:
                             batcher.resume = pos
-                            continue
-                        ns = change["ns"]
-                        stream = self.stream_of(ns["db"], ns["coll"])
-                        self._seen_streams.add(stream)
-                        done = batcher.add(stream, item[0], item[1], pos)
-                        if done is not None:
-                            yield done
-                        if batcher.full():
-                            yield batcher.flush()
-                        continue
-                    if kind in ("drop", "rename", "dropDatabase"):
-                        if batcher.rows:
-                            yield batcher.flush()
-                        for b in self._drop(change, pos):
-                            yield b
-                        batcher.resume = batcher.emitted = pos
-                    elif kind == "invalidate":
-                        if batcher.rows:
-                            yield batcher.flush()
-                        # only reached with on_drop="truncate": restart after the event
-                        start_after, reopen = True, True
-                    else:
-                        batcher.resume = pos
             finally:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pump
                 await cs.close()
 
     def _drop(self, change: Mapping[str, Any], pos: Any) -> list[Batch]:

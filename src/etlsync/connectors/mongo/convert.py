@@ -34,10 +34,12 @@ def convert_value(value: Any) -> Any:
         return value
     if t is ObjectId:
         return str(value)
-    if t is dict or isinstance(value, Mapping):
-        return {k: convert_value(v) for k, v in value.items()}
+    if t is dict:
+        return {k: v if type(v) in _PLAIN else convert_value(v) for k, v in value.items()}
     if t is list or t is tuple:
-        return [convert_value(v) for v in value]
+        return [v if type(v) in _PLAIN else convert_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: convert_value(v) for k, v in value.items()}
     if t is Decimal128:
         return value.to_decimal()
     if t is Int64:
@@ -77,17 +79,39 @@ def _flatten_into(out: Row, prefix: str, doc: Mapping[str, Any], depth: int,
         t = type(v)
         if t in _PLAIN:
             out[name] = v
-        elif isinstance(v, Mapping) and depth < max_depth and v:
+        elif (t is dict or isinstance(v, Mapping)) and depth < max_depth and v:
             _flatten_into(out, name + ".", v, depth + 1, max_depth)
-        elif isinstance(v, (Mapping, list)):
+        elif t is list or isinstance(v, Mapping):
             out[name] = to_json(v)
         else:
             out[name] = convert_value(v)
 
 
-def to_row(doc: Mapping[str, Any], flatten: Flatten = None, max_depth: int = 32) -> Row:
-    """A document as a row, converted and flattened as asked (see :data:`Flatten`)."""
+def _convert_in_place(value: Any) -> Any:
+    t = type(value)
+    if t is dict:
+        for k, v in value.items():
+            if type(v) not in _PLAIN:
+                value[k] = _convert_in_place(v)
+        return value
+    if t is list:
+        for i, v in enumerate(value):
+            if type(v) not in _PLAIN:
+                value[i] = _convert_in_place(v)
+        return value
+    return convert_value(value)
+
+
+def to_row(doc: Mapping[str, Any], flatten: Flatten = None, max_depth: int = 32, *,
+           own: bool = False) -> Row:
+    """A document as a row, converted and flattened as asked (see :data:`Flatten`).
+
+    ``own=True`` says the caller owns ``doc`` (freshly decoded): without flattening it is
+    then converted in place and returned, saving a copy.
+    """
     if flatten is None:
+        if own and type(doc) is dict:
+            return _convert_in_place(doc)  # type: ignore[no-any-return]
         row: Row = {}
         for k, v in doc.items():
             row[k] = v if type(v) in _PLAIN else convert_value(v)
@@ -95,9 +119,10 @@ def to_row(doc: Mapping[str, Any], flatten: Flatten = None, max_depth: int = 32)
     if flatten == "json":
         row = {}
         for k, v in doc.items():
-            if type(v) in _PLAIN:
+            t = type(v)
+            if t in _PLAIN:
                 row[k] = v
-            elif isinstance(v, (Mapping, list)):
+            elif t is dict or t is list or isinstance(v, Mapping):
                 row[k] = to_json(v)
             else:
                 row[k] = convert_value(v)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from pymongo.errors import CursorNotFound
+
 from etlsync.connectors.mongo.convert import (
     Flatten,
     decode_value,
@@ -108,10 +110,19 @@ class Snapshotter:
             query = dict(self.query)
             if st["last_id"] is not None:
                 query["_id"] = {"$gt": decode_value(st["last_id"])}
-            cursor = coll.find(query, self.projection).sort("_id", 1).batch_size(self.chunk_size)
+            cursor = self._find(coll, query)
             try:
                 while True:
-                    docs = await cursor.to_list(self.chunk_size)
+                    try:
+                        docs = await cursor.to_list(self.chunk_size)
+                    except CursorNotFound:
+                        # the server dropped the cursor while the pipeline was slow (idle
+                        # cursors time out): reopen after the last _id read
+                        await cursor.close()
+                        if st["last_id"] is not None:
+                            query["_id"] = {"$gt": decode_value(st["last_id"])}
+                        cursor = self._find(coll, query)
+                        continue
                     if len(docs) < self.chunk_size:
                         break
                     st["last_id"] = encode_value(docs[-1]["_id"])
@@ -123,9 +134,12 @@ class Snapshotter:
             st["done"] = True
             yield self._batch(docs, stream), _copy(state)
 
+    def _find(self, coll: Any, query: dict[str, Any]) -> Any:
+        return coll.find(query, self.projection).sort("_id", 1).batch_size(self.chunk_size)
+
     def _batch(self, docs: list[Any], stream: str) -> Batch:
         flatten, depth = self.flatten, self.max_depth
-        rows: list[Row] = [to_row(d, flatten, depth) for d in docs]
+        rows: list[Row] = [to_row(d, flatten, depth, own=True) for d in docs]
         return Batch(rows, stream=stream)
 
 

@@ -77,21 +77,13 @@ async def load_data_stream(conn: Any, sql: str, chunks: Iterable[bytes]) -> int:
     if first[:1] != b"\xfb":
         raise pymysql.err.InternalError(0, "server did not request LOCAL INFILE data (local_infile off?)")
     conn._next_seq_id = 2
-    pending = 0
-    buf = bytearray()
-    for chunk in chunks:
-        buf += chunk
-        if len(buf) >= 1 << 20:
-            conn.write_packet(bytes(buf))
-            pending += len(buf)
-            buf.clear()
-            if pending >= 4 << 20:
-                await conn._writer.drain()
-                pending = 0
-    if buf:
-        conn.write_packet(bytes(buf))
+    writer = conn._writer
+    for chunk in chunks:  # each chunk goes out at once: the server parses while we format
+        for i in range(0, len(chunk), MAX_PACKET - 1):
+            conn.write_packet(chunk[i:i + MAX_PACKET - 1])
+        await writer.drain()
     conn.write_packet(b"")
-    await conn._writer.drain()
+    await writer.drain()
     ok = await read_packet(conn)
     raise_if_error(ok)
     # OK packet: 0x00, affected rows (lenenc), ...

@@ -15,6 +15,7 @@ from etlsync.connectors.mysql.binlog import BinlogStream, Boundary, RowsEvent
 from etlsync.connectors.mysql.config import MysqlOptions, connect, load_schema
 from etlsync.connectors.mysql.source import snapshot_table, split_table
 from etlsync.core.batch import Batch, Op, Row
+from etlsync.core.errors import ServiceNotReady
 from etlsync.core.schema import Column, ColumnType, Schema
 from etlsync.core.stages import Source
 from etlsync.log import get_logger
@@ -191,6 +192,12 @@ class MysqlCdcSource(Source):
                         position = batch.position["binlog"]
                     yield batch
             except _RECONNECT_ERRORS as exc:
+                if exc.args and exc.args[0] == 1236:  # the server no longer has the position
+                    raise ServiceNotReady(
+                        f"binlog position {position} is not available on the server any more "
+                        f"({exc.args[1] if len(exc.args) > 1 else exc}); the binlog was purged "
+                        "or the server failed over without GTIDs: clear this pipeline's "
+                        "checkpoint to take a new snapshot (snapshot=True)") from exc
                 failures += 1
                 if failures > self.reconnect_attempts:
                     raise

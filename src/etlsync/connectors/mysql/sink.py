@@ -509,7 +509,7 @@ _PLAIN_TYPES = {str, int, float, Decimal}
 
 
 def _tsv_lines(rows: list[Row], cols: list[str]) -> Iterator[bytes]:
-    """LOAD DATA input in chunks of 10,000 rows. Batches of plain values (str, int, float,
+    """LOAD DATA input in chunks of 2,000 rows. Batches of plain values (str, int, float,
     Decimal) that need no escaping are joined in C; others go value by value."""
     getter = itemgetter(*cols)
     try:
@@ -518,8 +518,8 @@ def _tsv_lines(rows: list[Row], cols: list[str]) -> Iterator[bytes]:
         tuples = [tuple(r.get(c) for c in cols) for r in rows]
     plain = set(map(type, chain.from_iterable(tuples))) <= _PLAIN_TYPES
     tabs = len(cols) - 1
-    for i in range(0, len(tuples), 10_000):
-        chunk = tuples[i:i + 10_000]
+    for i in range(0, len(tuples), 2_000):
+        chunk = tuples[i:i + 2_000]
         if plain:
             text = "\n".join(["\t".join(map(str, t)) for t in chunk]) + "\n"
             if ("\\" not in text and "\0" not in text and text.count("\t") == tabs * len(chunk)

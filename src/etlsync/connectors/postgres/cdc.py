@@ -83,6 +83,11 @@ class PostgresCdcSource(Source):
         idle slot keeps advancing; ``None`` disables them.
     :param status_interval: seconds between standby status updates (and idle positions).
     :param batch_rows: most rows in one batch; :param snapshot_chunk_rows: rows per chunk.
+    :param streaming: use protocol v2 where the server has it (PostgreSQL 14+): the server
+        streams a large transaction while it runs instead of spilling it to disk until the
+        commit; etlsync buffers it in memory and emits it at the commit (dropped on abort).
+    :param replication_settings: extra settings for the walsender session, e.g.
+        ``{"logical_decoding_work_mem": "64MB"}`` (the size above which it streams).
     """
 
     def __init__(self, connection: PgConnectionConfig | str, *, slot: str, publication: str,
@@ -90,6 +95,7 @@ class PostgresCdcSource(Source):
                  create_publication: bool = True, snapshot: str = "initial",
                  heartbeat_interval: float | None = None, status_interval: float = 10.0,
                  batch_rows: int = 5000, snapshot_chunk_rows: int = 10_000,
+                 streaming: bool = True, replication_settings: dict[str, str] | None = None,
                  name: str = "postgres_cdc") -> None:
         if snapshot not in ("initial", "never"):
             raise ConfigError(f"snapshot must be 'initial' or 'never', not {snapshot!r}")
@@ -104,6 +110,10 @@ class PostgresCdcSource(Source):
         self.status_interval = status_interval
         self.batch_rows = batch_rows
         self.chunk_rows = snapshot_chunk_rows
+        self.streaming = streaming
+        self.replication_settings = dict(replication_settings or {})
+        self.streamed_transactions = 0
+        """Transactions the server streamed before their commit (protocol v2)."""
         self.name = name
         self.log = get_logger(source=name, slot=slot)
         self.acked_lsn = 0
@@ -211,7 +221,8 @@ class PostgresCdcSource(Source):
                 await conn.close(timeout=5)
 
     async def _connect(self) -> ReplicationConnection:
-        return await ReplicationConnection(params_from_config(self.config)).connect()
+        return await ReplicationConnection(params_from_config(self.config),
+                                           self.replication_settings).connect()
 
     async def _heartbeat(self, conn: asyncpg.Connection) -> None:
         assert self.heartbeat_interval is not None
@@ -286,6 +297,9 @@ class PostgresCdcSource(Source):
                       start_lsn: int) -> AsyncIterator[Batch]:
         options = {"proto_version": "1", "publication_names": self.publication,
                    "messages": "true"}
+        version = rconn.server_params.get("server_version", "0").split(".")[0]
+        if self.streaming and version.isdigit() and int(version) >= 14:
+            options.update(proto_version="2", streaming="on")
         for attempt in range(50):
             try:
                 await rconn.start_replication(self.slot, start_lsn, options)
@@ -329,6 +343,8 @@ class PostgresCdcSource(Source):
 
         batch_rows = self.batch_rows
         decode = decoder.decode
+        streamed: dict[int, list[tuple[int, tuple[Any, ...]]]] = {}
+        stream_xid = 0
 
         while True:
             try:
@@ -336,8 +352,41 @@ class PostgresCdcSource(Source):
             except TimeoutError:
                 data, offsets = b"", []
             for off in offsets:
-                if data[off] == 0x77:  # XLogData
-                    ev = decode(data, off + 25)
+                if data[off] != 0x77:  # keepalive
+                    wal_end, _, reply = parse_keepalive(data, off)
+                    if reply:
+                        rconn.send_status(self.acked_lsn)
+                        last_status = time.monotonic()
+                    if not in_tx:
+                        idle = max(idle, wal_end)
+                    continue
+                ev = decode(data, off + 25)
+                kind = ev[0]
+                if decoder.in_stream and kind in ("I", "U", "D", "T", "M"):
+                    streamed[stream_xid].append((decoder.change_xid, ev))
+                    continue
+                if kind in ("S", "E", "A", "c"):
+                    if kind == "S":
+                        stream_xid = ev[1]
+                        if stream_xid not in streamed:
+                            streamed[stream_xid] = []
+                            self.streamed_transactions += 1
+                        continue
+                    if kind == "A":  # a subtransaction's or the whole transaction's abort
+                        xid, sub = ev[1], ev[2]
+                        if xid == sub:
+                            streamed.pop(xid, None)
+                        elif xid in streamed:
+                            streamed[xid] = [c for c in streamed[xid] if c[0] != sub]
+                        continue
+                    if kind == "E":
+                        continue
+                    changes = streamed.pop(ev[1], [])
+                    replay = [("B", ev[2], ev[1]), *(c[1] for c in changes),
+                              ("C", ev[2], ev[3])]
+                else:
+                    replay = [ev]
+                for ev in replay:
                     kind = ev[0]
                     if kind in ("I", "U", "D"):
                         if skip_tx:
@@ -413,13 +462,6 @@ class PostgresCdcSource(Source):
                             flush()
                             self._finish_chunk(chunk, out)
                             chunk = None
-                else:  # keepalive
-                    wal_end, _, reply = parse_keepalive(data, off)
-                    if reply:
-                        rconn.send_status(self.acked_lsn)
-                        last_status = time.monotonic()
-                    if not in_tx:
-                        idle = max(idle, wal_end)
             if not in_tx:
                 flush()
                 if (idle > emitted and not rows and not out

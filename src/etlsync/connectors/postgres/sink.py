@@ -247,6 +247,8 @@ class PostgresSink(Sink):
         src_of = {t: s for s, t in pairs}
         pk_src = [src_of.get(c, self._source_name(c)) for c in self._pk]
         groups = plain_group(batch, pk_src, self.conflict)
+        if groups is not None and await self._insert_new(conn, groups, pk_src, tgt_of):
+            return
         if groups is None:
             net = net_changes(batch, pk_src, self.conflict)
             if net.must_be_absent:
@@ -271,6 +273,30 @@ class PostgresSink(Sink):
             await self._merge_stage(conn, stage, [t for _, t in live], mode,
                                     {tgt_of.get(c, c) for c in unchanged},
                                     {tgt_of[c] for c in update if c in tgt_of})
+
+    async def _insert_new(self, conn: asyncpg.Connection, groups: dict[Any, list[Row]],
+                          pk_src: list[str], tgt_of: dict[str, str]) -> bool:
+        """Insert-only fast path: when no key of a plain batch is stored yet, COPY it straight
+        into the table (in a savepoint; a key inserted concurrently makes it fall back to the
+        staged upsert). Returns whether the batch was written."""
+        ((cols, *_), rows), = groups.items()
+        if any(p not in tgt_of for p in pk_src):
+            return False
+        getter = itemgetter(*pk_src)
+        keys = [getter(r) for r in rows] if len(pk_src) > 1 else [(getter(r),) for r in rows]
+        cond, args = self._keys_in(keys)
+        if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM "
+                               f"{qualified(self.schema, self._write_table)} WHERE {cond})", *args):
+            return False
+        live = [(s, tgt_of[s]) for s in cols if s in tgt_of]
+        try:
+            async with conn.transaction():
+                await conn.copy_records_to_table(
+                    self._write_table, schema_name=self.schema, columns=[t for _, t in live],
+                    records=build_records(rows, [s for s, _ in live], self._json_positions(live)))
+        except asyncpg.UniqueViolationError:
+            return False
+        return True
 
     async def _merge_stage(self, conn: asyncpg.Connection, stage: str, cols: list[str],
                            mode: ConflictStrategy, unchanged: set[str],

@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Sequence
 from itertools import chain
 from operator import itemgetter
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -128,6 +129,7 @@ class SqliteSink(Sink):
         self._pass_aware = False
         self._failed = False
         self._staged = False
+        self._keyed: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def open(self, context: StageContext) -> None:
@@ -161,7 +163,10 @@ class SqliteSink(Sink):
     async def describe(self) -> Schema | None:
         """The target table's schema, or ``None`` if it does not exist yet."""
         def run() -> Schema | None:
-            conn = connect(self.path, timeout=self.timeout)
+            if not os.path.exists(self.path):
+                return None
+            uri = Path(self.path).absolute().as_uri() + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout)
             try:
                 return table_schema(conn, self.table)
             finally:
@@ -201,9 +206,10 @@ class SqliteSink(Sink):
             return
         try:
             if self.write_mode == WriteMode.OVERWRITE and self._staged:
-                if not self._failed and not self._pass_aware and self._context is not None:
-                    state = self._context.position_after(Batch([], tickets=tuple(self._held)))
-                    await asyncio.to_thread(self._transaction, Batch([]), state, True)
+                if not self._failed and not self._pass_aware:
+                    # a source without pass markers: swap what this run delivered; no position
+                    # is recorded, so the next overwrite run reads everything again
+                    await asyncio.to_thread(self._transaction, Batch([]), (False, None), True)
                     self._release_held()
                 else:
                     await asyncio.to_thread(
@@ -287,6 +293,9 @@ class SqliteSink(Sink):
 
     def _update(self, rows: list[Row], before: list[Row | None] | None, batch: Batch) -> None:
         pk = self._require_pk(batch, "update")
+        if self._cols is not None and self._target not in self._keyed:
+            self._ensure_key_index(self._target)  # ON CONFLICT needs a unique key
+            self._keyed.add(self._target)
         moved = before is not None and any(
             b and all(k in b for k in pk) and any(b[k] != r.get(k) for k in pk)
             for r, b in zip(rows, before, strict=True))
@@ -406,7 +415,7 @@ class SqliteSink(Sink):
         return tuple(r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5]))
 
     def _needs_key_index(self) -> bool:
-        return self.write_mode == WriteMode.UPSERT or bool(self.primary_key)
+        return self.write_mode == WriteMode.UPSERT
 
     def _ensure_key_index(self, table: str) -> None:
         conn = self._conn

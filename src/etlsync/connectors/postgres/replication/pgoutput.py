@@ -7,6 +7,9 @@
 - ``("I", relation, row)``; ``("U", relation, row, old)``; ``("D", relation, old)``
 - ``("T", [relations])`` truncate; ``("M", transactional, prefix, content, lsn)`` logical message
 - ``("Y", oid, name)`` a type; ``("O",)`` origin
+- protocol v2 streaming of in-progress transactions: ``("S", xid)`` stream start,
+  ``("E",)`` stream stop, ``("c", xid, commit_lsn, end_lsn)`` stream commit,
+  ``("A", xid, subxid)`` stream abort; changes inside a stream block set ``change_xid``
 
 ``row`` and ``old`` are dicts; an unchanged TOASTed value is :data:`UNCHANGED`. ``old`` is the
 old key (REPLICA IDENTITY DEFAULT / USING INDEX, key columns only) or the whole old row
@@ -30,6 +33,8 @@ _UI = struct.Struct("!I").unpack_from
 _Q = struct.Struct("!Q").unpack_from
 _BEGIN = struct.Struct("!QqI").unpack_from
 _COMMIT = struct.Struct("!BQQq").unpack_from
+_XID_PREFIXED = frozenset(b"IUDTRYM")
+"""Messages that carry their transaction id inside a v2 stream block."""
 
 
 @dataclass(slots=True)
@@ -82,11 +87,18 @@ class PgOutputDecoder:
     def __init__(self) -> None:
         self.relations: dict[int, Relation] = {}
         self.catalog: dict[int, tuple[str, str, int]] = {}
+        self.in_stream = False
+        """Inside a protocol v2 stream block (between Stream Start and Stream Stop)."""
+        self.change_xid = 0
+        """The (sub)transaction of the last change decoded inside a stream block."""
 
     def decode(self, data: bytes, pos: int = 0) -> tuple[Any, ...]:
         """Decode the message starting at ``pos`` of ``data``."""
         kind = data[pos]
         pos += 1
+        if self.in_stream and kind in _XID_PREFIXED:
+            self.change_xid = _UI(data, pos)[0]
+            pos += 4
         if kind == 0x49:  # I
             rel = self.relations[_UI(data, pos)[0]]
             try:
@@ -141,8 +153,20 @@ class PgOutputDecoder:
             return ("Y", oid, data[ns_end + 1:name_end].decode())
         if kind == 0x4F:  # O
             return ("O",)
-        raise DataError(f"pgoutput: unsupported message type {chr(kind)!r}; etlsync reads "
-                        "protocol version 1 without streaming of in-progress transactions")
+        if kind == 0x53:  # S: stream start
+            self.in_stream = True
+            return ("S", _UI(data, pos)[0])
+        if kind == 0x45:  # E: stream stop
+            self.in_stream = False
+            return ("E",)
+        if kind == 0x63:  # c: stream commit
+            xid = _UI(data, pos)[0]
+            _flags, commit_lsn, end_lsn, _ts = _COMMIT(data, pos + 4)
+            return ("c", xid, commit_lsn, end_lsn)
+        if kind == 0x41:  # A: stream abort
+            xid, subxid = struct.unpack_from("!II", data, pos)
+            return ("A", xid, subxid)
+        raise DataError(f"pgoutput: unsupported message type {chr(kind)!r}")
 
     def _relation(self, data: bytes, pos: int) -> Relation:
         oid = _UI(data, pos)[0]
