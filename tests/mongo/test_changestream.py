@@ -14,7 +14,7 @@ from etlsync.connectors.mongo import (
 )
 from etlsync.core.batch import Batch, Op
 from etlsync.core.checkpoint import MemoryCheckpointStore
-from etlsync.core.errors import StageError
+from etlsync.core.errors import ServiceNotReady, StageError
 from etlsync.core.pipeline import Pipeline
 from tests.mongo.support import KeyedSink
 
@@ -239,3 +239,18 @@ async def test_pipeline_surfaces_invalidation_as_stage_error(
     await mongo_db.client.drop_database(mongo_db.name)
     with pytest.raises(StageError, match="dropped"):
         await task
+
+
+async def test_standalone_server_is_a_clear_service_not_ready(
+        tmp_path: Any, mongo_uri: str) -> None:
+    from tests.mongo.conftest import start_server, stop_server
+
+    proc, uri, err = start_server(tmp_path, "--standalone")
+    assert proc is not None, err
+    try:
+        src = MongoChangeStreamSource(uri, database="d", collections="c", **FAST)
+        with pytest.raises(ServiceNotReady, match="replica set"):
+            async for _ in src.read(None):
+                pass
+    finally:
+        stop_server(proc)

@@ -10,11 +10,13 @@ from bson import ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etlsync.connectors.mongo import MongoSink
+from etlsync.connectors.mongo import MongoCheckpointStore, MongoSink
 from etlsync.core.batch import Batch, Op
-from etlsync.core.errors import ConflictError
-from etlsync.core.stages import StageContext
+from etlsync.core.errors import ConflictError, StageError
+from etlsync.core.pipeline import Pipeline
+from etlsync.core.stages import Operator, StageContext
 from etlsync.log import get_logger
+from etlsync.testing import MemorySource
 
 
 async def _sink(uri: str, db: Any, **kw: Any) -> MongoSink:
@@ -126,3 +128,47 @@ async def test_any_change_sequence_ends_like_a_keyed_model(
     finally:
         await sink.close()
     assert await _docs(mongo_db) == model
+
+
+class _CrashBeforeCommit(MongoCheckpointStore):
+    """Loads what the sink wrote in its transactions; the runner's own commits are lost (as
+    if the process died right after each write)."""
+
+    async def commit(self, pipeline: str, position: Any) -> None:
+        return None
+
+
+class _FailAt(Operator):
+    def __init__(self, at: int | None) -> None:
+        self.at, self.seen = at, 0
+
+    async def process(self, batch: Batch) -> Batch:
+        self.seen += 1
+        if self.seen == self.at:
+            raise RuntimeError("injected failure")
+        return batch
+
+
+async def test_exactly_once_position_in_the_write_transaction(
+        mongo_uri: str, mongo_db: Any) -> None:
+    rows = [{"_id": i, "v": i} for i in range(100)]
+    store = _CrashBeforeCommit(mongo_uri, database=mongo_db.name, collection="_state")
+
+    def pipeline(fail_at: int | None) -> Pipeline:
+        sink = MongoSink(mongo_uri, database=mongo_db.name, collection="t",
+                         write_mode="append", state_collection="_state")
+        return Pipeline(MemorySource(rows, batch_size=10), [_FailAt(fail_at)], sink,
+                        name="eo", checkpoint_store=store)
+
+    try:
+        with pytest.raises(StageError, match="injected"):
+            await pipeline(6).run(handle_signals=False)
+        written = await mongo_db.t.count_documents({})
+        assert 0 < written <= 50
+        assert await store.load("eo") == written  # position and rows in one transaction
+        # append mode: any replayed row would be a duplicate key (ConflictError)
+        await pipeline(None).run(handle_signals=False)
+        assert await store.load("eo") == 100
+        assert sorted([d["_id"] async for d in mongo_db.t.find()]) == list(range(100))
+    finally:
+        await store.close()

@@ -36,3 +36,30 @@ async def test_passthrough_without_pipeline_is_one_transaction(
     assert await conn.fetchval(f'SELECT count(*) FROM "{table}"') == 0
     with pytest.raises(ConfigError, match="cannot be read"):
         await copy_csv_file(tmp_path / "missing.csv", pg_dsn, table=table)
+
+
+async def test_job_hook_loads_a_csv_source_glob_without_python_rows(
+        pg_dsn: str, conn: asyncpg.Connection, table: str, tmp_path: Path) -> None:
+    from etlsync.connectors.files import CsvSource
+    from etlsync.connectors.postgres import (
+        PostgresSink,
+        pass_through_eligible,
+        run_pass_through,
+    )
+    from etlsync.operators import Cast
+
+    for part in range(3):
+        (tmp_path / f"part{part}.csv").write_text(
+            "id,v\n" + "".join(f"{part * 100 + i},x{i}\n" for i in range(100)))
+    await conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY, v text)')
+    source = CsvSource(str(tmp_path / "*.csv"))
+    sink = PostgresSink(pg_dsn, table=table)
+    assert pass_through_eligible(source, [], [sink])
+    assert not pass_through_eligible(source, [Cast({"id": "integer"})], [sink])
+    assert not pass_through_eligible(source, [], [PostgresSink(pg_dsn, table=table,
+                                                               write_mode="upsert")])
+    first = await run_pass_through(source, sink, pipeline=table)
+    assert first.rows == 300
+    assert await conn.fetchval(f'SELECT count(*) FROM "{table}"') == 300
+    again = await run_pass_through(source, sink, pipeline=table)
+    assert again.rows == 0  # resumed after the last loaded chunk: nothing twice

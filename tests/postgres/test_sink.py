@@ -207,7 +207,7 @@ async def test_column_map_and_type_map_on_create(pg_dsn: str, conn: asyncpg.Conn
 
 async def test_hostile_identifiers_are_quoted_everywhere(pg_dsn: str, conn: asyncpg.Connection,
                                                          table: str) -> None:
-    name = f'{table} Mixed"Case; DROP TABLE x; --'
+    name = f'{table} Mixed"Case.v2; DROP TABLE x; --'
     hostile = 'we"ird; DROP TABLE x; --'
     q = qualified("public", name)
     await conn.execute(f'CREATE TABLE {q} ("Id Key" int PRIMARY KEY, {quote_ident(hostile)} text)')

@@ -100,3 +100,16 @@ def apply(state: dict[Any, dict[str, Any]], batches: list[Batch], key: tuple[str
                 from etlsync.connectors.postgres.types import UNCHANGED
                 merged.update({c: v for c, v in row.items() if v is not UNCHANGED})
                 state[k] = merged
+
+
+async def wait_streaming(conn: asyncpg.Connection, slot: str, timeout: float = 60.0) -> None:
+    """Wait until a reader streams from ``slot``. Creating a slot waits for every running
+    transaction of the cluster, so under load it can take seconds: changes made before the
+    slot exists are not in it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await conn.fetchval("SELECT count(*) FROM pg_replication_slots "
+                               "WHERE slot_name = $1 AND active", slot):
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"no reader on slot {slot!r} after {timeout} s")

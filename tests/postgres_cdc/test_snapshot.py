@@ -14,7 +14,7 @@ from etlsync.connectors.postgres.replication.slots import slot_info, wal_retaine
 from etlsync.core.batch import Batch, Op
 from etlsync.core.pipeline import Pipeline
 from etlsync.testing import CollectingSink
-from tests.postgres_cdc.conftest import Names, apply, take
+from tests.postgres_cdc.conftest import Names, apply, take, wait_streaming
 
 SENTINEL = -1
 
@@ -114,7 +114,7 @@ async def test_resnapshot_while_streaming_converges(pg: asyncpg.Connection, name
             await asyncio.sleep(0.005)
 
     reader = asyncio.ensure_future(consume())
-    await asyncio.sleep(1.0)
+    await wait_streaming(pg, names.slot)
     assert not any(b.rows for b in batches)  # snapshot="never": nothing copied
     src.request_snapshot(t)  # e.g. the target lost the table: copy it beside the stream
     stop = asyncio.Event()

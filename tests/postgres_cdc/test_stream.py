@@ -15,7 +15,7 @@ from etlsync.connectors.postgres.types import UNCHANGED
 from etlsync.core.batch import Batch, Op
 from etlsync.core.errors import ConfigError, ServiceNotReady
 from etlsync.core.schema import ColumnType, Schema
-from tests.postgres_cdc.conftest import Names, take
+from tests.postgres_cdc.conftest import Names, take, wait_streaming
 
 
 def _source(dsn: str, names: Names, **kw: object) -> PostgresCdcSource:
@@ -40,7 +40,7 @@ async def test_changes_in_order_with_commit_positions(pg: asyncpg.Connection, na
     agen = src.read(None)
     first = asyncio.ensure_future(
         take(agen, lambda g: _rows(g) >= 10 and g[-1].position is not None))
-    await asyncio.sleep(1.0)  # the slot exists once streaming started
+    await wait_streaming(pg, names.slot)  # changes before the slot exists are not in it
     async with pg.transaction():
         for i in range(5):
             await pg.execute(f"INSERT INTO {t} VALUES ($1, 'k', $1)", i)
@@ -105,7 +105,7 @@ async def test_unchanged_toast_full_identity_and_schema_changes(
     src = _source(pg_dsn, names, snapshot="never")
     agen = src.read(None)
     task = asyncio.ensure_future(take(agen, lambda g: _rows(g) >= 6))
-    await asyncio.sleep(1.0)
+    await wait_streaming(pg, names.slot)
     await pg.execute(f"INSERT INTO {t} VALUES (1, $1, 1)", big)
     await pg.execute(f"UPDATE {t} SET n = 2 WHERE id = 1")  # doc unchanged: not sent
     await pg.execute(f"ALTER TABLE {t} ADD COLUMN extra text")
@@ -148,7 +148,7 @@ async def test_on_commit_moves_confirmed_flush(pg: asyncpg.Connection, names: Na
     src = _source(pg_dsn, names, snapshot="never")
     agen = src.read(None)
     task = asyncio.ensure_future(take(agen, lambda g: _rows(g) >= 1))
-    await asyncio.sleep(1.0)
+    await wait_streaming(pg, names.slot)
     await pg.execute(f"INSERT INTO {names.table} VALUES (1)")
     batches = await task
     pos = next(b.position for b in batches if b.rows)
@@ -184,7 +184,7 @@ async def test_key_change_keeps_unchanged_toast_value(pg: asyncpg.Connection, na
     src = _source(pg_dsn, names, snapshot="never")
     agen = src.read(None)
     task = asyncio.ensure_future(take(agen, lambda g: _rows(g) >= 3))
-    await asyncio.sleep(1.0)
+    await wait_streaming(pg, names.slot)
     await pg.execute(f"INSERT INTO {t} VALUES (1, $1, 1)", big)
     await pg.execute(f"UPDATE {t} SET id = 2 WHERE id = 1")  # doc is not sent: unchanged
     batches = await task  # (the value is read back from the row, now at id 2)
@@ -212,7 +212,7 @@ async def test_streamed_in_progress_transactions_protocol_v2(
     agen = src.read(None)
     task = asyncio.ensure_future(take(agen, lambda g: any(
         r.get("id") == -1 for b in g for r in b.rows) and g[-1].position is not None))
-    await asyncio.sleep(1.0)
+    await wait_streaming(pg, names.slot)
     other = await asyncpg.connect(pg_dsn)
     try:
         big = pg.transaction()

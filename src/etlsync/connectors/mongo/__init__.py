@@ -9,7 +9,7 @@ from etlsync.connectors.mongo.changestream import MongoChangeStreamSource
 from etlsync.connectors.mongo.connection import MongoConnection
 from etlsync.connectors.mongo.convert import Flatten, to_row, unflatten
 from etlsync.connectors.mongo.oplog import MongoOplogSource
-from etlsync.connectors.mongo.sink import MongoSink
+from etlsync.connectors.mongo.sink import MongoCheckpointStore, MongoSink
 from etlsync.connectors.mongo.source import MongoSource
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "ChangeStreamInvalidated",
     "Flatten",
     "MongoChangeStreamSource",
+    "MongoCheckpointStore",
     "MongoConnection",
     "MongoOplogSource",
     "MongoSink",

@@ -4,12 +4,14 @@ bulk writes in ordered or unordered mode."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from etlsync.connectors.mongo.connection import MongoConnection, as_connection
 from etlsync.connectors.mongo.convert import unflatten as unflatten_row
 from etlsync.core.batch import Batch, Op, Row
+from etlsync.core.codec import dumps, loads
 from etlsync.core.errors import ConfigError, ConflictError, DataError
 from etlsync.core.modes import ConflictStrategy, WriteMode
 from etlsync.core.stages import Sink, StageContext
@@ -37,6 +39,10 @@ class MongoSink(Sink):
     :param unflatten: rebuild nested documents from dotted column names.
     :param restore_object_ids: turn 24-hex-digit string ``_id`` values back into ObjectIds.
     :param write_concern: e.g. ``{"w": "majority", "j": True}``.
+    :param state_collection: exactly-once: write each batch and the pipeline's committable
+        position (in this collection of ``database``, keyed by pipeline name) in one
+        multi-document transaction (needs a replica set); resume with a
+        :class:`MongoCheckpointStore` on the same collection.
 
     Change batches apply their ops: inserts and updates by the rules above (an update under
     ``fail`` replaces), deletes by key, truncate empties the collection.
@@ -55,6 +61,7 @@ class MongoSink(Sink):
         unflatten: bool = False,
         restore_object_ids: bool = False,
         write_concern: Mapping[str, Any] | None = None,
+        state_collection: str | None = None,
         name: str = "mongo",
     ) -> None:
         self.connection = as_connection(connection)
@@ -69,13 +76,16 @@ class MongoSink(Sink):
         self.unflatten = unflatten
         self.restore_object_ids = restore_object_ids
         self.write_concern = dict(write_concern) if write_concern else None
+        self.state_collection = state_collection
         self.name = name
+        self._context: StageContext | None = None
         self._client: Any = None
         self._cleared: set[str] = set()
         self.log: Any = None
 
     async def open(self, context: StageContext) -> None:
         self._client = self.connection.client()
+        self._context = context
         self.log = context.log
         await self._client.admin.command("ping")
 
@@ -131,6 +141,21 @@ class MongoSink(Sink):
         return UpdateOne(flt, update, upsert=True)
 
     async def write(self, batch: Batch) -> None:
+        state: tuple[bool, Any] = (False, None)
+        if self.state_collection and self._context is not None:
+            state = self._context.position_after(batch)
+        if not batch.rows and not state[0]:
+            return
+        if not state[0]:
+            await self._apply(batch, None)
+            return
+        async with self._client.start_session() as session, await session.start_transaction():
+            await self._apply(batch, session)
+            assert self._context is not None and self.state_collection is not None
+            await write_position(self._client[self.database][self.state_collection],
+                                 self._context.pipeline, state[1], session=session)
+
+    async def _apply(self, batch: Batch, session: Any) -> None:
         if not batch.rows:
             return
         from pymongo import DeleteOne
@@ -138,15 +163,15 @@ class MongoSink(Sink):
         coll = self._coll(batch.stream)
         cname = coll.full_name
         if self.write_mode is WriteMode.OVERWRITE and cname not in self._cleared:
-            await coll.delete_many({})
+            await coll.delete_many({}, session=session)
             self._cleared.add(cname)
         pending: list[Any] = []
         keys: list[Any] = []
         for op, row in batch.iter_changes():
             if op is Op.TRUNCATE:
-                await self._flush(coll, pending, keys)
+                await self._flush(coll, pending, keys, session)
                 pending, keys = [], []
-                await coll.delete_many({})
+                await coll.delete_many({}, session=session)
                 continue
             doc = self._doc(row)
             flt = self._filter(doc)
@@ -155,30 +180,30 @@ class MongoSink(Sink):
             else:
                 pending.append(self._upsert_op(op, doc, flt))
             keys.append(tuple(flt.values()))
-        await self._flush(coll, pending, keys)
+        await self._flush(coll, pending, keys, session)
 
-    async def _flush(self, coll: Any, ops: list[Any], keys: list[Any]) -> None:
+    async def _flush(self, coll: Any, ops: list[Any], keys: list[Any], session: Any) -> None:
         if not ops:
             return
         if self.ordered:
-            await self._bulk(coll, ops, ordered=True)
+            await self._bulk(coll, ops, True, session)
             return
         start, seen = 0, set[str]()
         for i, k in enumerate(keys):
             hk = repr(k)
             if hk in seen:
-                await self._bulk(coll, ops[start:i], ordered=False)
+                await self._bulk(coll, ops[start:i], False, session)
                 start, seen = i, set()
             seen.add(hk)
-        await self._bulk(coll, ops[start:], ordered=False)
+        await self._bulk(coll, ops[start:], False, session)
 
-    async def _bulk(self, coll: Any, ops: list[Any], *, ordered: bool) -> None:
+    async def _bulk(self, coll: Any, ops: list[Any], ordered: bool, session: Any) -> None:
         from pymongo.errors import BulkWriteError
 
         if not ops:
             return
         try:
-            await coll.bulk_write(ops, ordered=ordered)
+            await coll.bulk_write(ops, ordered=ordered, session=session)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors") or []
             dup = [e for e in errors if e.get("code") == 11000]
@@ -190,3 +215,44 @@ class MongoSink(Sink):
                     f"(write_mode={self.write_mode}, conflict={self.conflict}); "
                     f"{len(dup)} conflicting write(s) in this batch") from exc
             raise
+
+
+async def write_position(coll: Any, pipeline: str, position: Any, *, session: Any = None) -> None:
+    """Upsert ``pipeline``'s position (codec-encoded JSON) into a state collection."""
+    await coll.replace_one(
+        {"_id": pipeline},
+        {"_id": pipeline, "position": dumps(position).decode(), "updated_at": time.time()},
+        upsert=True, session=session)
+
+
+class MongoCheckpointStore:
+    """Pipeline positions in a MongoDB collection (one document per pipeline).
+
+    Point it at the ``state_collection`` of a :class:`MongoSink` for exactly-once runs (the
+    sink writes the position in each batch's transaction); on its own it is an ordinary
+    at-least-once store. ``commit`` is a single-document upsert, hence atomic.
+    """
+
+    def __init__(self, connection: MongoConnection | str | None = None, *, database: str,
+                 collection: str = "_etlsync_state") -> None:
+        self.connection = as_connection(connection)
+        self.database = database
+        self.collection = collection
+        self._client: Any = None
+
+    def _coll(self) -> Any:
+        if self._client is None:
+            self._client = self.connection.client()
+        return self._client[self.database][self.collection]
+
+    async def load(self, pipeline: str) -> Any | None:
+        doc = await self._coll().find_one({"_id": pipeline})
+        return None if doc is None else loads(doc["position"])
+
+    async def commit(self, pipeline: str, position: Any) -> None:
+        await write_position(self._coll(), pipeline, position)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

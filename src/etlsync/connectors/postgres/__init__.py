@@ -4,7 +4,12 @@ transactional checkpoint store, and the CSV pass-through fast path. Needs ``etls
 
 from etlsync.connectors.postgres.checkpoint import PostgresCheckpointStore
 from etlsync.connectors.postgres.connection import PgConnectionConfig, qualified, quote_ident
-from etlsync.connectors.postgres.passthrough import CopyResult, copy_csv_file
+from etlsync.connectors.postgres.passthrough import (
+    CopyResult,
+    copy_csv_file,
+    pass_through_eligible,
+    run_pass_through,
+)
 from etlsync.connectors.postgres.sink import PostgresSink
 from etlsync.connectors.postgres.source import PostgresSource
 from etlsync.connectors.postgres.types import UNCHANGED
@@ -17,6 +22,8 @@ __all__ = [
     "PostgresSink",
     "PostgresSource",
     "copy_csv_file",
+    "pass_through_eligible",
     "qualified",
     "quote_ident",
+    "run_pass_through",
 ]

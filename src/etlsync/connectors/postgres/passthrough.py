@@ -13,7 +13,7 @@ import asyncio
 import csv
 import io
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +100,7 @@ async def copy_csv_file(
     encoding: str = "utf-8",
     pipeline: str | None = None,
     state_table: str = DEFAULT_STATE_TABLE,
+    state_schema: str | None = None,
     chunk_bytes: int = 256 << 20,
     **connection: Any,
 ) -> CopyResult:
@@ -124,11 +125,12 @@ async def copy_csv_file(
         names = names or found
     conn = await config.connect()
     try:
+        state_schema = state_schema or schema
         if pipeline is not None:
-            await ensure_state_table(conn, schema, state_table)
+            await ensure_state_table(conn, state_schema, state_table)
             raw = await conn.fetchval(f"SELECT position::text FROM "
-                                      f"{qualified(schema, state_table)} WHERE pipeline = $1",
-                                      pipeline)
+                                      f"{qualified(state_schema, state_table)} "
+                                      "WHERE pipeline = $1", pipeline)
             pos = loads(raw) if raw is not None else None
             if isinstance(pos, dict) and pos.get("file") == file:
                 offset = max(offset, int(pos["offset"]))
@@ -146,8 +148,57 @@ async def copy_csv_file(
                 total += int(status.split()[-1])
                 chunks += 1
                 if pipeline is not None:
-                    await write_position(conn, schema, state_table, pipeline,
+                    await write_position(conn, state_schema, state_table, pipeline,
                                          {"file": file, "offset": chunker.offset, "rows": total})
         return CopyResult(total - rows_before, chunker.offset - start, start, chunks)
     finally:
         await conn.close()
+
+
+def pass_through_eligible(source: object, operators: Sequence[object],
+                          sinks: Sequence[object]) -> bool:
+    """Whether a job may skip Python rows: a full-refresh CSV source reading every column,
+    no operator, and one :class:`PostgresSink` appending without a column map. The job
+    builder calls :func:`run_pass_through` instead of a :class:`Pipeline` when this holds."""
+    from etlsync.connectors.postgres.sink import PostgresSink
+    from etlsync.core.modes import SyncMode, WriteMode
+
+    if operators or len(sinks) != 1 or not isinstance(sinks[0], PostgresSink):
+        return False
+    sink = sinks[0]
+    if sink.write_mode is not WriteMode.APPEND or sink.column_map:
+        return False
+    return (type(source).__name__ == "CsvSource"
+            and all(hasattr(source, a) for a in ("files", "delimiter", "quotechar", "header"))
+            and getattr(source, "columns", None) is None
+            and getattr(source, "sync_mode", None) == SyncMode.FULL_REFRESH)
+
+
+async def run_pass_through(source: Any, sink: Any, *, pipeline: str) -> CopyResult:
+    """Load every file of a CSV source (see :func:`pass_through_eligible`) into the sink's
+    table with :func:`copy_csv_file`, in the source's file order, resuming after the last
+    loaded chunk (progress under ``pipeline`` in the sink's state table)."""
+    files: list[str] = await asyncio.to_thread(source.files)
+    conn = await sink.config.connect()
+    try:
+        await ensure_state_table(conn, sink.state_schema, sink.state_table)
+        raw = await conn.fetchval(
+            f"SELECT position::text FROM {qualified(sink.state_schema, sink.state_table)} "
+            "WHERE pipeline = $1", pipeline)
+    finally:
+        await conn.close()
+    done = loads(raw) if raw is not None else None
+    start_file = done.get("file") if isinstance(done, dict) else None
+    rows = size = chunks = 0
+    first_offset: int | None = None
+    for path in files:
+        if start_file is not None and path < start_file:
+            continue
+        r = await copy_csv_file(
+            path, sink.config, table=sink.table, schema=sink.schema, header=source.header,
+            delimiter=source.delimiter, quote=source.quotechar,
+            encoding=getattr(source, "encoding", "utf-8"), pipeline=pipeline,
+            state_table=sink.state_table, state_schema=sink.state_schema)
+        first_offset = r.start_offset if first_offset is None else first_offset
+        rows, size, chunks = rows + r.rows, size + r.bytes, chunks + r.chunks
+    return CopyResult(rows, size, first_offset or 0, chunks)

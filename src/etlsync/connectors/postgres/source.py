@@ -63,7 +63,8 @@ class PostgresSource(Source):
     """Reads tables (or one SELECT) from PostgreSQL.
 
     :param dsn: DSN string or :class:`PgConnectionConfig`; connection keywords accepted too.
-    :param table: one table; ``tables``: several (``"name"`` or ``"schema.name"``), read in
+    :param table: one table (taken literally); ``tables``: several (``"name"`` or
+        ``"schema.name"``), read in
         parallel over at most ``pool_size`` connections. ``query``: a SELECT (stream
         ``stream``, default ``"query"``); give ``primary_key`` to make it resumable.
     :param sync_mode: ``full_refresh`` (a snapshot in chunks of ``batch_size`` by keyset
@@ -108,16 +109,16 @@ class PostgresSource(Source):
                               "PostgreSQL CDC source for sync_mode='cdc'")
         if self.sync_mode is SyncMode.INCREMENTAL and not cursor_field:
             raise ConfigError("PostgresSource: sync_mode='incremental' needs cursor_field")
-        names = ([table] if table else []) + list(tables or [])
+        names = [(table, schema, table)] if table else []
+        for n in tables or []:  # "name" or "schema.name"
+            sch, _, tab = n.rpartition(".") if "." in n else (schema, "", n)
+            names.append((n, sch or schema, tab))
         if bool(names) == bool(query):
             raise ConfigError("PostgresSource: give table/tables or query (exactly one)")
         if batch_size < 1 or pool_size < 1:
             raise ConfigError("PostgresSource: batch_size and pool_size must be >= 1")
-        self.streams: list[_Stream] = []
-        for n in names:
-            sch, _, tab = n.rpartition(".") if "." in n else (schema, "", n)
-            self.streams.append(_Stream(n, sch or schema, tab, None, tuple(primary_key),
-                                        cursor_field))
+        self.streams: list[_Stream] = [
+            _Stream(n, sch, tab, None, tuple(primary_key), cursor_field) for n, sch, tab in names]
         if query:
             self.streams.append(_Stream(stream, schema, None, query, tuple(primary_key),
                                         cursor_field))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
@@ -34,6 +34,15 @@ def _adapt_rows(tuples: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     if set(map(type, chain.from_iterable(tuples))) <= NATIVE:
         return tuples
     return [tuple(v if type(v) in NATIVE else adapt(v) for v in t) for t in tuples]
+
+
+def _mapped(tuples: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    """Tuples with every value SQLite cannot store as is mapped (see ``_values``)."""
+    for t in tuples:
+        yield tuple(v if type(v) in NATIVE else adapt(v) for v in t)
+
+
+_BIND_ERRORS = (sqlite3.ProgrammingError, sqlite3.InterfaceError, DeprecationWarning)
 
 
 class _MixedKeys(Exception):
@@ -356,9 +365,10 @@ class SqliteSink(Sink):
         if not cols:
             return
         get = _getter(cols)
-        types = set(map(type, chain.from_iterable(map(dict.values, rows))))
+        types = (set(map(type, chain.from_iterable(map(dict.values, rows))))
+                 if self.json_batches else None)
         payload = None
-        if types <= _TEXT_TYPES and self.json_batches:
+        if types is not None and types <= _TEXT_TYPES:
             # one JSON array, inserted by one statement that runs without the GIL; NUL
             # characters (SQLite's JSON functions cut them) take the executemany path
             try:
@@ -367,15 +377,25 @@ class SqliteSink(Sink):
                 raise _MixedKeys from exc
             if b"\\u0000" in payload:
                 payload = None
-        params: Any = map(get, rows)
-        if not types <= NATIVE:
-            params = (tuple(v if type(v) in NATIVE else adapt(v) for v in t) for t in params)
+        # Values are bound as they are unless the first row (or the scan) shows a type that
+        # needs the explicit mapping; a later value sqlite3 cannot bind makes it refuse the
+        # row, and the batch is rolled back to the savepoint and bound mapped. (sqlite3's
+        # own datetime/date adapters write the same ISO text as the mapping.)
+        mapped = (not set(map(type, rows[0].values())) <= NATIVE
+                  or (types is not None and not types <= NATIVE))
+        sql = self._insert_sql(tuple(cols), kind, json=payload is not None)
         conn.execute("SAVEPOINT etlsync_batch")
         try:
             if payload is not None:
-                conn.execute(self._insert_sql(tuple(cols), kind, json=True), (payload,))
+                conn.execute(sql, (payload,))
+            elif mapped:
+                conn.executemany(sql, _mapped(map(get, rows)))
             else:
-                conn.executemany(self._insert_sql(tuple(cols), kind), params)
+                try:
+                    conn.executemany(sql, map(get, rows))
+                except _BIND_ERRORS:
+                    conn.execute("ROLLBACK TO etlsync_batch")
+                    conn.executemany(sql, _mapped(map(get, rows)))
         except KeyError as exc:
             conn.execute("ROLLBACK TO etlsync_batch")
             raise _MixedKeys from exc

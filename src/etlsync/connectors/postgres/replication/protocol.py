@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -68,6 +69,65 @@ def _fields(payload: bytes) -> dict[str, str]:
     return out
 
 
+class _Wire(asyncio.Protocol):
+    """Socket data goes straight into one buffer; the reader waits on a future. Reading
+    pauses while more than ``HIGH`` bytes wait (bounded memory behind a slow pipeline)."""
+
+    HIGH = 8 << 20
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.eof = False
+        self.paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) > self.HIGH and not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+            self.paused = True
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def wait(self) -> None:
+        """Wait until more data arrived (resuming reading if it was paused)."""
+        if self.paused and len(self.buf) < self.HIGH // 2 and self.transport is not None:
+            self.transport.resume_reading()
+            self.paused = False
+        if self.eof:
+            raise ConnectionError("PostgreSQL closed the replication connection")
+        self.waiter = self.loop.create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+
+COALESCE_BYTES = 32 << 10
+COALESCE_SECONDS = 0.0005
+"""A read that finds less than COALESCE_BYTES waits this long for more: fewer, larger reads
+when the client is faster than the server (each wake-up costs more than a message)."""
+
+
 class ReplicationConnection:
     """One replication connection. Use :meth:`connect`; close with :meth:`close`.
 
@@ -82,8 +142,8 @@ class ReplicationConnection:
                          **(settings or {})}
         self.server_params: dict[str, str] = {}
         self.tls = False
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._wire: _Wire | None = None
+        self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self.copy_done = False
 
@@ -95,23 +155,29 @@ class ReplicationConnection:
             ``replication`` entry for this user and host.
         """
         p = self.params
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(p.host, p.port), p.connect_timeout)
+            transport, wire = await asyncio.wait_for(
+                loop.create_connection(lambda: _Wire(loop), p.host, p.port), p.connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise ServiceNotReady(
                 f"cannot connect to PostgreSQL at {p.host}:{p.port}: {exc}") from exc
-        self._reader, self._writer = reader, writer
+        assert isinstance(transport, asyncio.Transport)
+        self._wire, self._transport, self._buf = wire, transport, wire.buf
         ctx = p.ssl_context()
         if ctx is not None:
-            writer.write(_I.pack(8) + _I.pack(80877103))
-            await writer.drain()
-            answer = await reader.readexactly(1)
+            transport.write(_I.pack(8) + _I.pack(80877103))
+            while not wire.buf:
+                await wire.wait()
+            answer = bytes(wire.buf[:1])
+            del wire.buf[:1]
             if answer == b"S":
-                await writer.start_tls(ctx, server_hostname=p.host)
+                tls = await loop.start_tls(transport, wire, ctx, server_hostname=p.host)
+                assert isinstance(tls, asyncio.Transport)
+                self._transport = wire.transport = tls
                 self.tls = True
             elif p.sslmode in ("require", "verify-ca", "verify-full"):
-                writer.close()
+                transport.close()
                 raise ServiceNotReady(
                     f"PostgreSQL at {p.host}:{p.port} refused TLS but sslmode={p.sslmode!r} "
                     "requires it: enable ssl=on on the server (with ssl_cert_file/ssl_key_file) "
@@ -122,8 +188,7 @@ class ReplicationConnection:
         for k, v in params.items():
             body += k.encode() + b"\0" + v.encode() + b"\0"
         body += b"\0"
-        writer.write(_I.pack(len(body) + 4) + body)
-        await writer.drain()
+        self._send_raw(_I.pack(len(body) + 4) + body)
         try:
             await self._authenticate()
         except PgServerError as exc:
@@ -182,39 +247,39 @@ class ReplicationConnection:
 
     def abort(self) -> None:
         """Drop the socket without the goodbye message (for errors and kill tests)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self._transport is not None:
+            self._transport.abort()
+            self._transport = None
 
     async def close(self) -> None:
         """Send Terminate and close the socket."""
-        w = self._writer
-        if w is None:
+        t = self._transport
+        if t is None:
             return
-        self._writer = None
-        try:
-            w.write(b"X" + _I.pack(4))
-            w.close()
-            await asyncio.wait_for(w.wait_closed(), 2)
-        except (OSError, TimeoutError, ConnectionError):
-            pass
+        self._transport = None
+        with contextlib.suppress(OSError, ConnectionError, RuntimeError):
+            t.write(b"X" + _I.pack(4))
+            t.close()
 
     # -- framing -------------------------------------------------------------------------
-    def _send(self, kind: bytes, body: bytes) -> None:
-        if self._writer is None:
+    def _send_raw(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
             raise ConnectionError("replication connection is closed")
-        self._writer.write(kind + _I.pack(len(body) + 4) + body)
+        self._transport.write(data)
+
+    def _send(self, kind: bytes, body: bytes) -> None:
+        self._send_raw(kind + _I.pack(len(body) + 4) + body)
 
     async def _drain(self) -> None:
-        if self._writer is not None:
-            await self._writer.drain()
+        """Writes are small control messages: nothing to wait for."""
 
     async def _fill(self) -> None:
-        assert self._reader is not None
-        chunk = await self._reader.read(1 << 18)
-        if not chunk:
-            raise ConnectionError("PostgreSQL closed the replication connection")
-        self._buf += chunk
+        wire = self._wire
+        assert wire is not None
+        before = len(wire.buf)
+        await wire.wait()
+        if len(wire.buf) - before < COALESCE_BYTES and not wire.eof:
+            await asyncio.sleep(COALESCE_SECONDS)
 
     async def _read_message(self) -> tuple[bytes, bytes]:
         buf = self._buf
