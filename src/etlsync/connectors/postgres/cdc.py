@@ -199,6 +199,11 @@ class PostgresCdcSource(Source):
                         "cannot be read. Fix: delete this pipeline's checkpoint to take a new "
                         "snapshot with a new slot")
                 lsn = int(position["lsn"])
+                if (info.confirmed_flush_lsn or 0) > lsn:
+                    self.log.warning(
+                        "the slot was confirmed past the checkpoint: the server resumes at the "
+                        "slot, changes in between are not read again",
+                        checkpoint=format_lsn(lsn), slot=format_lsn(info.confirmed_flush_lsn or 0))
                 if "snapshot" in position:
                     async for b in self._snapshot(conn, tables, lsn, position["snapshot"], None):
                         yield b

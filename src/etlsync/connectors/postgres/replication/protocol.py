@@ -348,44 +348,12 @@ class ReplicationConnection:
                     t, payload = await self._read_message()
                 raise err
 
-    async def read_frames(self) -> list[bytes]:
-        """The payloads of all CopyData messages buffered (waiting for at least one).
+    async def read_chunk(self, max_bytes: int = 1 << 20) -> tuple[bytes, list[int]]:
+        """The buffered CopyData messages (waiting for at least one), without a copy per
+        message: one ``bytes`` holding up to about ``max_bytes`` of them and the offset of
+        each payload in it. A payload starts with ``w`` (XLogData) or ``k`` (keepalive).
 
-        Each payload starts with ``w`` (XLogData) or ``k`` (keepalive).
-        :raises PgServerError: when the server ends the stream with an error.
-        """
-        out: list[bytes] = []
-        buf = self._buf
-        unpack = _I.unpack_from
-        while not out:
-            if len(buf) < 5:
-                await self._fill()
-                continue
-            pos, end = 0, len(buf)
-            while end - pos >= 5:
-                n = unpack(buf, pos + 1)[0]
-                if end - pos - 1 < n:
-                    break
-                t = buf[pos]
-                if t == 0x64:  # 'd' CopyData
-                    out.append(bytes(buf[pos + 5:pos + 1 + n]))
-                elif t == 0x45:  # 'E'
-                    fields = _fields(bytes(buf[pos + 5:pos + 1 + n]))
-                    del buf[:pos + 1 + n]
-                    raise PgServerError(fields)
-                elif t == 0x63:  # 'c' CopyDone
-                    self.copy_done = True
-                pos += 1 + n
-            del buf[:pos]
-            if not out:
-                if self.copy_done:
-                    raise ConnectionError("server ended the replication stream (CopyDone)")
-                await self._fill()
-        return out
-
-    async def read_chunk(self) -> tuple[bytes, list[int]]:
-        """Like :meth:`read_frames` without a copy per message: one ``bytes`` holding the
-        buffered messages and the offsets of each CopyData payload in it."""
+        :raises PgServerError: when the server ends the stream with an error."""
         buf = self._buf
         unpack = _I.unpack_from
         while True:
@@ -394,7 +362,7 @@ class ReplicationConnection:
                 continue
             pos, end = 0, len(buf)
             offsets: list[int] = []
-            while end - pos >= 5:
+            while end - pos >= 5 and pos < max_bytes:
                 n = unpack(buf, pos + 1)[0]
                 if end - pos - 1 < n:
                     break
