@@ -240,3 +240,23 @@ async def test_duplicate_stage_names_are_made_unique() -> None:
 def _no_stray_tasks() -> bool:
     current = asyncio.current_task()
     return all(t is current or t.done() for t in asyncio.all_tasks())
+
+
+async def test_sinks_learn_whether_the_source_was_exhausted() -> None:
+    done = CollectingSink()
+    await Pipeline(MemorySource(rows(10)), [], done).run()
+    assert done.context.source_exhausted
+
+    stopped = CollectingSink(delay=0.01)
+    pipeline = Pipeline(MemorySource(rows(100), 10, follow=True), [], stopped)
+    task = asyncio.create_task(pipeline.run(handle_signals=False))
+    while len(stopped.rows) < 100:
+        await asyncio.sleep(0.005)
+    pipeline.stop()
+    await task
+    assert not stopped.context.source_exhausted
+
+    failed = CollectingSink(fail_on=lambda b: (_ for _ in ()).throw(OSError("x")))
+    with pytest.raises(StageError):
+        await Pipeline(MemorySource(rows(10)), [], failed).run()
+    assert not failed.context.source_exhausted

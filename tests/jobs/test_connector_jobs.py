@@ -59,7 +59,7 @@ write: {write_mode: upsert}
 batch_size: 500
 """)
     src = stages["source"]
-    assert src["mode"] == "incremental" and src["chunk_rows"] == 500  # aliases
+    assert src["sync_mode"] == "incremental" and src["chunk_rows"] == 500  # aliases
     assert isinstance(src["options"], dict) and src["options"]["host"] == "127.0.0.1"
     assert src["options"]["password"] == "***"
     assert stages["sink"]["write_mode"] == "upsert"

@@ -64,7 +64,7 @@ async def test_incremental_pushes_down_cursor_and_handles_ties(
         mongo_uri: str, mongo_db: Any) -> None:
     await mongo_db.ev.insert_many([{"_id": i, "ts": i // 3, "x": i} for i in range(9)])
     src = MongoSource(mongo_uri, database=mongo_db.name, collections="ev",
-                      mode="incremental", cursor_field="ts", chunk_size=4)
+                      sync_mode="incremental", cursor_field="ts", chunk_size=4)
     first = await _collect(src)
     ids = [r["_id"] for b in first for r in b.rows]
     assert ids == list(range(9))
@@ -83,7 +83,7 @@ async def test_incremental_on_datetime_cursor_with_query(mongo_uri: str, mongo_d
     await mongo_db.o.insert_many([
         {"_id": i, "meta": {"updated": base + dt.timedelta(minutes=i)}, "keep": i % 2 == 0}
         for i in range(10)])
-    src = MongoSource(mongo_uri, database=mongo_db.name, collections="o", mode="incremental",
+    src = MongoSource(mongo_uri, database=mongo_db.name, collections="o", sync_mode="incremental",
                       cursor_field="meta.updated", query={"keep": True}, flatten="dotted")
     rows = [r for b in await _collect(src) for r in b.rows]
     assert [r["_id"] for r in rows] == [0, 2, 4, 6, 8]
@@ -101,7 +101,7 @@ async def test_discover_infers_schema(mongo_uri: str, mongo_db: Any) -> None:
 
 def test_bad_options_raise_config_errors() -> None:
     with pytest.raises(ConfigError, match="cursor_field"):
-        MongoSource("mongodb://x", database="d", mode="incremental")
+        MongoSource("mongodb://x", database="d", sync_mode="incremental")
     with pytest.raises(ConfigError, match="flatten"):
         MongoSource("mongodb://x", database="d", flatten="xml")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="_id"):

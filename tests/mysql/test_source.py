@@ -67,7 +67,7 @@ def test_incremental_delivers_each_row_once_despite_ties(mysql_params: dict[str,
                     await execute(opts, f"INSERT INTO `{t}` VALUES " + ",".join(
                         f"({1000 + i}, {c})" for i, c in enumerate(rows)))
                 sink = CollectingSink()
-                await Pipeline(MysqlSource(t, options=opts, mode="incremental", cursor_field="cur",
+                await Pipeline(MysqlSource(t, options=opts, sync_mode="incremental", cursor_field="cur",
                                            chunk_rows=chunk), sinks=[sink], name=t,
                                checkpoint_store=store).run()
                 got.extend(sink.rows)

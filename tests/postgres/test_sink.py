@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import datetime as dt
 from decimal import Decimal
 from typing import Any
@@ -26,6 +28,13 @@ from etlsync.testing import MemorySource
 
 def ctx(name: str = "p") -> StageContext:
     return StageContext(name, "sink", get_logger())
+
+
+async def close_after_complete_pass(sink: PostgresSink) -> None:
+    """Close as the runner does after the source was exhausted (overwrite swaps then)."""
+    assert sink._context is not None
+    sink._context.source_exhausted = True
+    await sink.close()
 
 
 async def rows_of(conn: asyncpg.Connection, table: str, order: str = "id") -> list[dict[str, Any]]:
@@ -149,11 +158,26 @@ async def test_overwrite_is_atomic_readers_see_old_rows_until_swap(
         await sink.write(Batch([{"id": 8, "v": "new"}]))
         assert [r["v"] for r in await rows_of(conn, table)] == ["old", "old"]
     finally:
-        await sink.close()
+        await close_after_complete_pass(sink)
     assert await rows_of(conn, table) == [{"id": 7, "v": "new"}, {"id": 8, "v": "new"}]
     pk = await conn.fetchval("SELECT count(*) FROM pg_index WHERE indrelid = $1::regclass "
                              "AND indisprimary", table)
     assert pk == 1
+
+
+async def test_overwrite_keeps_old_table_when_the_run_is_stopped(
+        pg_dsn: str, conn: asyncpg.Connection, table: str) -> None:
+    await conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY)')
+    await conn.execute(f'INSERT INTO "{table}" VALUES (1)')
+    sink = PostgresSink(pg_dsn, table=table, write_mode="overwrite", exactly_once=False)
+    pipeline = Pipeline(MemorySource([{"id": 2}, {"id": 3}], 1, follow=True), [], [sink],
+                        name=table)
+    task = asyncio.create_task(pipeline.run(handle_signals=False))
+    while pipeline.metrics[f"sink:{sink.name or 'PostgresSink'}"].rows_in < 2:
+        await asyncio.sleep(0.01)
+    pipeline.stop()
+    await task
+    assert await rows_of(conn, table) == [{"id": 1}]
 
 
 async def test_overwrite_keeps_old_table_when_the_pipeline_fails(
@@ -229,7 +253,7 @@ async def test_hostile_identifiers_are_quoted_everywhere(pg_dsn: str, conn: asyn
         ow = PostgresSink(pg_dsn, table=name, write_mode="overwrite", exactly_once=False)
         await ow.open(ctx(table))
         await ow.write(Batch([{"Id Key": 5, hostile: "z"}]))
-        await ow.close()
+        await close_after_complete_pass(ow)
         assert [dict(r) for r in await conn.fetch(f"SELECT * FROM {q}")] == [
             {"Id Key": 5, hostile: "z", "New Col;": None}]
     finally:

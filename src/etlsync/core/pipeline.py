@@ -221,9 +221,11 @@ class Pipeline:
         if self.operators:
             self._channels[self._op_names[0]] = self._channels.pop("transform")
         opened: list[Sink] = []
+        contexts: list[StageContext] = []
         try:
             for name, sink in zip(self._sink_names, self.sinks, strict=True):
                 ctx = StageContext(self.name, name, self.log.bind(stage=name), tracker)
+                contexts.append(ctx)
                 await self._guard(name, sink.open(ctx))
                 opened.append(sink)
             try:
@@ -249,6 +251,10 @@ class Pipeline:
                 for other in stage_errors[1:]:
                     first.add_note(f"also failed: {other}")
                 raise first from first.cause
+            else:
+                if not self._stop_requested:
+                    for ctx in contexts:
+                        ctx.source_exhausted = True
             finally:
                 await self._final_commit(tracker, committed)
         finally:

@@ -19,6 +19,10 @@ class StageContext:
         self.stage = stage
         self.log = log
         self._tracker = tracker
+        self.source_exhausted = False
+        """Set before sinks close when the source ended by itself and every batch was
+        written: a complete pass. False after a stop request or an error, so a sink that
+        finishes work at ``close`` (an overwrite swap) knows not to install a partial pass."""
 
     def position_after(self, batch: Batch) -> tuple[bool, Any]:
         """``(True, position)`` when writing ``batch`` makes ``position`` committable: a

@@ -166,7 +166,7 @@ def _construct(job: Job, factory: Callable[..., Any], type_name: str, key_path: 
 
 # a job-wide setting -> the option names stages use for it, in order of preference
 ALIASES: dict[str, tuple[str, ...]] = {
-    "sync_mode": ("sync_mode", "mode"),
+    "sync_mode": ("sync_mode",),
     "cursor_field": ("cursor_field",),
     "primary_key": ("primary_key", "key"),
     "batch_size": ("batch_size", "batch_rows", "max_batch_rows", "chunk_rows", "chunk_size"),

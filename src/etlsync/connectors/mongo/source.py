@@ -39,7 +39,7 @@ class MongoSource(Source):
         ``ETLSYNC_MONGO_URI``).
     :param database: the database; ``None`` with ``collections`` named ``db.coll``.
     :param collections: one name or several; default every collection of ``database``.
-    :param mode: ``full_refresh`` (every run reads everything, in ``_id`` chunks; a run
+    :param sync_mode: ``full_refresh`` (every run reads everything, in ``_id`` chunks; a run
         resumed from a checkpoint continues mid-collection) or ``incremental`` (documents
         whose ``cursor_field`` is ``>=`` the watermark; ties handled by
         :class:`~etlsync.core.incremental.Watermark`).
@@ -60,7 +60,7 @@ class MongoSource(Source):
         *,
         database: str | None = None,
         collections: str | Sequence[str] | None = None,
-        mode: SyncMode | str = SyncMode.FULL_REFRESH,
+        sync_mode: SyncMode | str = SyncMode.FULL_REFRESH,
         cursor_field: str | None = None,
         query: Mapping[str, Any] | None = None,
         projection: Mapping[str, Any] | Sequence[str] | None = None,
@@ -73,12 +73,12 @@ class MongoSource(Source):
         self.database = database
         self.collections = [collections] if isinstance(collections, str) else (
             list(collections) if collections else None)
-        self.mode = SyncMode(mode)
+        self.mode = SyncMode(sync_mode)
         if self.mode is SyncMode.CDC:
             raise ConfigError("MongoSource reads full_refresh or incremental; for CDC use "
                               "MongoChangeStreamSource or MongoOplogSource")
         if self.mode is SyncMode.INCREMENTAL and not cursor_field:
-            raise ConfigError("MongoSource(mode='incremental') needs cursor_field=")
+            raise ConfigError("MongoSource(sync_mode='incremental') needs cursor_field=")
         if chunk_size < 1:
             raise ConfigError("chunk_size must be at least 1")
         self.cursor_field = cursor_field

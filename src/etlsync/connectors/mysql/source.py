@@ -109,7 +109,7 @@ class MysqlSource(Source):
     incremental reads of rows whose ``cursor_field`` is ``>=`` the watermark.
 
     :param tables: ``"table"`` or ``"db.table"`` names.
-    :param mode: ``full_refresh`` or ``incremental``.
+    :param sync_mode: ``full_refresh`` or ``incremental``.
     :param cursor_field: the growing column for incremental mode (pushed down as ``>=``).
 
     The last batch of a pass is empty with ``"pass_complete": True`` in its position: the
@@ -117,12 +117,12 @@ class MysqlSource(Source):
     """
 
     def __init__(self, tables: Sequence[str] | str, *, options: MysqlOptions | dict[str, Any] | None = None,
-                 mode: SyncMode | str = SyncMode.FULL_REFRESH, cursor_field: str | None = None,
+                 sync_mode: SyncMode | str = SyncMode.FULL_REFRESH, cursor_field: str | None = None,
                  chunk_rows: int = 10_000, name: str = "mysql", **conn: Any) -> None:
         self.options = MysqlOptions.from_params(options, **conn)
         names = [tables] if isinstance(tables, str) else list(tables)
         self.tables = [split_table(t, self.options.database) for t in names]
-        self.mode = SyncMode(mode)
+        self.mode = SyncMode(sync_mode)
         if self.mode == SyncMode.INCREMENTAL and not cursor_field:
             raise ConfigError("MysqlSource: incremental mode needs cursor_field")
         if self.mode == SyncMode.CDC:

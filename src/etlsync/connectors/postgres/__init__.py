@@ -1,7 +1,9 @@
 """PostgreSQL connector: snapshot and incremental source, bulk sink with every write mode, a
-transactional checkpoint store, and the CSV pass-through fast path. Needs ``etlsync[postgres]``
+transactional checkpoint store, the CSV pass-through fast path, and CDC over logical replication
+(:class:`PostgresCdcSource`). Needs ``etlsync[postgres]``
 (asyncpg)."""
 
+from etlsync.connectors.postgres.cdc import PostgresCdcSource
 from etlsync.connectors.postgres.checkpoint import PostgresCheckpointStore
 from etlsync.connectors.postgres.connection import PgConnectionConfig, qualified, quote_ident
 from etlsync.connectors.postgres.passthrough import (
@@ -18,6 +20,7 @@ __all__ = [
     "UNCHANGED",
     "CopyResult",
     "PgConnectionConfig",
+    "PostgresCdcSource",
     "PostgresCheckpointStore",
     "PostgresSink",
     "PostgresSource",

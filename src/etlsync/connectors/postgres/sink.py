@@ -184,7 +184,8 @@ class PostgresSink(Sink):
             return
         try:
             if (self.write_mode is WriteMode.OVERWRITE and self._overwrite_ready
-                    and not self._pass_aware and not self._failed and sys.exc_info()[0] is None):
+                    and not self._pass_aware and not self._failed and sys.exc_info()[0] is None
+                    and self._context is not None and self._context.source_exhausted):
                 async with conn.transaction():
                     await self._swap_in(conn)
         finally:

@@ -215,7 +215,8 @@ class SqliteSink(Sink):
             return
         try:
             if self.write_mode == WriteMode.OVERWRITE and self._staged:
-                if not self._failed and not self._pass_aware:
+                exhausted = self._context is not None and self._context.source_exhausted
+                if not self._failed and not self._pass_aware and exhausted:
                     # a source without pass markers: swap what this run delivered; no position
                     # is recorded, so the next overwrite run reads everything again
                     await asyncio.to_thread(self._transaction, Batch([]), (False, None), True)

@@ -193,9 +193,12 @@ class ReplicationConnection:
             await self._authenticate()
         except PgServerError as exc:
             self.abort()
-            if exc.code == "28000" and "replication" in str(exc):
+            if exc.code == "28000" and "pg_hba.conf" in str(exc):
+                # logical replication connections match pg_hba.conf lines by database name
+                # (the 'replication' keyword is for physical replication only)
+                kind = "hostssl" if self.tls else "host"
                 raise ServiceNotReady(
-                    f"{exc}: add a line 'host replication {p.user} <client-address>/32 "
+                    f"{exc}: add a line '{kind} {p.database} {p.user} <client-address>/32 "
                     "scram-sha-256' to pg_hba.conf and reload the server") from exc
             raise
         return self
