@@ -22,6 +22,7 @@ from etlsync.core.incremental import Watermark
 from etlsync.core.metrics import RunSummary, StageMetrics
 from etlsync.core.modes import ConflictStrategy, SchemaPolicy, SyncMode, WriteMode
 from etlsync.core.pipeline import Pipeline
+from etlsync.core.routing import RoutingSink
 from etlsync.core.schema import Column, ColumnType, Schema
 from etlsync.core.stages import Operator, Sink, Source, StageContext
 from etlsync.operators import Filter, Map, MapBatch
@@ -31,7 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Batch", "Channel", "CheckpointStore", "Column", "ColumnType", "ConfigError",
     "ConflictError", "ConflictStrategy", "DataError", "EtlsyncError", "Filter", "Map",
-    "MapBatch", "MemoryCheckpointStore", "Op", "Operator", "Pipeline", "Row", "RunSummary",
+    "MapBatch", "MemoryCheckpointStore", "Op", "Operator", "Pipeline", "Row", "RoutingSink", "RunSummary",
     "Schema", "SchemaError", "SchemaPolicy", "ServiceNotReady", "Sink", "Source",
     "StageContext", "StageError", "StageMetrics", "SyncMode", "Watermark", "WriteMode",
 ]

@@ -43,6 +43,8 @@ class BuiltJob:
     sinks: list[Sink]
     checkpoint_store: CheckpointStore
     stages: list[StagePlan] = field(default_factory=list)
+    error_policy: Any = None
+    """An :class:`~etlsync.resilience.ErrorPolicy` when the job has an ``errors:`` section."""
 
     def pipeline(self) -> Pipeline:
         """A :class:`Pipeline` running this job (named after it, checkpointed in its store)."""
@@ -52,6 +54,11 @@ class BuiltJob:
             kw["channel_batches"] = spec.channel_batches
         if spec.channel_rows:
             kw["channel_rows"] = spec.channel_rows
+        if self.error_policy is not None:
+            pipeline: Pipeline = self.error_policy.pipeline(
+                self.source, self.operators, self.sinks, name=self.job.name,
+                checkpoint_store=self.checkpoint_store, **kw)
+            return pipeline
         return Pipeline(self.source, self.operators, self.sinks, name=self.job.name,
                         checkpoint_store=self.checkpoint_store, **kw)
 
@@ -330,6 +337,46 @@ def build_checkpoint(job: Job) -> tuple[CheckpointStore, StagePlan]:
     return store, StagePlan("checkpoint", type_name, "checkpoint", opts)
 
 
+_DEAD_LETTER_TYPES = {"jsonl": "JsonlDeadLetterSink", "sqlite": "SqliteDeadLetterSink",
+                      "postgres": "PostgresDeadLetterSink"}
+
+
+def build_error_policy(job: Job) -> tuple[Any, StagePlan | None]:
+    """The job's :class:`~etlsync.resilience.ErrorPolicy` (``None`` without ``errors:``)."""
+    spec = job.spec.errors
+    if spec is None:
+        return None, None
+    from etlsync import resilience
+
+    dead_letter = None
+    plan: dict[str, Any] = {"on_bad_data": spec.on_bad_data}
+    if spec.dead_letter is not None:
+        type_name = _type_of(job, spec.dead_letter, "errors.dead_letter")
+        if type_name not in _DEAD_LETTER_TYPES:
+            raise ConfigError(f"{job.where('errors.dead_letter.type')}: expected one of "
+                              f"{', '.join(_DEAD_LETTER_TYPES)}, got {type_name!r}")
+        factory = getattr(resilience, _DEAD_LETTER_TYPES[type_name])
+        _, opts, paths = _split_options(job, spec.dead_letter, "errors.dead_letter", factory)
+        _resolve_paths(job, opts)
+        dead_letter = _construct(job, factory, type_name, "errors.dead_letter", opts, paths)
+        plan["dead_letter"] = {"type": type_name, **opts}
+    elif spec.on_bad_data == "dead_letter":
+        raise ConfigError(f"{job.where('errors.dead_letter')}: on_bad_data: dead_letter needs a "
+                          "dead_letter sink, e.g. {type: jsonl, path: dead_letters.jsonl}")
+    retry = resilience.RetryPolicy()
+    if spec.max_attempts is not None:
+        retry.max_attempts = spec.max_attempts
+    if spec.max_elapsed is not None:
+        retry.max_elapsed = spec.max_elapsed
+    policy = resilience.ErrorPolicy(on_bad_data=spec.on_bad_data, dead_letter=dead_letter,
+                                    max_bad_ratio=spec.max_bad_ratio, retry=retry,
+                                    sink_rate_limit=spec.sink_rate_limit)
+    for key in ("max_bad_ratio", "max_attempts", "max_elapsed", "sink_rate_limit"):
+        if getattr(spec, key) is not None:
+            plan[key] = getattr(spec, key)
+    return policy, StagePlan("errors", spec.on_bad_data, "errors", plan)
+
+
 def build_job(job: Job) -> BuiltJob:
     """Construct every stage of ``job`` (nothing connects or writes yet).
 
@@ -343,9 +390,12 @@ def build_job(job: Job) -> BuiltJob:
         assert job.spec.sink is not None
         sinks_and_plans = [build_sink(job, job.spec.sink, "sink")]
     store, cplan = build_checkpoint(job)
+    policy, eplan = build_error_policy(job)
     stages = [splan, *(p for _, p in ops_and_plans), *(p for _, p in sinks_and_plans), cplan]
+    if eplan is not None:
+        stages.append(eplan)
     return BuiltJob(job, source, fuse([o for o, _ in ops_and_plans]),
-                    [s for s, _ in sinks_and_plans], store, stages)
+                    [s for s, _ in sinks_and_plans], store, stages, policy)
 
 
 def fuse(operators: list[Operator]) -> list[Operator]:

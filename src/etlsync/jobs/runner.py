@@ -54,6 +54,8 @@ class JobResult:
 
 def _result(summary: RunSummary, operators: list[Operator]) -> JobResult:
     rejected = sum(int(getattr(op, "rejected", 0)) for op in operators)
+    # rows the error policy isolated (dead-lettered or skipped), counted once per stage
+    rejected += sum(int(m.extra.get("bad_rows", 0)) for m in summary.stages.values())
     dropped = sum(m.rows_in - m.rows_out for k, m in summary.stages.items() if k.startswith("op:"))
     return JobResult(summary, rejected, max(dropped - rejected, 0))
 

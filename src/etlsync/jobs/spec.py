@@ -58,6 +58,20 @@ class WriteSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     schema_policy: Literal["evolve", "freeze", "discard"] | None = None
 
 
+class ErrorsSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """How failures and bad rows are handled (docs/concepts/resilience.md): every stage is
+    wrapped with retries and a breaker; bad rows are isolated by bisection."""
+
+    on_bad_data: Literal["fail", "skip", "dead_letter"] = "fail"
+    dead_letter: dict[str, Any] | None = None
+    """``{type: jsonl, path: ...}``, ``{type: sqlite, path: ..., table: ...}`` or
+    ``{type: postgres, dsn: ..., table: ...}``."""
+    max_bad_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    max_attempts: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_elapsed: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    sink_rate_limit: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
 class JobSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """A whole job file."""
 
@@ -73,18 +87,21 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     checkpoint: dict[str, Any] | None = None
     channel_batches: Annotated[int, msgspec.Meta(gt=0)] | None = None
     channel_rows: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    errors: ErrorsSpec | None = None
 
 
 _FIELDS = {
     "": JobSpec.__struct_fields__,
     "sync": SyncSpec.__struct_fields__,
     "write": WriteSpec.__struct_fields__,
+    "errors": ErrorsSpec.__struct_fields__,
 }
 _CHOICES = {
     "sync_mode": ("full_refresh", "incremental", "cdc"),
     "write_mode": ("append", "overwrite", "upsert"),
     "conflict": ("skip", "overwrite", "merge", "fail"),
     "schema_policy": ("evolve", "freeze", "discard"),
+    "on_bad_data": ("fail", "skip", "dead_letter"),
 }
 
 

@@ -11,9 +11,10 @@ import datetime as dt
 import difflib
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
+from operator import attrgetter, itemgetter
 from typing import Any
 
-from etlsync.core.batch import Batch, Op
+from etlsync.core.batch import Batch, Op, Row
 from etlsync.core.errors import ConfigError, DataError
 from etlsync.core.schema import Column, ColumnType, Schema
 from etlsync.core.stages import Operator, OperatorOutput
@@ -154,6 +155,73 @@ def _fast(ctype: ColumnType, fmt: str | None) -> Callable[[str], Any] | None:
     return fast.get(ctype)
 
 
+def _ints(values: list[str]) -> list[Any]:
+    if "_" in "".join(values):
+        raise ValueError("not an integer")
+    return list(map(int, values))
+
+
+def _floats(values: list[str]) -> list[Any]:
+    return list(map(float, values))
+
+
+def _decimals(values: list[str]) -> list[Any]:
+    out = list(map(Decimal, values))
+    if not all(map(Decimal.is_finite, out)):
+        raise ValueError("not a finite number")
+    return out
+
+
+def _dates(values: list[str]) -> list[Any]:
+    return list(map(dt.date.fromisoformat, values))
+
+
+_tzinfo = attrgetter("tzinfo")
+
+
+def _datetimes(values: list[str]) -> list[Any]:
+    out = list(map(dt.datetime.fromisoformat, values))
+    if set(map(_tzinfo, out)) != {None}:
+        raise ValueError("has a time zone")
+    return out
+
+
+def _fast_column(ctype: ColumnType, fmt: str | None) -> Callable[[list[str]], list[Any]] | None:
+    """A whole-column converter for the commonest case (every value a string that the
+    per-value fast converter takes); it raises when any value is not that case, and then the
+    per-value loop decides value by value, with the same results."""
+    if ctype is ColumnType.INTEGER:
+        return _ints
+    if ctype is ColumnType.FLOAT:
+        return _floats
+    if fmt:
+        return None
+    fast: dict[ColumnType, Callable[[list[str]], list[Any]]] = {
+        ColumnType.DECIMAL: _decimals, ColumnType.DATE: _dates,
+        ColumnType.DATETIME: _datetimes,
+    }
+    return fast.get(ctype)
+
+
+def _convert_column(rows: list[Row], col: str,
+                    convert: Callable[[list[str]], list[Any]]) -> bool:
+    """Convert ``col`` in every row at once; ``False`` (rows untouched) when some row lacks
+    the column, holds something other than a string, or a value does not convert."""
+    try:
+        values = list(map(itemgetter(col), rows))
+    except KeyError:
+        return False
+    if set(map(type, values)) != {str}:
+        return False
+    try:
+        out = convert(values)
+    except (ValueError, TypeError, ArithmeticError):
+        return False
+    for r, v in zip(rows, out, strict=True):
+        r[col] = v
+    return True
+
+
 _Conv = Callable[[Any, str | None], Any]
 CONVERTERS: dict[ColumnType, tuple[_Conv, type | tuple[type, ...]]] = {
     ColumnType.INTEGER: (_to_int, int),
@@ -224,7 +292,8 @@ class Cast(Operator):
         self._seen: dict[str, int] = {}
         self._plan = [
             (col, CONVERTERS[t][0], CONVERTERS[t][1], formats.get(col),
-             t is not ColumnType.STRING and empty_as_null, t, _fast(t, formats.get(col)))
+             t is not ColumnType.STRING and empty_as_null, t, _fast(t, formats.get(col)),
+             _fast_column(t, formats.get(col)))
             for col, t in self.types.items()
         ]
 
@@ -244,7 +313,9 @@ class Cast(Operator):
         skip = self.on_error == "skip"
         # column by column: one tight loop per column; a fast converter for non-empty
         # strings, the general one (blanks, other types, odd formats) when it fails
-        for col, conv, pytype, fmt, blank_null, ctype, fast in self._plan:
+        for col, conv, pytype, fmt, blank_null, ctype, fast, fast_column in self._plan:
+            if fast_column is not None and rows and _convert_column(rows, col, fast_column):
+                continue
             for r in rows:
                 v = r.get(col)
                 if v is None:
