@@ -166,7 +166,7 @@ def plain_group(batch: Batch, pk: Sequence[str],
     if batch.ops is not None or not rows or not pk:
         return None
     cols = tuple(sorted(rows[0]))
-    if len(set().union(*rows)) != len(cols) or any(len(r) != len(cols) for r in rows):
+    if len(set().union(*rows)) != len(cols) or set(map(len, rows)) != {len(cols)}:
         return None  # some row lacks a column: merge semantics need per-row handling
     getter = itemgetter(*pk)
     try:
