@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
+import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class ColumnType(StrEnum):
@@ -26,6 +30,34 @@ class ColumnType(StrEnum):
     UUID = "uuid"
     UNKNOWN = "unknown"
     """A type this connector does not know; values stay as text and ``native`` keeps the name."""
+
+
+def infer_type(value: Any) -> ColumnType:
+    """The logical type of a Python value, for targets created from rows without a schema
+    (``STRING`` for anything unrecognised; callers skip ``None``)."""
+    if isinstance(value, bool):
+        return ColumnType.BOOLEAN
+    if isinstance(value, int):
+        return ColumnType.INTEGER
+    if isinstance(value, float):
+        return ColumnType.FLOAT
+    if isinstance(value, decimal.Decimal):
+        return ColumnType.DECIMAL
+    if isinstance(value, dt.datetime):
+        return ColumnType.TIMESTAMP if value.tzinfo is not None else ColumnType.DATETIME
+    if isinstance(value, dt.date):
+        return ColumnType.DATE
+    if isinstance(value, dt.time):
+        return ColumnType.TIME
+    if isinstance(value, dt.timedelta):
+        return ColumnType.INTERVAL
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return ColumnType.BYTES
+    if isinstance(value, uuid.UUID):
+        return ColumnType.UUID
+    if isinstance(value, (dict, list)):
+        return ColumnType.JSON
+    return ColumnType.STRING
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ import codecs
 import csv
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import IO, Any
@@ -70,6 +71,25 @@ def csv_cut(quotechar: str) -> Any:
         return 0
 
     return cut
+
+
+def row_maker(names: Sequence[str], other: Callable[[list[str]], Row]) -> Callable[[list[str]], Row]:
+    """A function from a record to its row: a dict display compiled for ``names`` (sized
+    once, no key/value pairs built: about a third cheaper than ``dict(zip(...))``) for a
+    record of ``len(names)`` fields, ``other(record)`` for any other record.
+
+    The names are embedded as string literals (``repr`` of a ``str`` is always a valid
+    literal of the same string), so no name can inject code.
+    """
+    items = ", ".join(f"{str(n)!r}: r[{i}]" for i, n in enumerate(names))
+    code = f"lambda r: {{{items}}} if len(r) == {len(names)} else other(r)"
+    made: Callable[[list[str]], Row] = eval(code, {"__builtins__": {"len": len},
+                                                   "other": other})
+    return made
+
+
+def _zipped(keys: list[str], record: list[str]) -> Row:
+    return dict(zip(keys, record, strict=False))
 
 
 class CsvSource(FileSource):
@@ -138,6 +158,7 @@ class CsvSource(FileSource):
         names: list[str] | None = None
         pick: itemgetter[Any] | None = None
         keys: list[str] = []
+        make: Callable[[list[str]], Row] = partial(_zipped, keys)
         for offset, chunk in read_chunks(path, start, self._cut):
             try:
                 text = chunk.decode(self.encoding)
@@ -160,6 +181,7 @@ class CsvSource(FileSource):
                 names, pick = self._layout(path, header, width)
                 # one key more than the columns: a record with extra fields makes a longer dict
                 keys = [*names, "\x00extra"]
+                make = row_maker(names, partial(_zipped, keys))
             width = len(names)
             if pick is not None:
                 recs = [r for r in reader if r]
@@ -168,7 +190,7 @@ class CsvSource(FileSource):
                 rows = list(map(dict, map(zip, repeat(names), picked)))
             else:
                 # records become dicts as they are parsed (no list of records is kept)
-                rows = list(map(dict, map(zip, repeat(keys), reader)))
+                rows = list(map(make, reader))
                 if rows and set(map(len, rows)) != {width}:
                     rows = [r for r in rows if r]  # blank lines
                     self._check_widths(path, width, rows)

@@ -15,7 +15,7 @@ from bson.regex import Regex
 
 from etlsync.core.batch import Row
 from etlsync.core.errors import ConfigError
-from etlsync.core.schema import Column, ColumnType, Schema
+from etlsync.core.schema import Column, ColumnType, Schema, infer_type
 
 Flatten = Literal["dotted", "json"] | None
 """How nested values become columns: ``None`` keeps them nested, ``"dotted"`` makes one
@@ -192,24 +192,6 @@ def ts_from_list(value: Any) -> Timestamp | None:
 
 
 # -- schemas ------------------------------------------------------------------------------
-def _column_type(value: Any) -> ColumnType:
-    if isinstance(value, bool):
-        return ColumnType.BOOLEAN
-    if isinstance(value, int):
-        return ColumnType.INTEGER
-    if isinstance(value, float):
-        return ColumnType.FLOAT
-    if isinstance(value, Decimal):
-        return ColumnType.DECIMAL
-    if isinstance(value, dt.datetime):
-        return ColumnType.TIMESTAMP if value.tzinfo is not None else ColumnType.DATETIME
-    if isinstance(value, (bytes, bytearray)):
-        return ColumnType.BYTES
-    if isinstance(value, uuid.UUID):
-        return ColumnType.UUID
-    if isinstance(value, (dict, list)):
-        return ColumnType.JSON
-    return ColumnType.STRING
 
 
 def infer_schema(rows: Iterable[Row]) -> Schema:
@@ -221,7 +203,7 @@ def infer_schema(rows: Iterable[Row]) -> Schema:
             if v is None:
                 types.setdefault(k, None)
                 continue
-            t = _column_type(v)
+            t = infer_type(v)
             old = types.get(k)
             if old is None:
                 types[k] = t

@@ -12,7 +12,12 @@ import pymysql
 from etlsync.connectors.mysql import events as ev
 from etlsync.connectors.mysql import values as v
 from etlsync.connectors.mysql.binlog import BinlogStream, Boundary, RowsEvent
-from etlsync.connectors.mysql.config import MysqlOptions, connect, load_schema
+from etlsync.connectors.mysql.config import (
+    MysqlOptions,
+    connect,
+    discover_tables,
+    stream_name,
+)
 from etlsync.connectors.mysql.source import snapshot_table, split_table
 from etlsync.core.batch import Batch, Op, Row
 from etlsync.core.errors import ServiceNotReady
@@ -89,19 +94,10 @@ class MysqlCdcSource(Source):
         self.log = get_logger(source=name)
 
     def _stream_name(self, schema: str, table: str) -> str:
-        return table if schema == self.options.database else f"{schema}.{table}"
+        return stream_name(self.options, schema, table)
 
     async def discover(self) -> dict[str, Schema]:
-        conn = await connect(self.options, database=False)
-        try:
-            out = {}
-            for d, t in self.tables:
-                s = await load_schema(conn, d, t)
-                if s is not None:
-                    out[self._stream_name(d, t)] = s
-            return out
-        finally:
-            conn.close()
+        return await discover_tables(self.options, self.tables)
 
     async def read(self, position: Any | None) -> AsyncIterator[Batch]:
         if position is None or position.get("phase") == "snapshot":

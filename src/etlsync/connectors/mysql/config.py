@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import ssl as _ssl
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,23 @@ async def load_schema(conn: Any, database: str, table: str) -> Schema | None:
         pk = tuple(r[0] for r in await cur.fetchall())
     cols = tuple(Column(r[0], logical_type(r[1], r[2]), r[3] == "YES", r[2]) for r in rows)
     return Schema(cols, pk)
+
+
+def stream_name(options: MysqlOptions, database: str, table: str) -> str:
+    """The stream of ``database.table``: the bare table name in the configured database."""
+    return table if database == options.database else f"{database}.{table}"
+
+
+async def discover_tables(options: MysqlOptions,
+                          tables: Iterable[tuple[str, str]]) -> dict[str, Schema]:
+    """The schemas of ``(database, table)`` pairs that exist, by stream name."""
+    conn = await connect(options, database=False)
+    try:
+        out = {}
+        for d, t in tables:
+            s = await load_schema(conn, d, t)
+            if s is not None:
+                out[stream_name(options, d, t)] = s
+        return out
+    finally:
+        conn.close()

@@ -29,7 +29,7 @@ from etlsync.core.batch import Batch, Op, Row
 from etlsync.core.codec import dumps, loads
 from etlsync.core.errors import ConfigError, ConflictError, SchemaError
 from etlsync.core.modes import ConflictStrategy, SchemaPolicy, WriteMode
-from etlsync.core.schema import Column, ColumnType, Schema
+from etlsync.core.schema import Column, ColumnType, Schema, infer_type
 from etlsync.core.stages import Sink, StageContext
 
 DEFAULT_STATE_TABLE = "_etlsync_state"
@@ -93,28 +93,6 @@ class MysqlCheckpointStore:
             conn.close()
 
 
-def _infer(value: Any) -> ColumnType:
-    if isinstance(value, bool):
-        return ColumnType.BOOLEAN
-    if isinstance(value, int):
-        return ColumnType.INTEGER
-    if isinstance(value, float):
-        return ColumnType.FLOAT
-    if isinstance(value, Decimal):
-        return ColumnType.DECIMAL
-    if isinstance(value, dt.datetime):
-        return ColumnType.TIMESTAMP if value.tzinfo else ColumnType.DATETIME
-    if isinstance(value, dt.date):
-        return ColumnType.DATE
-    if isinstance(value, dt.time):
-        return ColumnType.TIME
-    if isinstance(value, dt.timedelta):
-        return ColumnType.INTERVAL
-    if isinstance(value, (bytes, bytearray)):
-        return ColumnType.BYTES
-    if isinstance(value, (dict, list)):
-        return ColumnType.JSON
-    return ColumnType.STRING
 
 
 def _plain(v: Any) -> Any:
@@ -302,7 +280,7 @@ class MysqlSink(Sink):
                 out.append(batch.schema.column(n))
                 continue
             value = next((r[n] for r in batch.rows if r.get(n) is not None), None)
-            out.append(Column(n, _infer(value) if value is not None else ColumnType.STRING))
+            out.append(Column(n, infer_type(value) if value is not None else ColumnType.STRING))
         return out
 
     async def _create(self, batch: Batch, names: list[str]) -> None:

@@ -6,7 +6,15 @@ import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from etlsync.connectors.mysql.config import MysqlOptions, connect, load_schema, qualified, quote
+from etlsync.connectors.mysql.config import (
+    MysqlOptions,
+    connect,
+    discover_tables,
+    load_schema,
+    qualified,
+    quote,
+    stream_name,
+)
 from etlsync.core.batch import Batch, Row
 from etlsync.core.errors import ConfigError
 from etlsync.core.incremental import Watermark
@@ -132,19 +140,10 @@ class MysqlSource(Source):
         self.name = name
 
     def _stream(self, d: str, t: str) -> str:
-        return t if d == self.options.database else f"{d}.{t}"
+        return stream_name(self.options, d, t)
 
     async def discover(self) -> dict[str, Schema]:
-        conn = await connect(self.options, database=False)
-        try:
-            out = {}
-            for d, t in self.tables:
-                s = await load_schema(conn, d, t)
-                if s is not None:
-                    out[self._stream(d, t)] = s
-            return out
-        finally:
-            conn.close()
+        return await discover_tables(self.options, self.tables)
 
     async def read(self, position: Any | None) -> AsyncIterator[Batch]:
         conn = await connect(self.options, database=False)
