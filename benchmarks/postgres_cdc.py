@@ -2,7 +2,10 @@
 LogicalReplicationConnection loop (same pgoutput decoder), end-to-end rate into a PostgreSQL
 sink, and replication lag at a steady 5,000 changes/s.
 
-    python benchmarks/postgres_cdc.py --rows 200000 --json
+    python benchmarks/postgres_cdc.py --rows 200000 --json [--callgrind]
+
+``--callgrind`` also counts the client's instructions of the decode variants (up to 20,000
+rows, scaled; start-up subtracted): ``ratio_instr_vs_psycopg2`` is load-immune.
 
 ``--rows`` rows are written once in one transaction and once in transactions of 100, each
 shape read through its own slot (created before the data, never acknowledged, so every
@@ -23,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import child_result, parse_args, report, run_variants
+from _harness import (
+    add_instruction_ratios,
+    child_result,
+    count_instructions,
+    parse_args,
+    report,
+    run_variants,
+)
 
 DSN = os.environ.get("ETLSYNC_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/etlsync_test")
 SHAPES = ("1tx", "100x")
@@ -140,7 +150,7 @@ def decode_psycopg2(n: dict[str, str], rows: int) -> tuple[float, float]:
 def _sink_class() -> Any:
     from etlsync.connectors.postgres import PostgresSink
 
-    class MeasuringSink(PostgresSink):  # type: ignore[misc]
+    class MeasuringSink(PostgresSink):
         """Counts rows and records the lag of each row after its batch is durable."""
 
         def __init__(self, *a: Any, stop_at: int = 0, on_done: Any = None, **kw: Any) -> None:
@@ -296,9 +306,12 @@ def child(variant: str, run: str, rows: int) -> None:
     child_result(variant, rows, seconds)
 
 
+def _extra_args(parser: Any) -> None:
+    parser.add_argument("--run", default=None, help="(internal)")
+
+
 def main() -> None:
-    args = parse_args(__doc__.split("\n")[0], 200_000,
-                      lambda p: p.add_argument("--run", default=None, help="(internal)"))
+    args = parse_args(__doc__.split("\n")[0], 200_000, _extra_args)
     if args.variant:
         child(args.variant, args.run, args.rows)
         return
@@ -312,6 +325,15 @@ def main() -> None:
                                extra_args=["--run", run])
         results.update(run_variants(__file__, ["lag_etlsync", "lag_etlsync_null_sink"], rows,
                                     repeat=1, extra_args=["--run", run]))
+        if args.callgrind:  # client instructions per variant: immune to machine load
+            cg_rows = min(rows, 20_000)
+            for s in SHAPES:
+                counts = count_instructions(
+                    __file__, [f"decode_etlsync:{s}", f"decode_psycopg2:{s}"], cg_rows,
+                    extra_args=["--run", run])
+                counts = {k: v * rows // cg_rows for k, v in counts.items()}
+                add_instruction_ratios(results, counts, f"decode_etlsync:{s}",
+                                       {f"decode_psycopg2:{s}": "ratio_vs_psycopg2"})
     finally:
         asyncio.run(teardown(run))
     for s in SHAPES:

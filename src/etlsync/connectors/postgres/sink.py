@@ -33,6 +33,7 @@ from etlsync.connectors.postgres.types import (
     describe_table,
     infer_type,
     pg_type_for,
+    table_oid,
 )
 from etlsync.core.batch import Batch, Row
 from etlsync.core.codec import loads
@@ -43,6 +44,18 @@ from etlsync.core.stages import Sink, StageContext
 from etlsync.log import get_logger
 
 _stage_ids = itertools.count(1)
+
+# an immediate, valid, non-partial unique index whose key columns are all among $2
+_KEY_GUARD_SQL = """
+SELECT EXISTS (
+  SELECT 1 FROM pg_index i
+  WHERE i.indrelid = $1::oid AND i.indisunique AND i.indimmediate AND i.indisvalid
+    AND i.indpred IS NULL AND i.indexprs IS NULL
+    AND NOT EXISTS (
+      SELECT 1 FROM unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) AS k(attnum)
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+      WHERE a.attname <> ALL($2::text[])))
+"""
 
 
 def _json_default(value: Any) -> Any:
@@ -146,6 +159,8 @@ class PostgresSink(Sink):
         self._failed = False
         self._pass_aware = False
         self._warned_deletes = False
+        self._key_guard: dict[str, bool] = {}
+        self._keys_new = True  # the last insert-only attempt found only new keys
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
@@ -283,12 +298,17 @@ class PostgresSink(Sink):
         ((cols, *_), rows), = groups.items()
         if any(p not in tgt_of for p in pk_src):
             return False
-        getter = itemgetter(*pk_src)
-        keys = [getter(r) for r in rows] if len(pk_src) > 1 else [(getter(r),) for r in rows]
-        cond, args = self._keys_in(keys)
-        if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM "
-                               f"{qualified(self.schema, self._write_table)} WHERE {cond})", *args):
-            return False
+        # a unique index on the key rejects a stored key by itself; look the keys up first
+        # only without one, or when the last batch held stored keys (a failed COPY costs more)
+        if not (self._keys_new and await self._key_guarded(conn)):
+            getter = itemgetter(*pk_src)
+            keys = [getter(r) for r in rows] if len(pk_src) > 1 else [(getter(r),) for r in rows]
+            cond, args = self._keys_in(keys)
+            if await conn.fetchval(
+                    f"SELECT EXISTS (SELECT 1 FROM {qualified(self.schema, self._write_table)} "
+                    f"WHERE {cond})", *args):
+                self._keys_new = False
+                return False
         live = [(s, tgt_of[s]) for s in cols if s in tgt_of]
         try:
             async with conn.transaction():
@@ -296,8 +316,21 @@ class PostgresSink(Sink):
                     self._write_table, schema_name=self.schema, columns=[t for _, t in live],
                     records=build_records(rows, [s for s, _ in live], self._json_positions(live)))
         except asyncpg.UniqueViolationError:
+            self._keys_new = False
             return False
+        self._keys_new = True
         return True
+
+    async def _key_guarded(self, conn: asyncpg.Connection) -> bool:
+        """Whether an immediate unique index on (some of) the key columns guards the table
+        written to (cached per table name; forgotten when tables are created or swapped)."""
+        guarded = self._key_guard.get(self._write_table)
+        if guarded is None:
+            oid = await table_oid(conn, self.schema, self._write_table)
+            guarded = oid is not None and bool(
+                await conn.fetchval(_KEY_GUARD_SQL, oid, list(self._pk)))
+            self._key_guard[self._write_table] = guarded
+        return guarded
 
     async def _merge_stage(self, conn: asyncpg.Connection, stage: str, cols: list[str],
                            mode: ConflictStrategy, unchanged: set[str],
@@ -456,6 +489,7 @@ class PostgresSink(Sink):
                            f"({', '.join(defs)})")
         self.log.info("created table", columns=[c.name for c in cols], primary_key=list(pk))
         self._target = await describe_table(conn, self.schema, table)
+        self._key_guard.clear()
         self._pk = self.primary_key or (self._target.primary_key if self._target else ())
         if self.write_mode is WriteMode.UPSERT and not self._pk:
             raise ConfigError(f"upsert into {self.schema}.{table} needs primary_key")
@@ -484,6 +518,7 @@ class PostgresSink(Sink):
             await conn.execute(f"CREATE TABLE {qualified(self.schema, new)} "
                                f"(LIKE {qualified(self.schema, self.table)} INCLUDING ALL)")
         self._write_table = new
+        self._key_guard.clear()
         self._target = await describe_table(conn, self.schema, new)
         self._overwrite_ready = True
 
@@ -494,6 +529,7 @@ class PostgresSink(Sink):
                            f"RENAME TO {quote_ident(self.table)}")
         self.log.info("overwrite swapped in")
         self._write_table = self.table
+        self._key_guard.clear()
         self._overwrite_ready = False
         self._last_cols = None
         self._stage = None
