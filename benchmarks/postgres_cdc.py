@@ -107,12 +107,11 @@ async def decode_etlsync(n: dict[str, str], rows: int) -> tuple[float, float]:
     await conn.start_replication(n["slot"], 0, {"proto_version": "1",
                                                 "publication_names": n["pub"]})
     while seen < rows:
-        data, offsets = await conn.read_chunk()
-        for off in offsets:
-            if data[off] == 0x77:
-                if decode(data, off + 25)[0] in ("I", "U", "D"):
+        for msg in await conn.read_chunk():
+            if msg[0] == 0x77:
+                if decode(msg, 25)[0] in ("I", "U", "D"):
                     seen += 1
-            elif data[off + 17]:  # keepalive asking for a reply
+            elif msg[17]:  # keepalive asking for a reply
                 conn.send_status(0, False)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     conn.abort()

@@ -36,7 +36,8 @@ class Generated(Source):
 
 async def main(mode: str, dsn: str, table: str, rows: int, csv_path: str = "") -> None:
     if mode == "passthrough":
-        await copy_csv_file(csv_path, dsn, table=table, pipeline=table, chunk_bytes=64 << 10)
+        # 4 KiB chunks: each is one transaction, so the load lasts long enough for kills to land
+        await copy_csv_file(csv_path, dsn, table=table, pipeline=table, chunk_bytes=4 << 10)
         return
     store = PostgresCheckpointStore(dsn)
     sink = PostgresSink(dsn, table=table, write_mode="append")

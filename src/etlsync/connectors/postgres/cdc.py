@@ -353,19 +353,19 @@ class PostgresCdcSource(Source):
 
         while True:
             try:
-                data, offsets = await asyncio.wait_for(rconn.read_chunk(), self.status_interval)
+                msgs = await asyncio.wait_for(rconn.read_chunk(), self.status_interval)
             except TimeoutError:
-                data, offsets = b"", []
-            for off in offsets:
-                if data[off] != 0x77:  # keepalive
-                    wal_end, _, reply = parse_keepalive(data, off)
+                msgs = []
+            for msg in msgs:
+                if msg[0] != 0x77:  # keepalive
+                    wal_end, _, reply = parse_keepalive(msg)
                     if reply:
                         rconn.send_status(self.acked_lsn)
                         last_status = time.monotonic()
                     if not in_tx:
                         idle = max(idle, wal_end)
                     continue
-                ev = decode(data, off + 25)
+                ev = decode(msg, 25)
                 kind = ev[0]
                 if decoder.in_stream and kind in ("I", "U", "D", "T", "M"):
                     streamed[stream_xid].append((decoder.change_xid, ev))
