@@ -31,7 +31,6 @@ from etlsync.connectors.postgres.source import PASS_COMPLETE
 from etlsync.connectors.postgres.types import (
     UNCHANGED,
     describe_table,
-    infer_type,
     pg_type_for,
     table_oid,
 )
@@ -39,7 +38,7 @@ from etlsync.core.batch import Batch, Row
 from etlsync.core.codec import loads
 from etlsync.core.errors import ConfigError, ConflictError, SchemaError
 from etlsync.core.modes import ConflictStrategy, SchemaPolicy, WriteMode
-from etlsync.core.schema import Column, ColumnType, Schema
+from etlsync.core.schema import Column, ColumnType, Schema, infer_type
 from etlsync.core.stages import Sink, StageContext
 from etlsync.log import get_logger
 

@@ -3,10 +3,7 @@ schema discovery from the catalog."""
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
-import uuid
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 
@@ -93,31 +90,6 @@ def pg_type_for(column: Column) -> str:
     return _TO_PG[column.type]
 
 
-def infer_type(value: Any) -> ColumnType:
-    """The logical type of a Python value (for tables created from rows without a schema)."""
-    if isinstance(value, bool):
-        return ColumnType.BOOLEAN
-    if isinstance(value, int):
-        return ColumnType.INTEGER
-    if isinstance(value, float):
-        return ColumnType.FLOAT
-    if isinstance(value, decimal.Decimal):
-        return ColumnType.DECIMAL
-    if isinstance(value, dt.datetime):
-        return ColumnType.TIMESTAMP if value.tzinfo is not None else ColumnType.DATETIME
-    if isinstance(value, dt.date):
-        return ColumnType.DATE
-    if isinstance(value, dt.time):
-        return ColumnType.TIME
-    if isinstance(value, dt.timedelta):
-        return ColumnType.INTERVAL
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return ColumnType.BYTES
-    if isinstance(value, uuid.UUID):
-        return ColumnType.UUID
-    if isinstance(value, (dict, list)):
-        return ColumnType.JSON
-    return ColumnType.STRING
 
 
 _COLUMNS_SQL = """
