@@ -27,5 +27,6 @@ def typecheck(session: nox.Session) -> None:
 def benchmarks(session: nox.Session) -> None:
     session.install("-e", ".[dev,bench]")
     rows = session.posargs[0] if session.posargs else "1000000"
-    for script in ("kernel", "sqlite_load", "postgres_load", "mysql_load", "resilience"):
+    for script in ("kernel", "operators", "sqlite_load", "postgres_load", "postgres_cdc",
+                   "mysql_load", "mysql_cdc", "mongo_cdc", "resilience"):
         session.run("python", f"benchmarks/{script}.py", "--rows", rows, "--json")
