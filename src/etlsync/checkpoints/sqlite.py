@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from etlsync.core.codec import dumps, loads
+from etlsync.core.serial import SerialThread
 
 STATE_TABLE = "_etlsync_state"
 
@@ -92,6 +93,7 @@ class SqliteCheckpointStore:
 
     def __init__(self, path: str | os.PathLike[str], *, table: str = STATE_TABLE,
                  timeout: float = 30.0, synchronous: str = "full") -> None:
+        self._serial = SerialThread("etlsync-sqlite-store")
         self.path = os.fspath(path)
         self.table = table
         self.timeout = timeout
@@ -109,7 +111,7 @@ class SqliteCheckpointStore:
     async def load(self, pipeline: str) -> Any | None:
         """The last committed position of ``pipeline``, or ``None``."""
         async with self._lock:
-            return await asyncio.to_thread(
+            return await self._serial.run(
                 lambda: read_state(self._connection(), pipeline, self.table))
 
     async def commit(self, pipeline: str, position: Any) -> None:
@@ -124,7 +126,7 @@ class SqliteCheckpointStore:
                 write_state(conn, pipeline, position, writer="store", table=self.table)
 
         async with self._lock:
-            await asyncio.to_thread(run)
+            await self._serial.run(run)
 
     async def delete(self, pipeline: str) -> None:
         """Forget ``pipeline``'s position: its next run starts from the beginning."""
@@ -132,11 +134,12 @@ class SqliteCheckpointStore:
             self._connection().execute(f"DELETE FROM {quote(self.table)} WHERE pipeline = ?",
                                        (pipeline,))
         async with self._lock:
-            await asyncio.to_thread(run)
+            await self._serial.run(run)
 
     async def close(self) -> None:
         """Close the connection (it reopens on the next call)."""
         async with self._lock:
             if self._conn is not None:
                 conn, self._conn = self._conn, None
-                await asyncio.to_thread(conn.close)
+                await self._serial.run(conn.close)
+                self._serial.shutdown()

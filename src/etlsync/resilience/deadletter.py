@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from etlsync.core.codec import dumps, loads
+from etlsync.core.serial import SerialThread
 
 
 def _utcnow() -> dt.datetime:
@@ -204,6 +205,7 @@ class SqliteDeadLetterSink(DeadLetterSink):
         self.name = f"sqlite:{table}"
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._serial = SerialThread("etlsync-dead-letters")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -217,12 +219,12 @@ class SqliteDeadLetterSink(DeadLetterSink):
 
     async def open(self) -> None:
         if self._conn is None:
-            self._conn = await asyncio.to_thread(self._connect)
+            self._conn = await self._serial.run(self._connect)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         await self.open()
         async with self._lock:
-            return await asyncio.to_thread(fn, *args)
+            return await self._serial.run(fn, *args)
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
         assert self._conn is not None
@@ -273,7 +275,8 @@ class SqliteDeadLetterSink(DeadLetterSink):
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            await asyncio.to_thread(conn.close)
+            await self._serial.run(conn.close)
+            self._serial.shutdown()
 
 
 def _letter_from_row(r: Sequence[Any]) -> DeadLetter:

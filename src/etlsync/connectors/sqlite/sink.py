@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,6 +26,7 @@ from etlsync.core.batch import Batch, Op, Row, Ticket
 from etlsync.core.errors import ConfigError, ConflictError, DataError, SchemaError
 from etlsync.core.modes import ConflictStrategy, SchemaPolicy, WriteMode
 from etlsync.core.schema import ColumnType, Schema
+from etlsync.core.serial import SerialThread
 from etlsync.core.stages import Sink, StageContext
 
 
@@ -114,6 +114,7 @@ class SqliteSink(Sink):
                  schema_policy: SchemaPolicy | str = SchemaPolicy.EVOLVE, create: bool = True,
                  synchronous: str = "full", timeout: float = 30.0,
                  state_table: str = STATE_TABLE, json_batches: bool = False) -> None:
+        self._serial = SerialThread("etlsync-sqlite-sink")
         if not table:
             raise ConfigError("SqliteSink needs a table name")
         self.path = os.fspath(path)
@@ -143,7 +144,7 @@ class SqliteSink(Sink):
     # -- lifecycle -------------------------------------------------------------------------
     async def open(self, context: StageContext) -> None:
         self._context = context
-        await asyncio.to_thread(self._open_sync)
+        await self._serial.run(self._open_sync)
 
     def _open_sync(self) -> None:
         conn = connect(self.path, timeout=self.timeout, synchronous=self.synchronous)
@@ -180,7 +181,7 @@ class SqliteSink(Sink):
                 return table_schema(conn, self.table)
             finally:
                 conn.close()
-        return await asyncio.to_thread(run)
+        return await self._serial.run(run)
 
     async def write(self, batch: Batch) -> None:
         assert self._context is not None, "SqliteSink.write before open"
@@ -188,17 +189,17 @@ class SqliteSink(Sink):
         try:
             if self.write_mode != WriteMode.OVERWRITE:
                 state = ctx.position_after(batch)
-                await asyncio.to_thread(self._transaction, batch, state, False)
+                await self._serial.run(self._transaction, batch, state, False)
                 return
             self._pass_aware = self._pass_aware or is_pass_aware(batch.position)
             if not self._staged:
-                await asyncio.to_thread(self._begin_stage)
+                await self._serial.run(self._begin_stage)
             if is_end_of_pass(batch.position):
                 state = ctx.position_after(Batch([], tickets=(*self._held, *batch.tickets)))
-                await asyncio.to_thread(self._transaction, batch, state, True)
+                await self._serial.run(self._transaction, batch, state, True)
                 self._release_held()
             else:
-                await asyncio.to_thread(self._transaction, batch, (False, None), False)
+                await self._serial.run(self._transaction, batch, (False, None), False)
                 batch.retain()
                 self._held.extend(batch.tickets)
         except BaseException:
@@ -219,15 +220,16 @@ class SqliteSink(Sink):
                 if not self._failed and not self._pass_aware and exhausted:
                     # a source without pass markers: swap what this run delivered; no position
                     # is recorded, so the next overwrite run reads everything again
-                    await asyncio.to_thread(self._transaction, Batch([]), (False, None), True)
+                    await self._serial.run(self._transaction, Batch([]), (False, None), True)
                     self._release_held()
                 else:
-                    await asyncio.to_thread(
+                    await self._serial.run(
                         conn.execute, f"DROP TABLE IF EXISTS {quote(self.staging)}")
         finally:
             self._held = []
             self._conn = None
-            await asyncio.to_thread(conn.close)
+            await self._serial.run(conn.close)
+            self._serial.shutdown()
 
     # -- transactions ----------------------------------------------------------------------
     def _transaction(self, batch: Batch, state: tuple[bool, Any], swap: bool) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -17,6 +16,7 @@ from etlsync.core.errors import ConfigError
 from etlsync.core.incremental import Watermark
 from etlsync.core.modes import SyncMode
 from etlsync.core.schema import Column, ColumnType, Schema
+from etlsync.core.serial import SerialThread
 from etlsync.core.stages import Source
 
 
@@ -54,6 +54,7 @@ class SqliteSource(Source):
                  sync_mode: SyncMode | str = SyncMode.FULL_REFRESH,
                  cursor_field: str | None = None, primary_key: Sequence[str] = (),
                  timeout: float = 30.0) -> None:
+        self._serial = SerialThread("etlsync-sqlite-source")
         if (table is None) == (query is None):
             raise ConfigError("SqliteSource needs exactly one of table= or query=")
         if batch_size < 1:
@@ -100,16 +101,16 @@ class SqliteSource(Source):
                 return self._schema(conn)
             finally:
                 conn.close()
-        return {self.stream: await asyncio.to_thread(run)}
+        return {self.stream: await self._serial.run(run)}
 
     async def read(self, position: Any | None) -> AsyncIterator[Batch]:
         pos = dict(position) if isinstance(position, dict) else {}
         wm_state = pos.get("wm")
         if is_end_of_pass(pos):
             pos = {}
-        conn = await asyncio.to_thread(self._connect)
+        conn = await self._serial.run(self._connect)
         try:
-            schema = await asyncio.to_thread(self._schema, conn)
+            schema = await self._serial.run(self._schema, conn)
             convert = [(c.name, READERS[c.type]) for c in schema.columns if c.type in READERS]
             if self.sync_mode == SyncMode.INCREMENTAL:
                 assert self.cursor_field is not None
@@ -123,7 +124,8 @@ class SqliteSource(Source):
                     yield batch
                 end = {PASS_COMPLETE: True}
         finally:
-            await asyncio.to_thread(conn.close)
+            await self._serial.run(conn.close)
+            self._serial.shutdown()
         yield Batch([], stream=self.stream, position=end, schema=schema)
 
     @staticmethod
@@ -145,7 +147,7 @@ class SqliteSource(Source):
         cur: sqlite3.Cursor | None = None
         if by_rowid:
             try:
-                cur = await asyncio.to_thread(
+                cur = await self._serial.run(
                     conn.execute, f"SELECT rowid, * FROM {self._from()} WHERE rowid > ? "
                     "ORDER BY rowid", (int(pos.get("rowid", -(2**63))),))
             except sqlite3.OperationalError:
@@ -155,11 +157,11 @@ class SqliteSource(Source):
             order = ""
             if self.table is not None and schema.primary_key:
                 order = " ORDER BY " + ", ".join(quote(k) for k in schema.primary_key)
-            cur = await asyncio.to_thread(
+            cur = await self._serial.run(
                 conn.execute, f"SELECT * FROM {self._from()}{order} LIMIT -1 OFFSET ?", (offset,))
         assert cur is not None
         while True:
-            raw = await asyncio.to_thread(cur.fetchmany, self.batch_size)
+            raw = await self._serial.run(cur.fetchmany, self.batch_size)
             if not raw:
                 return
             if by_rowid:
@@ -181,10 +183,10 @@ class SqliteSource(Source):
         else:
             sql = f"SELECT * FROM {self._from()} WHERE {cf} >= ? ORDER BY {order}"
             args = (adapt(wm.value),)
-        cur = await asyncio.to_thread(conn.execute, sql, args)
+        cur = await self._serial.run(conn.execute, sql, args)
         names = schema.names
         while True:
-            raw = await asyncio.to_thread(cur.fetchmany, self.batch_size)
+            raw = await self._serial.run(cur.fetchmany, self.batch_size)
             if not raw:
                 return
             rows = wm.admit(self._rows(names, raw, convert, False))
