@@ -17,7 +17,6 @@ know that the new data set is complete (see :func:`is_end_of_pass`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import glob
@@ -35,6 +34,7 @@ from etlsync.core.errors import ConfigError, DataError
 from etlsync.core.incremental import Watermark, _key
 from etlsync.core.modes import SyncMode, WriteMode
 from etlsync.core.schema import ColumnType, Schema
+from etlsync.core.serial import SerialThread
 from etlsync.core.stages import Sink, Source, StageContext
 
 PASS_COMPLETE = "pass_complete"
@@ -165,6 +165,7 @@ class FileSource(Source):
     def __init__(self, path: str | os.PathLike[str], *, stream: str | None, batch_size: int,
                  sync_mode: SyncMode | str, cursor_field: str | None,
                  primary_key: Sequence[str], cursor_type: ColumnType | str | None) -> None:
+        self._serial = SerialThread("etlsync-file-source")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.path = os.fspath(path)
@@ -214,7 +215,7 @@ class FileSource(Source):
         last: dict[str, Any] = {}
         try:
             while True:
-                item = await asyncio.to_thread(next, it, None)
+                item = await self._serial.run(next, it, None)
                 if item is None:
                     break
                 path, unit, skip = item
@@ -242,7 +243,8 @@ class FileSource(Source):
                     yield batch
         finally:
             with contextlib.suppress(Exception):
-                it.close()
+                await self._serial.run(it.close)
+            self._serial.shutdown()
         end: dict[str, Any] = {"file": None, "offset": 0, "skip": 0, PASS_COMPLETE: True}
         if wm is not None:
             end["wm"] = wm.completed_state()
@@ -289,6 +291,7 @@ class FileSink(Sink):
     """Subclasses whose format can only be written whole (Parquet) set this."""
 
     def __init__(self, path: str | os.PathLike[str], write_mode: WriteMode | str) -> None:
+        self._serial = SerialThread("etlsync-file-sink")
         self.path = os.fspath(path)
         self.write_mode = WriteMode(write_mode)
         if self.write_mode == WriteMode.UPSERT:
@@ -308,7 +311,7 @@ class FileSink(Sink):
 
     async def open(self, context: StageContext) -> None:
         self._context = context
-        await asyncio.to_thread(self._prepare_sync)
+        await self._serial.run(self._prepare_sync)
 
     def _prepare_sync(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
@@ -322,13 +325,13 @@ class FileSink(Sink):
         self._pass_aware = self._pass_aware or is_pass_aware(batch.position)
         try:
             if self._finished:
-                await asyncio.to_thread(self._open_sync)
+                await self._serial.run(self._open_sync)
                 self._finished = False
             if batch.rows:
-                await asyncio.to_thread(self._write_sync, batch.rows, not self._temp)
+                await self._serial.run(self._write_sync, batch.rows, not self._temp)
             if self._temp:
                 if is_end_of_pass(batch.position):
-                    await asyncio.to_thread(self._finish_sync)
+                    await self._serial.run(self._finish_sync)
                     self._finished = True
                     self._release_held()
                 else:
@@ -345,15 +348,17 @@ class FileSink(Sink):
     async def close(self) -> None:
         try:
             if self._temp and not self._finished:
-                if not self._failed and not self._pass_aware:
-                    await asyncio.to_thread(self._finish_sync)
+                exhausted = self._context is not None and self._context.source_exhausted
+                if not self._failed and not self._pass_aware and exhausted:
+                    await self._serial.run(self._finish_sync)
                     self._release_held()
                 else:
-                    await asyncio.to_thread(self._discard_sync)
+                    await self._serial.run(self._discard_sync)
             elif not self._finished:
-                await asyncio.to_thread(self._close_sync)
+                await self._serial.run(self._close_sync)
         finally:
             self._held = []
+            self._serial.shutdown()
 
     def _finish_sync(self) -> None:
         self._close_sync()
