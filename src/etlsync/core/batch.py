@@ -52,6 +52,32 @@ class Ticket:
         return f"Ticket(seq={self.seq}, position={self.position!r}, refs={self.refs})"
 
 
+class TicketHold:
+    """Tickets a sink keeps open after ``write`` returned, so the checkpoint cannot pass the
+    held batches (e.g. an overwrite target until the new pass is installed)."""
+
+    __slots__ = ("tickets",)
+
+    def __init__(self) -> None:
+        self.tickets: list[Ticket] = []
+
+    def add(self, batch: Batch) -> None:
+        """Hold ``batch``'s tickets beyond the runner's own release."""
+        batch.retain()
+        self.tickets.extend(batch.tickets)
+
+    def release(self) -> None:
+        """Give the held tickets back: the checkpoint may advance past them."""
+        held, self.tickets = self.tickets, []
+        for t in held:
+            t.release()
+
+    def clear(self) -> None:
+        """Forget the held tickets without releasing them (after a failure: nothing past
+        them may be committed)."""
+        self.tickets = []
+
+
 @dataclass(slots=True)
 class Batch:
     """Rows from one stream, with the source position reached after them.

@@ -28,7 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from etlsync.core.batch import Batch, Op, Row, Ticket
+from etlsync.core.batch import Batch, Op, Row, TicketHold
 from etlsync.core.codec import dumps
 from etlsync.core.errors import ConfigError, DataError
 from etlsync.core.incremental import Watermark, _key
@@ -298,7 +298,7 @@ class FileSink(Sink):
             raise ConfigError(f"{type(self).__name__}: write_mode 'upsert' needs a keyed target "
                               "(use SqliteSink); files support append and overwrite")
         self._temp = self.write_mode == WriteMode.OVERWRITE or self.replace_on_finish
-        self._held: list[Ticket] = []
+        self._held = TicketHold()
         self._pass_aware = False
         self._failed = False
         self._finished = False
@@ -333,17 +333,12 @@ class FileSink(Sink):
                 if is_end_of_pass(batch.position):
                     await self._serial.run(self._finish_sync)
                     self._finished = True
-                    self._release_held()
+                    self._held.release()
                 else:
-                    batch.retain()
-                    self._held.extend(batch.tickets)
+                    self._held.add(batch)
         except BaseException:
             self._failed = True
             raise
-
-    def _release_held(self) -> None:
-        held, self._held = self._held, []
-        Batch([], tickets=tuple(held)).release()
 
     async def close(self) -> None:
         try:
@@ -351,13 +346,13 @@ class FileSink(Sink):
                 exhausted = self._context is not None and self._context.source_exhausted
                 if not self._failed and not self._pass_aware and exhausted:
                     await self._serial.run(self._finish_sync)
-                    self._release_held()
+                    self._held.release()
                 else:
                     await self._serial.run(self._discard_sync)
             elif not self._finished:
                 await self._serial.run(self._close_sync)
         finally:
-            self._held = []
+            self._held.clear()
             self._serial.shutdown()
 
     def _finish_sync(self) -> None:

@@ -22,7 +22,7 @@ from etlsync.checkpoints.sqlite import (
 from etlsync.connectors.files._common import is_end_of_pass, is_pass_aware
 from etlsync.connectors.sqlite._values import DECLARED, NATIVE, adapt, type_of_value
 from etlsync.connectors.sqlite.source import table_schema
-from etlsync.core.batch import Batch, Op, Row, Ticket
+from etlsync.core.batch import Batch, Op, Row, TicketHold
 from etlsync.core.errors import ConfigError, ConflictError, DataError, SchemaError
 from etlsync.core.modes import ConflictStrategy, SchemaPolicy, WriteMode
 from etlsync.core.schema import ColumnType, Schema
@@ -135,7 +135,7 @@ class SqliteSink(Sink):
         self._cols: dict[str, str] | None = None
         self._pk: tuple[str, ...] = self.primary_key
         self._sql: dict[Any, str] = {}
-        self._held: list[Ticket] = []
+        self._held = TicketHold()
         self._pass_aware = False
         self._failed = False
         self._staged = False
@@ -195,20 +195,15 @@ class SqliteSink(Sink):
             if not self._staged:
                 await self._serial.run(self._begin_stage)
             if is_end_of_pass(batch.position):
-                state = ctx.position_after(Batch([], tickets=(*self._held, *batch.tickets)))
+                state = ctx.position_after(Batch([], tickets=(*self._held.tickets, *batch.tickets)))
                 await self._serial.run(self._transaction, batch, state, True)
-                self._release_held()
+                self._held.release()
             else:
                 await self._serial.run(self._transaction, batch, (False, None), False)
-                batch.retain()
-                self._held.extend(batch.tickets)
+                self._held.add(batch)
         except BaseException:
             self._failed = True
             raise
-
-    def _release_held(self) -> None:
-        held, self._held = self._held, []
-        Batch([], tickets=tuple(held)).release()
 
     async def close(self) -> None:
         conn = self._conn
@@ -221,12 +216,12 @@ class SqliteSink(Sink):
                     # a source without pass markers: swap what this run delivered; no position
                     # is recorded, so the next overwrite run reads everything again
                     await self._serial.run(self._transaction, Batch([]), (False, None), True)
-                    self._release_held()
+                    self._held.release()
                 else:
                     await self._serial.run(
                         conn.execute, f"DROP TABLE IF EXISTS {quote(self.staging)}")
         finally:
-            self._held = []
+            self._held.clear()
             self._conn = None
             await self._serial.run(conn.close)
             self._serial.shutdown()
