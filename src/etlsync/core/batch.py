@@ -2,15 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
+from functools import lru_cache, partial
 from typing import Any
 
 from etlsync.core.schema import Schema
 
 Row = dict[str, Any]
 """One record: column name to value."""
+
+
+@lru_cache(maxsize=256)
+def dict_maker(columns: tuple[str, ...]) -> Callable[[Sequence[Any]], Row]:
+    """A function from a record of ``len(columns)`` values to its row dict: a dict display
+    compiled for ``columns`` (sized once, no key/value pairs built: about a third cheaper
+    than ``dict(zip(...))``). A record of another length raises ``ValueError``.
+
+    The names are embedded as string literals (``repr`` of a ``str`` is always a valid
+    literal of the same string), so no name can inject code.
+    """
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"duplicate column names in {list(columns)}")
+    if not columns:
+        return _empty_row
+    items = ", ".join(f"{str(c)!r}: r[{i}]" for i, c in enumerate(columns))
+    code = f"lambda r: {{{items}}} if len(r) == {len(columns)} else bad(r)"
+    made: Callable[[Sequence[Any]], Row] = eval(code, {"__builtins__": {"len": len},
+                                                       "bad": partial(_bad_width, columns)})
+    return made
+
+
+def _empty_row(record: Sequence[Any]) -> Row:
+    if record:
+        _bad_width((), record)
+    return {}
+
+
+def _bad_width(columns: tuple[str, ...], record: Sequence[Any]) -> Row:
+    raise ValueError(f"a record has {len(record)} values for {len(columns)} columns "
+                     f"{list(columns)}: {list(record)[:10]!r}")
 
 
 class Op(StrEnum):
@@ -78,29 +109,94 @@ class TicketHold:
         self.tickets = []
 
 
-@dataclass(slots=True)
 class Batch:
     """Rows from one stream, with the source position reached after them.
 
-    :param rows: the records, as dicts.
+    A batch holds its rows in one of two forms. *Dict form* (``rows``): one dict per row.
+    *Record form* (``columns`` + ``records``): one sequence of values per row, in the order
+    of ``columns``, as readers produce them; the dicts are built only when someone reads
+    :attr:`rows` (an operator, a sink without a record path). Sinks that bind values by
+    position (SQLite, COPY) check ``batch.records is not None`` and skip the dicts.
+
+    :param rows: the records, as dicts (or ``None`` with ``columns`` and ``records``).
     :param stream: the stream (table, collection, topic, file) the rows belong to.
     :param position: the source position *after* this batch; ``None`` when the batch ends
         inside an upstream transaction and must not be a resume point on its own.
     :param ops: one :class:`Op` per row for change data; ``None`` means all inserts.
     :param before: the old row image per row for updates and deletes, where known.
     :param schema: the stream's schema when the source knows it.
+    :param columns: with ``records``: the column names of every record.
+    :param records: with ``columns``: one sequence of ``len(columns)`` values per row.
     """
 
-    rows: list[Row]
-    stream: str = ""
-    position: Any = None
-    ops: list[Op] | None = None
-    before: list[Row | None] | None = None
-    schema: Schema | None = None
-    tickets: tuple[Ticket, ...] = field(default=(), repr=False, compare=False)
+    __slots__ = ("_rows", "before", "columns", "ops", "position", "records", "schema",
+                 "stream", "tickets")
+
+    def __init__(
+        self,
+        rows: list[Row] | None = None,
+        stream: str = "",
+        position: Any = None,
+        ops: list[Op] | None = None,
+        before: list[Row | None] | None = None,
+        schema: Schema | None = None,
+        tickets: tuple[Ticket, ...] = (),
+        *,
+        columns: Sequence[str] | None = None,
+        records: list[Sequence[Any]] | None = None,
+    ) -> None:
+        if rows is None:
+            if columns is None or records is None:
+                raise ValueError("Batch needs rows, or columns and records")
+            self.columns: tuple[str, ...] | None = tuple(columns)
+            self.records: list[Sequence[Any]] | None = records
+        elif records is not None or columns is not None:
+            raise ValueError("Batch takes rows or columns and records, not both")
+        else:
+            self.columns = self.records = None
+        self._rows = rows
+        self.stream = stream
+        self.position = position
+        self.ops = ops
+        self.before = before
+        self.schema = schema
+        self.tickets = tickets
+
+    @classmethod
+    def from_records(cls, columns: Sequence[str], records: list[Sequence[Any]], *,
+                     stream: str = "", position: Any = None, ops: list[Op] | None = None,
+                     before: list[Row | None] | None = None,
+                     schema: Schema | None = None) -> Batch:
+        """A record-form batch: ``records[i][j]`` is row ``i``'s value of ``columns[j]``."""
+        return cls(None, stream, position, ops, before, schema, columns=columns, records=records)
+
+    @property
+    def rows(self) -> list[Row]:
+        """The rows as dicts (built from the records on first access, which then ends the
+        record form: ``records`` and ``columns`` become ``None``)."""
+        rows = self._rows
+        if rows is None:
+            columns, records = self.columns, self.records
+            if records is None or columns is None:  # built meanwhile by another thread
+                rows = self._rows
+                assert rows is not None
+                return rows
+            rows = list(map(dict_maker(columns), records))
+            self._rows = rows
+            self.records = self.columns = None
+        return rows
 
     def __len__(self) -> int:
+        records = self.records
+        if records is not None:
+            return len(records)
         return len(self.rows)
+
+    def __repr__(self) -> str:
+        form = (f"records={len(self.records)}x{self.columns!r}" if self.records is not None
+                else f"rows={self._rows!r}")
+        return (f"Batch({form}, stream={self.stream!r}, position={self.position!r}, "
+                f"ops={self.ops!r})")
 
     def with_rows(
         self,
@@ -115,49 +211,64 @@ class Batch:
         row-by-row map); an operator that drops or adds rows of a change batch must pass
         ``ops`` (and ``before``) for the new rows, or the change kinds would be lost.
         """
+        ops, before = self._derived_ops(len(rows), ops, before)
+        return Batch(rows, self.stream, self.position, ops, before,
+                     schema if schema is not None else self.schema, self.tickets)
+
+    def with_records(
+        self,
+        columns: Sequence[str],
+        records: list[Sequence[Any]],
+        ops: list[Op] | None = None,
+        before: list[Row | None] | None = None,
+        schema: Schema | None = None,
+    ) -> Batch:
+        """Like :meth:`with_rows`, for a derived batch in record form."""
+        ops, before = self._derived_ops(len(records), ops, before)
+        return Batch(None, self.stream, self.position, ops, before,
+                     schema if schema is not None else self.schema, self.tickets,
+                     columns=columns, records=records)
+
+    def _derived_ops(self, n: int, ops: list[Op] | None, before: list[Row | None] | None
+                     ) -> tuple[list[Op] | None, list[Row | None] | None]:
         if ops is None and self.ops is not None:
-            if len(rows) != len(self.rows):
+            if n != len(self):
                 raise ValueError(
                     f"stream {self.stream!r}: with_rows changed the row count of a change batch "
-                    f"({len(self.rows)} -> {len(rows)}) without passing ops"
+                    f"({len(self)} -> {n}) without passing ops"
                 )
-            ops = self.ops
-            before = self.before if before is None else before
-        return Batch(
-            rows,
-            stream=self.stream,
-            position=self.position,
-            ops=ops,
-            before=before,
-            schema=schema if schema is not None else self.schema,
-            tickets=self.tickets,
-        )
+            return self.ops, self.before if before is None else before
+        return ops, before
 
     @staticmethod
     def concat(batches: Sequence[Batch]) -> Batch:
         """One batch holding the rows of several, carrying all their tickets (for buffering
-        operators). The position is the last batch's."""
+        operators). The position is the last batch's. Record-form batches with the same
+        columns stay in record form."""
         if not batches:
             raise ValueError("Batch.concat needs at least one batch")
-        rows: list[Row] = []
         any_ops = any(b.ops is not None for b in batches)
         ops: list[Op] | None = [] if any_ops else None
         tickets: dict[int, Ticket] = {}
         for b in batches:
-            rows.extend(b.rows)
             if ops is not None:
-                ops.extend(b.ops if b.ops is not None else [Op.INSERT] * len(b.rows))
+                ops.extend(b.ops if b.ops is not None else [Op.INSERT] * len(b))
             for t in b.tickets:
                 tickets[id(t)] = t
         last = batches[-1]
-        return Batch(
-            rows,
-            stream=last.stream,
-            position=last.position,
-            ops=ops,
-            schema=last.schema,
-            tickets=tuple(tickets.values()),
-        )
+        columns = batches[0].columns
+        if columns is not None and all(b.columns == columns for b in batches):
+            records: list[Sequence[Any]] = []
+            for b in batches:
+                assert b.records is not None
+                records.extend(b.records)
+            return Batch(None, last.stream, last.position, ops, None, last.schema,
+                         tuple(tickets.values()), columns=columns, records=records)
+        rows: list[Row] = []
+        for b in batches:
+            rows.extend(b.rows)
+        return Batch(rows, last.stream, last.position, ops, None, last.schema,
+                     tuple(tickets.values()))
 
     def op_at(self, index: int) -> Op:
         return Op.INSERT if self.ops is None else self.ops[index]

@@ -58,7 +58,7 @@ class Channel(Generic[T]):
 
     async def send(self, batch: T) -> None:
         """Put a batch in, waiting while the channel is full."""
-        n = len(batch.rows)
+        n = len(batch)
         while self._would_overflow(n):
             if self._closed:
                 raise ChannelClosed("send on a closed channel")
@@ -82,7 +82,7 @@ class Channel(Generic[T]):
             self._not_empty.clear()
             await self._not_empty.wait()
         batch = self._items.popleft()
-        self._rows -= len(batch.rows)
+        self._rows -= len(batch)
         self._not_full.set()
         return batch
 

@@ -293,7 +293,7 @@ class Pipeline:
                 ticket = tracker.issue(batch.position)
                 ticket.retain()
                 batch.tickets = (ticket,)
-                n = len(batch.rows)
+                n = len(batch)
                 m.record(n, n, 1, now() - t0)
                 try:
                     await out.send(batch)
@@ -351,9 +351,9 @@ class Pipeline:
                         if not out.tickets:
                             out.tickets = batch.tickets
                         out.retain()
-                        rows_out += len(out.rows)
+                        rows_out += len(out)
                     batch.release()
-                m.record(len(batch.rows), rows_out, len(outs), now() - t0)
+                m.record(len(batch), rows_out, len(outs), now() - t0)
                 produced.extend(outs)
             batches = produced
             if not batches:
@@ -369,7 +369,7 @@ class Pipeline:
                 return
             t0 = now()
             await self._guard(name, sink.write(batch))
-            n = len(batch.rows)
+            n = len(batch)
             m.record(n, n, 1, now() - t0)
             batch.release()
 

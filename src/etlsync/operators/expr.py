@@ -268,7 +268,7 @@ class FilterExpr(Operator):
 
     async def process(self, batch: Batch) -> OperatorOutput:
         base = self._seen.get(batch.stream, 0)
-        self._seen[batch.stream] = base + len(batch.rows)
+        self._seen[batch.stream] = base + len(batch)
         pred, rows = self.predicate, batch.rows
         try:
             if batch.ops is None:

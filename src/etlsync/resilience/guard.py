@@ -91,7 +91,7 @@ class _PieceContext(StageContext):
 
 
 def _slice(batch: Batch, lo: int, hi: int) -> Batch:
-    if lo == 0 and hi == len(batch.rows):
+    if lo == 0 and hi == len(batch):
         return batch
     ops = None if batch.ops is None else batch.ops[lo:hi]
     before = None if batch.before is None else batch.before[lo:hi]
@@ -352,7 +352,7 @@ class Resilient(Sink, _Isolator):
                 self._ctx.allow = True
 
     async def write(self, batch: Batch) -> None:
-        n = len(batch.rows)
+        n = len(batch)
         self.stats.batches += 1
         self.stats.rows += n
         if self.rate_limit is not None and self.rate_unit == "rows" and n:
@@ -379,7 +379,7 @@ class Resilient(Sink, _Isolator):
             self._record_bad(batch, lo, exc, pipeline, self._stage())
             return
         mid = (lo + hi) // 2
-        n = len(batch.rows)
+        n = len(batch)
         left_ok = False
         for a, b in ((lo, mid), (mid, hi)):
             if a == mid and left_ok and b - a > 1:
@@ -456,7 +456,7 @@ class ResilientOperator(Operator, _Isolator):
         if not self._opened and self.dead_letter is not None:
             await self.dead_letter.open()
             self._opened = True
-        n = len(batch.rows)
+        n = len(batch)
         self.stats.batches += 1
         self.stats.rows += n
         try:

@@ -93,22 +93,22 @@ class ResilientSource(Source):
                     return
                 if skip:
                     # rows this wrapper already yielded before the reader was restarted
-                    n = len(batch.rows)
+                    n = len(batch)
                     drop = min(skip, n)
                     skip -= drop
                     if drop == n and batch.position is None:
                         continue
                     batch = _slice(batch, drop, n)
-                if self.rate_limit is not None and batch.rows:
+                if self.rate_limit is not None and len(batch):
                     self.stats.rate_limited_seconds += await self.rate_limit.acquire(
-                        len(batch.rows))
+                        len(batch))
                 self.stats.batches += 1
-                self.stats.rows += len(batch.rows)
+                self.stats.rows += len(batch)
                 yield batch
                 if batch.position is not None:
                     resume, since = batch.position, skip
                 else:
-                    since += len(batch.rows)
+                    since += len(batch)
         finally:
             await close()
 

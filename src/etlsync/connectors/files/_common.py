@@ -149,11 +149,15 @@ class FileWatermark:
 
 @dataclass(slots=True)
 class Unit:
-    """Whole records of one file: rows, where the unit starts and where the next starts."""
+    """Whole records of one file: rows, where the unit starts and where the next starts.
+
+    With ``columns``, ``rows`` holds records (value sequences in that column order) and the
+    source emits record-form batches; without, it holds dicts."""
 
     start: int
     end: int
-    rows: list[Row]
+    rows: list[Any]
+    columns: tuple[str, ...] | None = None
 
 
 class FileSource(Source):
@@ -208,7 +212,8 @@ class FileSource(Source):
         start_offset, start_skip = int(pos.get("offset", 0)), int(pos.get("skip", 0))
         files = [f for f in self.files() if start_file is None or f >= start_file]
         schema = self._schema()
-        pending: list[Row] = []
+        pending: list[Any] = []
+        columns: tuple[str, ...] | None = None
         size = self.batch_size
         it = self._iter_units(files, start_file, start_offset, start_skip)
         assert isinstance(it, Generator)
@@ -220,11 +225,18 @@ class FileSource(Source):
                     break
                 path, unit, skip = item
                 rows, i, n = unit.rows, skip, len(unit.rows)
+                if unit.columns != columns and i < n:
+                    if pending:  # another file's layout: what is pending ends here
+                        batch = self._make_batch(pending, columns, last, wm, schema)
+                        pending = []
+                        if batch is not None:
+                            yield batch
+                    columns = unit.columns
                 if n == i and not pending:
                     last = {"file": path, "offset": unit.end, "skip": 0}
                 while i < n:
                     take = min(size - len(pending), n - i)
-                    pending.extend(rows[i:i + take])
+                    pending.extend(rows[i:i + take] if i or take < n else rows)
                     i += take
                     if i >= n:
                         last = {"file": path, "offset": unit.end, "skip": 0}
@@ -233,12 +245,12 @@ class FileSource(Source):
                     else:
                         last = {"file": path, "offset": unit.start, "skip": i}
                     if len(pending) >= size:
-                        batch = self._make_batch(pending, last, wm, schema)
+                        batch = self._make_batch(pending, columns, last, wm, schema)
                         pending = []
                         if batch is not None:
                             yield batch
             if pending:
-                batch = self._make_batch(pending, last, wm, schema)
+                batch = self._make_batch(pending, columns, last, wm, schema)
                 if batch is not None:
                     yield batch
         finally:
@@ -250,14 +262,20 @@ class FileSource(Source):
             end["wm"] = wm.completed_state()
         yield Batch([], stream=self.stream, position=end, schema=schema)
 
-    def _make_batch(self, rows: list[Row], last: dict[str, Any], wm: FileWatermark | None,
+    def _make_batch(self, rows: list[Any], columns: tuple[str, ...] | None,
+                    last: dict[str, Any], wm: FileWatermark | None,
                     schema: Schema | None) -> Batch | None:
         position: dict[str, Any] = {**last, PASS_COMPLETE: False}
         if wm is not None:
+            if columns is not None:
+                rows = Batch.from_records(columns, rows).rows
             rows = wm.admit(rows)
             position["wm"] = wm.state()
             if not rows:
                 return None
+        elif columns is not None:
+            return Batch.from_records(columns, rows, stream=self.stream, position=position,
+                                      schema=schema)
         return Batch(rows, stream=self.stream, position=position, schema=schema)
 
     def _iter_units(self, files: list[str], start_file: str | None, start_offset: int,

@@ -6,9 +6,8 @@ import codecs
 import csv
 import io
 import os
-from collections.abc import Callable, Iterator, Sequence
-from functools import partial
-from itertools import chain, repeat
+from collections.abc import Iterator, Sequence
+from itertools import chain
 from operator import itemgetter
 from typing import IO, Any
 
@@ -71,25 +70,6 @@ def csv_cut(quotechar: str) -> Any:
         return 0
 
     return cut
-
-
-def row_maker(names: Sequence[str], other: Callable[[list[str]], Row]) -> Callable[[list[str]], Row]:
-    """A function from a record to its row: a dict display compiled for ``names`` (sized
-    once, no key/value pairs built: about a third cheaper than ``dict(zip(...))``) for a
-    record of ``len(names)`` fields, ``other(record)`` for any other record.
-
-    The names are embedded as string literals (``repr`` of a ``str`` is always a valid
-    literal of the same string), so no name can inject code.
-    """
-    items = ", ".join(f"{str(n)!r}: r[{i}]" for i, n in enumerate(names))
-    code = f"lambda r: {{{items}}} if len(r) == {len(names)} else other(r)"
-    made: Callable[[list[str]], Row] = eval(code, {"__builtins__": {"len": len},
-                                                   "other": other})
-    return made
-
-
-def _zipped(keys: list[str], record: list[str]) -> Row:
-    return dict(zip(keys, record, strict=False))
 
 
 class CsvSource(FileSource):
@@ -155,10 +135,8 @@ class CsvSource(FileSource):
 
     def _units(self, path: str, start: int) -> Iterator[Unit]:
         header = self.read_header(path) if start > 0 else []
-        names: list[str] | None = None
+        names: tuple[str, ...] | None = None
         pick: itemgetter[Any] | None = None
-        keys: list[str] = []
-        make: Callable[[list[str]], Row] = partial(_zipped, keys)
         for offset, chunk in read_chunks(path, start, self._cut):
             try:
                 text = chunk.decode(self.encoding)
@@ -178,23 +156,22 @@ class CsvSource(FileSource):
                     width = len(first)
                 else:
                     width = len(header) if self.header else len(self.columns or ())
-                names, pick = self._layout(path, header, width)
-                # one key more than the columns: a record with extra fields makes a longer dict
-                keys = [*names, "\x00extra"]
-                make = row_maker(names, partial(_zipped, keys))
-            width = len(names)
+                layout, pick = self._layout(path, header, width)
+                names = tuple(layout)
+                if len(set(names)) != len(names):
+                    dup = next(n for n in names if names.count(n) > 1)
+                    raise SchemaError(f"{path}: column {dup!r} appears more than once in "
+                                      f"{list(names)}")
+            # records stay the csv module's lists: no dict per row (see Batch's record form)
+            records: list[Any] = list(reader)
+            width = len(header) if pick is not None else len(names)
+            if records and set(map(len, records)) != {width}:
+                records = [r for r in records if r]  # blank lines
+                self._check_widths(path, width, records)
             if pick is not None:
-                recs = [r for r in reader if r]
-                self._check_widths(path, len(header), recs)
-                picked = (v if isinstance(v, tuple) else (v,) for v in map(pick, recs))
-                rows = list(map(dict, map(zip, repeat(names), picked)))
-            else:
-                # records become dicts as they are parsed (no list of records is kept)
-                rows = list(map(make, reader))
-                if rows and set(map(len, rows)) != {width}:
-                    rows = [r for r in rows if r]  # blank lines
-                    self._check_widths(path, width, rows)
-            yield Unit(offset, offset + len(chunk), rows)
+                records = ([(v,) for v in map(pick, records)] if len(names) == 1
+                           else list(map(pick, records)))
+            yield Unit(offset, offset + len(chunk), records, names)
 
     @staticmethod
     def _check_widths(path: str, width: int, recs: Sequence[Any]) -> None:
@@ -211,7 +188,7 @@ class CsvSource(FileSource):
         names, _ = self._layout(files[0], header, len(header))
         if not self.header and not names:
             for unit in self._units(files[0], 0):
-                names = list(unit.rows[0]) if unit.rows else []
+                names = list(unit.columns or ())
                 break
         return {self.stream: Schema(tuple(Column(n, ColumnType.STRING) for n in names),
                                     tuple(self.primary_key))}

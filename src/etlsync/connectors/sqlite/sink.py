@@ -30,23 +30,19 @@ from etlsync.core.serial import SerialThread
 from etlsync.core.stages import Sink, StageContext
 
 
-def _adapt_rows(tuples: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def _adapt_rows(tuples: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
     if set(map(type, chain.from_iterable(tuples))) <= NATIVE:
         return tuples
     return [tuple(v if type(v) in NATIVE else adapt(v) for v in t) for t in tuples]
 
 
-def _mapped(tuples: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+def _mapped(tuples: Iterable[Sequence[Any]]) -> Iterator[tuple[Any, ...]]:
     """Tuples with every value SQLite cannot store as is mapped (see ``_values``)."""
     for t in tuples:
         yield tuple(v if type(v) in NATIVE else adapt(v) for v in t)
 
 
 _BIND_ERRORS = (sqlite3.ProgrammingError, sqlite3.InterfaceError, DeprecationWarning)
-
-
-class _MixedKeys(Exception):
-    """Rows of one run turned out to have different keys."""
 
 
 _TEXT_TYPES: frozenset[type] = frozenset({str, type(None), bool})
@@ -69,12 +65,13 @@ def _runs(rows: list[Row]) -> list[list[Row]]:
     return out
 
 
-def _getter(cols: list[str]) -> Any:
-    """A function from a row to the tuple of its ``cols`` values (KeyError if one is absent)."""
-    if len(cols) == 1:
-        c = cols[0]
-        return lambda r: (r[c],)
-    return itemgetter(*cols)
+def _getter(keys: Sequence[Any]) -> Any:
+    """A function from a row (or record) to the tuple of its values at ``keys`` (column
+    names, or positions in a record); KeyError if one is absent."""
+    if len(keys) == 1:
+        k = keys[0]
+        return lambda r: (r[k],)
+    return itemgetter(*keys)
 
 
 class SqliteSink(Sink):
@@ -232,7 +229,7 @@ class SqliteSink(Sink):
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if batch.rows:
+            if len(batch):
                 self._apply(batch)
             if swap:
                 self._swap()
@@ -270,7 +267,11 @@ class SqliteSink(Sink):
     def _apply(self, batch: Batch) -> None:
         insert_kind = self._insert_kind()
         if batch.ops is None or all(op == Op.INSERT for op in batch.ops):
-            self._insert(batch.rows, batch.schema, insert_kind)
+            records, columns = batch.records, batch.columns
+            if records is not None and columns is not None:
+                self._insert_records(list(columns), records, batch.schema, insert_kind)
+            else:
+                self._insert(batch.rows, batch.schema, insert_kind)
             return
         ops, rows, before = batch.ops, batch.rows, batch.before
         i, n = 0, len(rows)
@@ -338,48 +339,50 @@ class SqliteSink(Sink):
         return self._pk
 
     def _insert(self, rows: list[Row], schema: Schema | None, kind: str) -> None:
+        cols = list(rows[0])
+        if cols and set(map(len, rows)) == {len(cols)}:
+            get = _getter(cols)
+            try:
+                records = list(map(get, rows))
+            except KeyError:
+                pass  # same lengths, other keys: take the runs one by one
+            else:
+                self._insert_records(cols, records, schema, kind)
+                return
+        for run in _runs(rows):
+            if run[0]:
+                cols = list(run[0])
+                self._insert_records(cols, list(map(_getter(cols), run)), schema, kind)
+
+    def _insert_records(self, cols: list[str], records: Sequence[Sequence[Any]],
+                        schema: Schema | None, kind: str) -> None:
+        """Insert ``records``: value sequences in the order of ``cols``."""
         if kind != "insert" and not self._pk and schema is not None and schema.primary_key:
             self._pk = tuple(schema.primary_key)
         if kind != "insert" and not self._pk:
             raise ConfigError(f"SqliteSink({self.table!r}): write_mode {self.write_mode.value!r} "
                               "needs primary_key")
-        cols = list(rows[0])
-        if cols and set(map(len, rows)) == {len(cols)}:
-            try:
-                self._insert_run(rows, cols, schema, kind)
-                return
-            except _MixedKeys:
-                pass  # same lengths, other keys: take the runs one by one
-        for run in _runs(rows):
-            if run[0]:
-                self._insert_run(run, list(run[0]), schema, kind)
-
-    def _insert_run(self, rows: list[Row], cols: list[str], schema: Schema | None,
-                    kind: str) -> None:
-        """Insert rows that all have the keys ``cols`` (else :class:`_MixedKeys`)."""
         conn = self._conn
         assert conn is not None
-        cols = self._fit(cols, rows, schema)
-        if not cols:
+        fitted = self._fit(cols, records, schema)
+        if not fitted:
             return
-        get = _getter(cols)
-        types = (set(map(type, chain.from_iterable(map(dict.values, rows))))
-                 if self.json_batches else None)
+        if fitted != cols:  # columns discarded by the schema policy
+            pick = _getter([cols.index(c) for c in fitted])
+            records, cols = list(map(pick, records)), fitted
+        types = set(map(type, chain.from_iterable(records))) if self.json_batches else None
         payload = None
         if types is not None and types <= _TEXT_TYPES:
             # one JSON array, inserted by one statement that runs without the GIL; NUL
             # characters (SQLite's JSON functions cut them) take the executemany path
-            try:
-                payload = _JSON.encode(list(map(get, rows)))
-            except KeyError as exc:
-                raise _MixedKeys from exc
+            payload = _JSON.encode(records)
             if b"\\u0000" in payload:
                 payload = None
-        # Values are bound as they are unless the first row (or the scan) shows a type that
-        # needs the explicit mapping; a later value sqlite3 cannot bind makes it refuse the
-        # row, and the batch is rolled back to the savepoint and bound mapped. (sqlite3's
+        # Values are bound as they are unless the first record (or the scan) shows a type
+        # that needs the explicit mapping; a later value sqlite3 cannot bind makes it refuse
+        # the row, and the batch is rolled back to the savepoint and bound mapped. (sqlite3's
         # own datetime/date adapters write the same ISO text as the mapping.)
-        mapped = (not set(map(type, rows[0].values())) <= NATIVE
+        mapped = (not set(map(type, records[0])) <= NATIVE
                   or (types is not None and not types <= NATIVE))
         sql = self._insert_sql(tuple(cols), kind, json=payload is not None)
         conn.execute("SAVEPOINT etlsync_batch")
@@ -387,25 +390,22 @@ class SqliteSink(Sink):
             if payload is not None:
                 conn.execute(sql, (payload,))
             elif mapped:
-                conn.executemany(sql, _mapped(map(get, rows)))
+                conn.executemany(sql, _mapped(records))
             else:
                 try:
-                    conn.executemany(sql, map(get, rows))
+                    conn.executemany(sql, records)
                 except _BIND_ERRORS:
                     conn.execute("ROLLBACK TO etlsync_batch")
-                    conn.executemany(sql, _mapped(map(get, rows)))
-        except KeyError as exc:
-            conn.execute("ROLLBACK TO etlsync_batch")
-            raise _MixedKeys from exc
+                    conn.executemany(sql, _mapped(records))
         except sqlite3.IntegrityError as exc:
             if kind != ConflictStrategy.FAIL.value:
                 raise
             conn.execute("ROLLBACK TO etlsync_batch")
-            self._raise_conflict(cols, _adapt_rows(list(map(get, rows))), exc)
+            self._raise_conflict(cols, _adapt_rows(records), exc)
         finally:
             conn.execute("RELEASE etlsync_batch")
 
-    def _raise_conflict(self, cols: list[str], tuples: list[tuple[Any, ...]],
+    def _raise_conflict(self, cols: list[str], tuples: Sequence[Sequence[Any]],
                         exc: sqlite3.IntegrityError) -> None:
         assert self._conn is not None
         idx = [cols.index(k) for k in self._pk if k in cols]
@@ -462,24 +462,25 @@ class SqliteSink(Sink):
         self._conn.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} ({', '.join(defs)})")
         self._cols = self._columns(table)
 
-    def _declared(self, name: str, rows: list[Row], schema: Schema | None) -> str:
+    def _declared(self, name: str, values: Iterable[Any], schema: Schema | None) -> str:
         if schema is not None and name in schema:
             ct = schema.column(name).type
             if ct != ColumnType.UNKNOWN:
                 return DECLARED[ct]
-        for r in rows:
-            v = r.get(name)
+        for v in values:
             if v is not None:
                 return DECLARED[type_of_value(v)]
         return ""
 
-    def _fit(self, cols: list[str], rows: list[Row], schema: Schema | None) -> list[str]:
+    def _fit(self, cols: list[str], records: Sequence[Sequence[Any]],
+             schema: Schema | None) -> list[str]:
         """Create the table or apply the schema policy to columns it lacks; the columns to
         write."""
         if self._cols is None:
             if schema is not None and not self._pk and schema.primary_key:
                 self._pk = tuple(schema.primary_key)
-            self._create(self._target, [(c, self._declared(c, rows, schema)) for c in cols])
+            self._create(self._target, [(c, self._declared(c, (r[i] for r in records), schema))
+                                        for i, c in enumerate(cols)])
             return cols
         known = {c.lower() for c in self._cols}
         new = [c for c in cols if c.lower() not in known]
@@ -492,7 +493,8 @@ class SqliteSink(Sink):
             return [c for c in cols if c.lower() in known]
         assert self._conn is not None
         for c in new:
-            decl = self._declared(c, rows, schema)
+            i = cols.index(c)
+            decl = self._declared(c, (r[i] for r in records), schema)
             self._conn.execute(f"ALTER TABLE {quote(self._target)} ADD COLUMN "
                                f"{quote(c)} {decl}".rstrip())
         self._cols = self._columns(self._target)
