@@ -15,11 +15,16 @@ class MemorySource(Source):
     of rows consumed, so a resumed run skips what was committed.
 
     :param follow: after the rows, keep waiting (like a CDC source) until stopped.
+    :param record_form: yield record-form batches (``Batch.from_records``, columns of the
+        first row of each batch) where every row of the batch has those keys in that order,
+        as file and database readers do; to test a sink's record path.
     """
 
     def __init__(self, rows: Sequence[Row] | Iterable[Row], batch_size: int = 1000, *,
-                 stream: str = "memory", follow: bool = False, name: str = "memory") -> None:
+                 stream: str = "memory", follow: bool = False, name: str = "memory",
+                 record_form: bool = False) -> None:
         self.rows = rows if isinstance(rows, Sequence) else list(rows)
+        self.record_form = record_form
         self.batch_size = batch_size
         self.stream = stream
         self.follow = follow
@@ -31,7 +36,12 @@ class MemorySource(Source):
         rows, size = self.rows, self.batch_size
         for i in range(start, len(rows), size):
             chunk = list(rows[i:i + size])
-            yield Batch(chunk, stream=self.stream, position=i + len(chunk))
+            columns = list(chunk[0]) if chunk else []
+            if self.record_form and all(list(r) == columns for r in chunk):
+                yield Batch.from_records(columns, [tuple(r.values()) for r in chunk],
+                                         stream=self.stream, position=i + len(chunk))
+            else:
+                yield Batch(chunk, stream=self.stream, position=i + len(chunk))
         while self.follow:
             await asyncio.sleep(3600)
 

@@ -80,7 +80,11 @@ def test_rows_read_from_two_threads_at_once_agree() -> None:
     for _ in range(50):
         batch = Batch.from_records(("a", "b"), [(i, -i) for i in range(20_000)])
         seen: list[list[dict[str, int]]] = []
-        threads = [threading.Thread(target=lambda: seen.append(batch.rows)) for _ in range(4)]
+
+        def read(b: Batch = batch, out: list[list[dict[str, int]]] = seen) -> None:
+            out.append(b.rows)
+
+        threads = [threading.Thread(target=read) for _ in range(4)]
         for th in threads:
             th.start()
         for th in threads:

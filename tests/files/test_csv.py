@@ -90,6 +90,25 @@ async def test_glob_reads_files_in_sorted_order_and_resumes_across_files(tmp_pat
     assert [r["id"] for b in rest for r in b.rows] == ["4", "5", "6", "7"]
 
 
+async def test_batches_are_record_form_and_split_where_the_header_changes(tmp_path: Path) -> None:
+    write_csv(tmp_path / "a.csv", ["id", "name"], [["1", "x"], ["2", "y"]])
+    write_csv(tmp_path / "b.csv", ["name", "id"], [["z", "3"]])
+    src = CsvSource(str(tmp_path / "*.csv"), batch_size=10)
+    batches = await read_all(src)
+    assert [(b.columns, b.records) for b in batches[:2]] == [
+        (("id", "name"), [["1", "x"], ["2", "y"]]), (("name", "id"), [["z", "3"]])]
+    assert [r for b in batches for r in b.rows] == [
+        {"id": "1", "name": "x"}, {"id": "2", "name": "y"}, {"name": "z", "id": "3"}]
+    rest = await read_all(src, batches[0].position)
+    assert [r for b in rest for r in b.rows] == [{"name": "z", "id": "3"}]
+
+
+async def test_a_header_naming_a_column_twice_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "dup.csv").write_text("id,name,id\n1,a,2\n")
+    with pytest.raises(SchemaError, match=r"dup\.csv: column 'id' appears more than once"):
+        await read_all(CsvSource(tmp_path / "dup.csv"))
+
+
 async def test_discover_gives_header_names_as_strings(tmp_path: Path) -> None:
     p = tmp_path / "orders.csv"
     write_csv(p, ["id", "price"], [["1", "2.5"]])

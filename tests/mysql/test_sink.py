@@ -38,14 +38,28 @@ def norm(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.parametrize("record_form", [False, True], ids=["dicts", "records"])
 @pytest.mark.parametrize("method", ["load_data", "insert"])
 async def test_append_roundtrips_tricky_values(mysql_params: dict[str, Any], unique_name: str,
-                                               method: str) -> None:
+                                               method: str, record_form: bool) -> None:
     opts = options(mysql_params)
     sink = MysqlSink(opts, table=unique_name, primary_key=["id"], load_method=method)
-    await Pipeline(MemorySource(TRICKY, 2), sinks=[sink], name=unique_name).run()
+    source = MemorySource(TRICKY, 2, record_form=record_form)
+    await Pipeline(source, sinks=[sink], name=unique_name).run()
     got = await fetch(opts, f"SELECT * FROM `{unique_name}` ORDER BY id")
     assert [norm(r) for r in got] == [norm(r) for r in TRICKY]
+
+
+async def test_record_form_append_maps_columns_by_name(mysql_params: dict[str, Any],
+                                                       unique_name: str) -> None:
+    opts = options(mysql_params)
+    await execute(opts, f"CREATE TABLE `{unique_name}` (id int primary key, s varchar(10), n int)")
+    sink = MysqlSink(opts, table=unique_name, primary_key=["id"], schema_policy="discard")
+    # columns in another order than the table's, one the table lacks, one the batch lacks
+    rows = [{"n": 7, "extra": "x", "id": 1}, {"n": 8, "extra": "y", "id": 2}]
+    await Pipeline(MemorySource(rows, record_form=True), sinks=[sink], name=unique_name).run()
+    got = await fetch(opts, f"SELECT id, s, n FROM `{unique_name}` ORDER BY id")
+    assert got == [{"id": 1, "s": None, "n": 7}, {"id": 2, "s": None, "n": 8}]
 
 
 @pytest.mark.parametrize(("conflict", "expected"), [

@@ -30,6 +30,20 @@ from etlsync.core.stages import StageContext
 from etlsync.testing import CollectingSink, MemorySource
 
 
+@pytest.fixture(params=[False, True], ids=["dicts", "records"])
+def record_form(request: pytest.FixtureRequest) -> bool:
+    """Run a test with dict-form batches and with record-form batches (as readers make)."""
+    return bool(request.param)
+
+
+def batch_of(rows: list[dict[str, Any]], record_form: bool) -> Batch:
+    """``rows`` as a batch; in record form where all rows have the same keys in order."""
+    columns = list(rows[0])
+    if record_form and all(list(r) == columns for r in rows):
+        return Batch.from_records(columns, [list(r.values()) for r in rows])
+    return Batch(rows)
+
+
 async def open_sink(sink: SqliteSink, pipeline: str = "p") -> SqliteSink:
     await sink.open(StageContext(pipeline, "sink", None))
     return sink
@@ -50,7 +64,7 @@ async def read_back(db: Path, table: str) -> list[dict[str, Any]]:
 
 
 async def test_python_values_round_trip_through_the_documented_mapping(
-        tmp_path: Path, unique_name: str) -> None:
+        tmp_path: Path, unique_name: str, record_form: bool) -> None:
     db = tmp_path / "t.db"
     row = {"id": 1, "price": Decimal("12.50"), "big": Decimal("12345678901234567890.123456789"),
            "at": dt.datetime(2024, 5, 1, 10, 30), "aware": dt.datetime(2024, 5, 1, tzinfo=dt.UTC),
@@ -58,7 +72,7 @@ async def test_python_values_round_trip_through_the_documented_mapping(
            "doc": {"a": [1, 2]}, "tags": ["x"], "uid": uuid.UUID(int=7), "f": 1.5, "none": None,
            "wait": dt.timedelta(seconds=90)}
     sink = await open_sink(SqliteSink(db, table=unique_name))
-    await sink.write(Batch([row]))
+    await sink.write(batch_of([row], record_form))
     await sink.close()
     decl = {r[1]: r[2] for r in fetch(db, f"PRAGMA table_info({unique_name})")}
     assert decl["price"] == "DECIMAL_TEXT" and decl["at"] == "DATETIME"
@@ -87,26 +101,29 @@ STORED = [(1, "a", 10, "keep"), (2, "b", 20, "keep")]
     ("merge", [(1, "a", 11, "keep"), (2, "b", 21, "keep"), (3, "c", None, None)]),
 ])
 async def test_upsert_conflict_strategies_on_a_composite_key(
-        tmp_path: Path, unique_name: str, conflict: str, expected: list[tuple[Any, ...]]) -> None:
+        tmp_path: Path, unique_name: str, conflict: str, expected: list[tuple[Any, ...]],
+        record_form: bool) -> None:
     db = tmp_path / "t.db"
     first = [{"k1": k1, "k2": k2, "v": v, "w": w} for k1, k2, v, w in STORED]
     sink = await open_sink(SqliteSink(db, table=unique_name, write_mode="upsert",
                                       primary_key=["k1", "k2"], conflict=conflict))
-    await sink.write(Batch(first))
-    await sink.write(Batch([{"k1": 1, "k2": "a", "v": 11}, {"k1": 2, "k2": "b", "v": 21},
-                            {"k1": 3, "k2": "c"}]))
+    await sink.write(batch_of(first, record_form))
+    await sink.write(batch_of([{"k1": 1, "k2": "a", "v": 11}, {"k1": 2, "k2": "b", "v": 21}],
+                              record_form))
+    await sink.write(batch_of([{"k1": 3, "k2": "c"}], record_form))
     await sink.close()
     assert fetch(db, f"SELECT * FROM {unique_name} ORDER BY k1") == expected
 
 
 async def test_upsert_fail_names_the_key_and_rolls_the_batch_back(
-        tmp_path: Path, unique_name: str) -> None:
+        tmp_path: Path, unique_name: str, record_form: bool) -> None:
     db = tmp_path / "t.db"
     sink = await open_sink(SqliteSink(db, table=unique_name, write_mode="upsert",
                                       primary_key=["k1", "k2"], conflict="fail"))
     await sink.write(Batch([{"k1": 1, "k2": "a", "v": 1}]))
     with pytest.raises(ConflictError, match=r"key \{'k1': 1, 'k2': 'a'\} already exists"):
-        await sink.write(Batch([{"k1": 5, "k2": "z", "v": 5}, {"k1": 1, "k2": "a", "v": 2}]))
+        await sink.write(batch_of([{"k1": 5, "k2": "z", "v": 5}, {"k1": 1, "k2": "a", "v": 2}],
+                                  record_form))
     await sink.close()
     assert fetch(db, f"SELECT * FROM {unique_name}") == [(1, "a", 1)]
 
@@ -119,11 +136,12 @@ async def test_upsert_without_key_is_a_config_error(tmp_path: Path, unique_name:
 
 
 @pytest.mark.parametrize("policy", ["evolve", "freeze", "discard"])
-async def test_schema_policy_for_a_new_column(tmp_path: Path, unique_name: str, policy: str) -> None:
+async def test_schema_policy_for_a_new_column(tmp_path: Path, unique_name: str, policy: str,
+                                              record_form: bool) -> None:
     db = tmp_path / "t.db"
     sink = await open_sink(SqliteSink(db, table=unique_name, schema_policy=policy))
-    await sink.write(Batch([{"id": 1}]))
-    batch = Batch([{"id": 2, "extra": 7}])
+    await sink.write(batch_of([{"id": 1}], record_form))
+    batch = batch_of([{"extra": 7, "id": 2}], record_form)
     if policy == "freeze":
         with pytest.raises(SchemaError, match="column 'extra'"):
             await sink.write(batch)
@@ -290,14 +308,15 @@ async def test_update_into_a_table_without_a_unique_key_adds_one(tmp_path: Path,
     assert fetch(db, f"SELECT * FROM {unique_name} ORDER BY id") == [(1, "b"), (2, "c")]
 
 
-async def test_values_needing_the_mapping_after_a_plain_first_row(tmp_path: Path,
-                                                                  unique_name: str) -> None:
+async def test_values_needing_the_mapping_after_a_plain_first_row(
+        tmp_path: Path, unique_name: str, record_form: bool) -> None:
     db = tmp_path / "t.db"
     sink = await open_sink(SqliteSink(db, table=unique_name))
-    await sink.write(Batch([{"id": 1, "p": None, "at": None}, {"id": 2, "p": None, "at": None}]))
-    await sink.write(Batch([{"id": 3, "p": None, "at": None},
-                            {"id": 4, "p": Decimal("2.50"), "at": dt.datetime(2024, 1, 2, 3)},
-                            {"id": 5, "p": {"k": 1}, "at": dt.date(2024, 1, 2)}]))
+    await sink.write(batch_of([{"id": 1, "p": None, "at": None}, {"id": 2, "p": None, "at": None}],
+                              record_form))
+    await sink.write(batch_of([{"id": 3, "p": None, "at": None},
+                               {"id": 4, "p": Decimal("2.50"), "at": dt.datetime(2024, 1, 2, 3)},
+                               {"id": 5, "p": {"k": 1}, "at": dt.date(2024, 1, 2)}], record_form))
     await sink.close()
     assert fetch(db, f"SELECT p, at FROM {unique_name} WHERE id > 3") == [
         ("2.50", "2024-01-02 03:00:00"), ('{"k":1}', "2024-01-02")]

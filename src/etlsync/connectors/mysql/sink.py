@@ -279,7 +279,11 @@ class MysqlSink(Sink):
             if batch.schema is not None and n in batch.schema:
                 out.append(batch.schema.column(n))
                 continue
-            value = next((r[n] for r in batch.rows if r.get(n) is not None), None)
+            if batch.records is not None and batch.columns is not None and n in batch.columns:
+                i = batch.columns.index(n)
+                value = next((r[i] for r in batch.records if r[i] is not None), None)
+            else:
+                value = next((r[n] for r in batch.rows if r.get(n) is not None), None)
             out.append(Column(n, infer_type(value) if value is not None else ColumnType.STRING))
         return out
 
@@ -306,13 +310,13 @@ class MysqlSink(Sink):
     async def _write(self, batch: Batch) -> None:
         assert self.context is not None
         found, position = self.context.position_after(batch) if self.exactly_once else (False, None)
-        if not batch.rows and not found:
+        if not len(batch) and not found:
             return
-        names = _column_names(batch) if batch.rows else []
-        cols = await self._ensure_table(batch, names) if batch.rows else []
+        names = _column_names(batch) if len(batch) else []
+        cols = await self._ensure_table(batch, names) if len(batch) else []
         await self.conn.begin()
         try:
-            if batch.rows:
+            if len(batch):
                 await self._apply(batch, cols)
             if found:
                 async with self.conn.cursor() as cur:
@@ -337,6 +341,10 @@ class MysqlSink(Sink):
         if upsert and not self.primary_key:
             raise ConfigError(f"MysqlSink {self.table}: upserts and deletes need a primary key")
         if batch.ops is None:
+            if (not upsert and self._use_load and batch.records is not None
+                    and batch.columns is not None):
+                await self._load(_project(batch.columns, batch.records, cols), cols)
+                return
             await self._rows(batch.rows, cols, upsert)
             return
         for op, rows in _runs(batch, self.primary_key):
@@ -350,7 +358,7 @@ class MysqlSink(Sink):
 
     async def _rows(self, rows: list[Row], cols: list[str], upsert: bool) -> None:
         if not upsert and self._use_load:
-            await self._load(rows, cols)
+            await self._load(_tuples(rows, cols), cols)
             return
         conflict = self.conflict if upsert else None
         if conflict == ConflictStrategy.OVERWRITE and self._columns:
@@ -405,12 +413,12 @@ class MysqlSink(Sink):
                     cols = ", ".join(quote(k) for k in pk)
                     await cur.execute(f"DELETE FROM {target} WHERE ({cols}) IN ({tuples})")
 
-    async def _load(self, rows: list[Row], cols: list[str]) -> None:
+    async def _load(self, tuples: Sequence[Sequence[Any]], cols: list[str]) -> None:
         sql = (f"LOAD DATA LOCAL INFILE 'etlsync-stream' INTO TABLE "
                f"{qualified(self.database, self._target)} CHARACTER SET utf8mb4 "
                "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ("
                + ", ".join(quote(c) for c in cols) + ")")
-        await _wire.load_data_stream(self.conn, sql, _tsv_lines(rows, cols))
+        await _wire.load_data_stream(self.conn, sql, _tsv_lines(tuples, len(cols)))
 
     async def close(self) -> None:
         try:
@@ -468,8 +476,11 @@ def _chunks(rows: list[Row], n: int) -> Iterator[list[Row]]:
 
 def _column_names(batch: Batch) -> list[str]:
     """The union of the rows' keys (schema order first); fast when all rows share keys."""
-    rows = batch.rows
     seen: dict[str, None] = dict.fromkeys(batch.schema.names) if batch.schema else {}
+    if batch.columns is not None and batch.records is not None:
+        seen.update(dict.fromkeys(batch.columns))
+        return list(seen)
+    rows = batch.rows
     first = list(rows[0])
     if first and set(map(len, rows)) == {len(first)}:
         try:
@@ -486,16 +497,33 @@ def _column_names(batch: Batch) -> list[str]:
 _PLAIN_TYPES = {str, int, float, Decimal}
 
 
-def _tsv_lines(rows: list[Row], cols: list[str]) -> Iterator[bytes]:
-    """LOAD DATA input in chunks of 2,000 rows. Batches of plain values (str, int, float,
-    Decimal) that need no escaping are joined in C; others go value by value."""
+def _tuples(rows: list[Row], cols: list[str]) -> list[Sequence[Any]]:
+    """The rows' values in ``cols`` order (an absent value is ``None``)."""
     getter = itemgetter(*cols)
     try:
-        tuples = list(map(getter, rows)) if len(cols) > 1 else [(r[cols[0]],) for r in rows]
+        return list(map(getter, rows)) if len(cols) > 1 else [(r[cols[0]],) for r in rows]
     except KeyError:
-        tuples = [tuple(r.get(c) for c in cols) for r in rows]
+        return [tuple(r.get(c) for c in cols) for r in rows]
+
+
+def _project(columns: Sequence[str], records: list[Sequence[Any]], cols: list[str]
+             ) -> Sequence[Sequence[Any]]:
+    """Records of ``columns`` as value sequences in ``cols`` order (an absent column is
+    ``None``); the records themselves when the orders agree."""
+    if tuple(cols) == tuple(columns):
+        return records
+    index = {c: i for i, c in enumerate(columns)}
+    if len(cols) > 1 and all(c in index for c in cols):
+        return list(map(itemgetter(*[index[c] for c in cols]), records))
+    return [tuple(r[index[c]] if c in index else None for c in cols) for r in records]
+
+
+def _tsv_lines(tuples: Sequence[Sequence[Any]], width: int) -> Iterator[bytes]:
+    """LOAD DATA input in chunks of 2,000 rows of ``width`` values. Batches of plain values
+    (str, int, float, Decimal) that need no escaping are joined in C; others go value by
+    value."""
     plain = set(map(type, chain.from_iterable(tuples))) <= _PLAIN_TYPES
-    tabs = len(cols) - 1
+    tabs = width - 1
     for i in range(0, len(tuples), 2_000):
         chunk = tuples[i:i + 2_000]
         if plain:
