@@ -110,3 +110,31 @@ async def test_select_with_rename_selects_and_renames_in_one_step() -> None:
     assert out.schema.primary_key == ("order_id",)
     with pytest.raises(ConfigError, match="several columns would be called a"):
         Select(["a", "b"], rename={"b": "a"})
+
+
+@settings(deadline=None)
+@given(st.lists(names, min_size=1, max_size=5, unique=True), st.data())
+async def test_select_and_rename_give_the_same_rows_in_record_form(
+        columns: list[str], data: st.DataObject) -> None:
+    records = data.draw(st.lists(st.tuples(*[st.integers()] * len(columns)), max_size=10))
+    rows = [dict(zip(columns, r, strict=True)) for r in records]
+    wanted = data.draw(st.lists(names, min_size=1, max_size=4, unique=True))
+    renamed = data.draw(st.lists(st.sampled_from(columns), unique=True))
+    for op in (Select(wanted), Rename({c: c.upper() for c in renamed}) if renamed else None):
+        if op is None:
+            continue
+        by_dicts = await op.process(Batch([dict(r) for r in rows]))
+        by_records = await op.process(Batch.from_records(columns, list(records)))
+        assert isinstance(by_dicts, Batch) and isinstance(by_records, Batch)
+        if records:
+            assert by_records.records is not None  # no dict was built on the way
+        assert by_records.rows == by_dicts.rows
+        assert [list(r) for r in by_records.rows] == [list(r) for r in by_dicts.rows]
+
+
+async def test_strict_select_and_rename_clash_in_record_form_name_the_column() -> None:
+    batch = Batch.from_records(("id",), [(1,)], stream="s")
+    with pytest.raises(DataError, match=r"lacks column.*name"):
+        await Select(["id", "name"], strict=True).process(batch)
+    with pytest.raises(DataError, match="price exist already"):
+        await Rename({"name": "price"}).process(Batch.from_records(("name", "price"), [("a", 1)]))

@@ -20,7 +20,7 @@ def ev(expr: str, row: dict[str, Any]) -> Any:
     return fn(row)
 
 
-@pytest.mark.parametrize(("expr", "row", "expected"), [
+CASES = [
     ("amount > 10 and status == 'paid'", {"amount": 11, "status": "paid"}, True),
     ("amount > 10 and status == 'paid'", {"amount": 10, "status": "paid"}, False),
     ("not (a == 1 or b == 2)", {"a": 0, "b": 0}, True),
@@ -42,9 +42,20 @@ def ev(expr: str, row: dict[str, Any]) -> Any:
     ("'x' in tags", {"tags": ["x", "y"]}, True),
     ("flag", {"flag": True}, True),
     ("flag == False", {"flag": False}, True),
-])
+    ("missing != 1 and not missing == 1 and not missing > 1", {"other": 1}, True),
+]
+
+
+@pytest.mark.parametrize(("expr", "row", "expected"), CASES)
 def test_expressions_evaluate(expr: str, row: dict[str, Any], expected: bool) -> None:
     assert bool(ev(expr, row)) is expected
+
+
+@pytest.mark.parametrize(("expr", "row", "expected"), CASES)
+def test_expressions_evaluate_the_same_on_records(expr: str, row: dict[str, Any],
+                                                  expected: bool) -> None:
+    fn, _ = compile_expr(expr, {c: i for i, c in enumerate(row)})
+    assert bool(fn(list(row.values()))) is expected
 
 
 @pytest.mark.parametrize("expr", [
@@ -128,12 +139,25 @@ async def test_filter_matches_a_python_reference(rows: list[dict[str, Any]], k: 
     plain = await FilterExpr(expr).process(Batch(rows))
     assert isinstance(plain, Batch)
     assert plain.rows == [r for r in rows if reference(r, k)]
+    records = await FilterExpr(expr).process(
+        Batch.from_records(("s", "b", "a"), [(r["s"], r["b"], r["a"]) for r in rows]))
+    assert isinstance(records, Batch)
+    if rows:
+        assert records.records is not None  # filtered without building dicts
+    assert records.rows == [{"s": r["s"], "b": r["b"], "a": r["a"]} for r in rows
+                            if reference(r, k)]
     change = Batch(rows, ops=ops[:len(rows)])
     out = await FilterExpr(expr).process(change)
     assert isinstance(out, Batch) and out.ops is not None
     expected = [(o, r) for o, r in zip(ops, rows, strict=False)
                 if o in (Op.DELETE, Op.TRUNCATE) or reference(r, k)]
     assert list(zip(out.ops, out.rows, strict=True)) == expected
+
+
+async def test_type_mismatch_in_a_record_batch_names_the_row() -> None:
+    f = FilterExpr("amount > 10")
+    with pytest.raises(DataError, match=r"stream 'orders', row 2.*amount='12'"):
+        await f.process(Batch.from_records(("amount",), [(1,), ("12",)], stream="orders"))
 
 
 async def test_cast_then_filter_in_a_pipeline() -> None:

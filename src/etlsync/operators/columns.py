@@ -7,8 +7,8 @@ schema (and so the primary key) the same way as the rows.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Mapping
-from typing import cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 from etlsync.core.batch import Batch, Row
 from etlsync.core.errors import ConfigError, DataError
@@ -83,15 +83,36 @@ class Select(Operator):
 
     async def process(self, batch: Batch) -> OperatorOutput:
         stream = batch.stream
-        rows = ([self._row(r, stream) for r in batch.rows] if self.strict
-                else self._select_all(batch.rows))
         before = None
         if batch.before is not None:
             pairs = tuple(zip(self.columns, self.output, strict=True))
             before = [None if b is None else {o: b.get(c) for c, o in pairs}
                       for b in batch.before]
         schema = None if batch.schema is None else self.transform_schema(batch.schema)
+        if batch.records is not None and batch.columns is not None:
+            records = self._select_records(batch.columns, batch.records, stream)
+            return batch.with_records(self.output, records, ops=batch.ops, before=before,
+                                      schema=schema)
+        rows = ([self._row(r, stream) for r in batch.rows] if self.strict
+                else self._select_all(batch.rows))
         return batch.with_rows(rows, ops=batch.ops, before=before, schema=schema)
+
+    def _select_records(self, columns: tuple[str, ...], records: list[Sequence[Any]],
+                        stream: str) -> list[Sequence[Any]]:
+        index = {c: i for i, c in enumerate(columns)}
+        missing = [c for c in self.columns if c not in index]
+        if missing and self.strict and records:
+            raise DataError(
+                f"select: stream {stream!r}: row lacks column(s) {', '.join(missing)} "
+                f"(row has: {', '.join(columns)})", column=missing[0],
+                row=dict(zip(columns, records[0], strict=True)))
+        if missing:
+            return [tuple(r[index[c]] if c in index else None for c in self.columns)
+                    for r in records]
+        if len(self.columns) == 1:
+            i = index[self.columns[0]]
+            return [(r[i],) for r in records]
+        return list(map(operator.itemgetter(*[index[c] for c in self.columns]), records))
 
     def then_rename(self, rename: Rename) -> Select:
         """One operator doing this selection followed by ``rename``."""
@@ -156,7 +177,12 @@ class Rename(Operator):
         return Schema(cols, tuple(m.get(k, k) for k in schema.primary_key))
 
     async def process(self, batch: Batch) -> OperatorOutput:
-        rows = cast(list[Row], self._rename_all(cast(list[Row | None], batch.rows)))
         before = None if batch.before is None else self._rename_all(batch.before)
         schema = None if batch.schema is None else self.transform_schema(batch.schema)
+        records, columns = batch.records, batch.columns
+        if records is not None and columns is not None:
+            # record form: only the names change, the values are shared as they are
+            new = self._new_keys(dict.fromkeys(columns)) if records else columns
+            return batch.with_records(new, records, ops=batch.ops, before=before, schema=schema)
+        rows = cast(list[Row], self._rename_all(cast(list[Row | None], batch.rows)))
         return batch.with_rows(rows, ops=batch.ops, before=before, schema=schema)

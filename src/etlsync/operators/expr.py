@@ -25,7 +25,8 @@ from etlsync.core.batch import Batch, Op, Row
 from etlsync.core.errors import ConfigError, DataError
 from etlsync.core.stages import Operator, OperatorOutput
 
-Compiled = Callable[[Row], Any]
+Compiled = Callable[[Any], Any]
+"""A compiled expression: a function of a row dict (or of a record, see ``layout``)."""
 
 _CMP: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
     ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
@@ -57,9 +58,23 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 
 
 class _Compiler:
-    def __init__(self, source: str) -> None:
+    """Compiles to closures over a row dict, or, with ``layout`` (column name -> position),
+    over a record (a value sequence in that column order; an absent column reads None)."""
+
+    def __init__(self, source: str, layout: dict[str, int] | None = None) -> None:
         self.source = source
         self.columns: set[str] = set()
+        self.layout = layout
+
+    def column(self, name: str) -> Compiled:
+        """A closure reading column ``name``."""
+        self.columns.add(name)
+        if self.layout is None:
+            return lambda r: r.get(name)
+        i = self.layout.get(name)
+        if i is None:
+            return lambda r: None
+        return lambda r: r[i]
 
     def fail(self, node: ast.AST, what: str) -> ConfigError:
         col = getattr(node, "col_offset", None)
@@ -78,8 +93,7 @@ class _Compiler:
             name = node.id
             if name in ("true", "false", "null"):
                 raise self.fail(node, f"unknown name {name!r} (write True, False or None)")
-            self.columns.add(name)
-            return lambda r: r.get(name)
+            return self.column(name)
         if isinstance(node, ast.List | ast.Tuple | ast.Set):
             items = [self.compile(e) for e in node.elts]
             if all(isinstance(e, ast.Constant) for e in node.elts):
@@ -164,9 +178,20 @@ class _Compiler:
             raise self.fail(right, f"literal {right.value!r} is not allowed")
         name, c = node.left.id, right.value
         self.columns.add(name)
-        if isinstance(op, ast.Eq):
+        i = None if self.layout is None else self.layout.get(name, -1)
+        eq, ne = isinstance(op, ast.Eq), isinstance(op, ast.NotEq)
+        if i == -1:  # a record without the column: the value is None
+            return lambda r: ne
+        if i is not None:
+            if eq:
+                return lambda r: r[i] == c
+            if ne:
+                return lambda r: r[i] != c
+            fn = _CMP[type(op)]
+            return lambda r: (v := r[i]) is not None and fn(v, c)
+        if eq:
             return lambda r: r.get(name) == c
-        if isinstance(op, ast.NotEq):
+        if ne:
             return lambda r: r.get(name) != c
         fn = _CMP[type(op)]
         return lambda r: (v := r.get(name)) is not None and fn(v, c)
@@ -179,9 +204,7 @@ class _Compiler:
             arg = node.args[0] if len(node.args) == 1 else None
             if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
                 raise self.fail(node, "col() takes one string literal: col(\"column name\")")
-            name = arg.value
-            self.columns.add(name)
-            return lambda r: r.get(name)
+            return self.column(arg.value)
         fn = FUNCTIONS.get(fname)
         if fn is None:
             raise self.fail(node, f"unknown function {fname!r}; allowed: col, "
@@ -223,8 +246,10 @@ def _ordered(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], bool]:
     return cmp
 
 
-def compile_expr(source: str) -> tuple[Compiled, frozenset[str]]:
-    """Compile ``source`` into a function of a row, and the set of columns it reads.
+def compile_expr(source: str, layout: dict[str, int] | None = None
+                 ) -> tuple[Compiled, frozenset[str]]:
+    """Compile ``source`` into a function of a row, and the set of columns it reads. With
+    ``layout`` (column name -> position) the function takes a record instead of a row.
 
     :raises ConfigError: on a syntax error or a construct outside the whitelist.
     """
@@ -235,7 +260,7 @@ def compile_expr(source: str) -> tuple[Compiled, frozenset[str]]:
     except SyntaxError as exc:
         raise ConfigError(f"filter expression {source!r}: syntax error at column "
                           f"{exc.offset}: {exc.msg}") from None
-    comp = _Compiler(source)
+    comp = _Compiler(source, layout)
     fn = comp.compile(tree)
     return fn, frozenset(comp.columns)
 
@@ -254,6 +279,14 @@ class FilterExpr(Operator):
         self.predicate, self.columns = compile_expr(expression)
         self.name = name
         self._seen: dict[str, int] = {}
+        self._by_layout: dict[tuple[str, ...], Compiled] = {}
+
+    def _record_predicate(self, columns: tuple[str, ...]) -> Compiled:
+        pred = self._by_layout.get(columns)
+        if pred is None:
+            layout = {c: i for i, c in enumerate(columns)}
+            pred = self._by_layout[columns] = compile_expr(self.expression, layout)[0]
+        return pred
 
     def _test(self, row: Row, batch: Batch, index: int, base: int) -> bool:
         try:
@@ -269,6 +302,15 @@ class FilterExpr(Operator):
     async def process(self, batch: Batch) -> OperatorOutput:
         base = self._seen.get(batch.stream, 0)
         self._seen[batch.stream] = base + len(batch)
+        records, columns = batch.records, batch.columns
+        if records is not None and columns is not None and batch.ops is None:
+            pred = self._record_predicate(columns)
+            try:
+                return batch.with_records(columns, [r for r in records if pred(r)])
+            except Exception:
+                for i, row in enumerate(batch.rows):  # name the row that failed
+                    self._test(row, batch, i, base)
+                raise
         pred, rows = self.predicate, batch.rows
         try:
             if batch.ops is None:
