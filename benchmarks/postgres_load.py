@@ -163,6 +163,13 @@ async def run_etlsync(path: str, variant: str, table: str) -> None:
         await store.close()
 
 
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process and its waited-for children (``psql``)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def child(variant: str, rows: int) -> None:
     path = csv_path(rows)
     table = table_for(variant)
@@ -175,6 +182,7 @@ def child(variant: str, rows: int) -> None:
         import etlsync.connectors.postgres
         import etlsync.operators  # noqa: F401
     t0 = time.perf_counter()
+    c0 = _cpu()
     if variant == "psql_copy":
         subprocess.run(["psql", DSN, "-qc", f"\\copy \"{table}\" FROM '{path}' CSV HEADER"],
                        check=True)
@@ -185,7 +193,7 @@ def child(variant: str, rows: int) -> None:
     else:
         asyncio.run(run_etlsync(path, variant, table))
     seconds = time.perf_counter() - t0
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"client_cpu_s": round(_cpu() - c0, 3)}
     if variant == "psql_copy":  # the work happens in the psql child process
         extra["peak_rss_mb_psql"] = round(
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)

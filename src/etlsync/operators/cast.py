@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -305,8 +305,10 @@ class Cast(Operator):
         return Schema(cols + missing, schema.primary_key)
 
     async def process(self, batch: Batch) -> OperatorOutput:
+        if batch.records is not None and batch.columns is not None:
+            return self._process_records(batch, batch.columns, batch.records)
         base = self._seen.get(batch.stream, 0)
-        self._seen[batch.stream] = base + len(batch.rows)
+        self._seen[batch.stream] = base + len(batch)
         # the input rows are never mutated, unless the caller knows they are this batch's own
         rows = [r.copy() for r in batch.rows] if self.copy else batch.rows
         bad: set[int] = set()
@@ -336,7 +338,8 @@ class Cast(Operator):
                 except (ValueError, TypeError, ArithmeticError) as exc:
                     if not skip:
                         index = next(i for i, x in enumerate(rows) if x is r)
-                        raise self._error(col, v, ctype, exc, batch, index, base) from exc
+                        raise self._error(col, v, ctype, exc, batch, batch.rows[index],
+                                          index, base) from exc
                     bad.add(id(r))
         schema = None if batch.schema is None else self.transform_schema(batch.schema)
         if not bad:
@@ -351,9 +354,69 @@ class Cast(Operator):
                 before = [batch.before[i] for i in keep]
         return batch.with_rows([rows[i] for i in keep], ops=ops, before=before, schema=schema)
 
+    def _process_records(self, batch: Batch, names: tuple[str, ...],
+                         records: list[Sequence[Any]]) -> OperatorOutput:
+        """Record form: one column at a time (transposed once; the input records are never
+        touched), the same conversions and results as the dict path, no dicts built."""
+        base = self._seen.get(batch.stream, 0)
+        self._seen[batch.stream] = base + len(records)
+        schema = None if batch.schema is None else self.transform_schema(batch.schema)
+        if not records:
+            return batch.with_records(names, records, schema=schema)
+        cols: list[Sequence[Any]] = list(zip(*records, strict=True))
+        index = {n: i for i, n in enumerate(names)}
+        skip = self.on_error == "skip"
+        bad: set[int] = set()
+        for col, conv, pytype, fmt, blank_null, ctype, fast, fast_column in self._plan:
+            j = index.get(col)
+            if j is None:
+                continue  # as in the dict path: a missing column stays missing
+            values = cols[j]
+            if fast_column is not None and set(map(type, values)) == {str}:
+                try:
+                    cols[j] = fast_column(list(values))
+                    continue
+                except (ValueError, TypeError, ArithmeticError):
+                    pass
+            out = list(values)
+            for i, v in enumerate(out):
+                if v is None:
+                    continue
+                if fast is not None and type(v) is str and v:
+                    try:
+                        out[i] = fast(v)
+                        continue
+                    except (ValueError, TypeError, ArithmeticError):
+                        pass
+                if type(v) is pytype and ctype not in _TZ_SENSITIVE:
+                    continue
+                if blank_null and type(v) is str and not v.strip():
+                    out[i] = None
+                    continue
+                try:
+                    out[i] = conv(v, fmt)
+                except (ValueError, TypeError, ArithmeticError) as exc:
+                    if not skip:
+                        row = dict(zip(names, records[i], strict=True))
+                        raise self._error(col, v, ctype, exc, batch, row, i, base) from exc
+                    bad.add(i)
+            cols[j] = out
+        out_records: list[Sequence[Any]] = list(zip(*cols, strict=True))
+        if not bad:
+            return batch.with_records(names, out_records, schema=schema)
+        keep = [i for i in range(len(out_records)) if i not in bad]
+        self.rejected += len(out_records) - len(keep)
+        ops: list[Op] | None = None
+        before = None
+        if batch.ops is not None:
+            ops = [batch.ops[i] for i in keep]
+            if batch.before is not None:
+                before = [batch.before[i] for i in keep]
+        return batch.with_records(names, [out_records[i] for i in keep], ops=ops,
+                                  before=before, schema=schema)
+
     def _error(self, column: str, value: Any, ctype: ColumnType, cause: Exception,
-               batch: Batch, index: int, base: int) -> DataError:
-        row = batch.rows[index]
+               batch: Batch, row: Row, index: int, base: int) -> DataError:
         key = ""
         if batch.schema is not None and batch.schema.primary_key:
             key = ", key " + ", ".join(f"{k}={row.get(k)!r}" for k in batch.schema.primary_key)

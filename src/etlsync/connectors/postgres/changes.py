@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
+from etlsync.connectors.postgres.payload import Rows
 from etlsync.connectors.postgres.types import UNCHANGED
 from etlsync.core.batch import Batch, Op, Row
 from etlsync.core.errors import ConflictError, DataError
@@ -148,23 +149,38 @@ Group = tuple[tuple[str, ...], ConflictStrategy, frozenset[str], frozenset[str]]
 """(columns present, mode, unchanged columns, columns a merge updates)."""
 
 
-def group_upserts(net: NetChanges) -> dict[Group, list[Row]]:
+def group_upserts(net: NetChanges) -> dict[Group, list[Row] | Rows]:
     """Upserts grouped by :data:`Group`: one statement each."""
     groups: dict[Group, list[Row]] = {}
     for p in net.upserts.values():
         cols = tuple(sorted(p.row))
         update = p.update_cols if p.update_cols is not None else frozenset(cols)
         groups.setdefault((cols, p.mode, p.unchanged, update), []).append(p.row)
-    return groups
+    return dict(groups)
 
 
 def plain_group(batch: Batch, pk: Sequence[str],
-                strategy: ConflictStrategy) -> dict[Group, list[Row]] | None:
+                strategy: ConflictStrategy) -> dict[Group, list[Row] | Rows] | None:
     """The fast path for a batch of plain inserts whose rows all have the same columns and
-    distinct keys: one group, no per-row reduction. ``None`` when it does not apply."""
-    rows = batch.rows
-    if batch.ops is not None or not rows or not pk:
+    distinct keys: one group, no per-row reduction. ``None`` when it does not apply. A
+    record-form batch stays in record form (its group holds :class:`Rows`)."""
+    if batch.ops is not None or not len(batch) or not pk:
         return None
+    if batch.records is not None and batch.columns is not None:
+        names = batch.columns
+        if any(k not in names for k in pk):
+            return None
+        data = Rows(names=names, records=batch.records)
+        keys = (data.column(pk[0]) if len(pk) == 1
+                else list(zip(*(data.column(k) for k in pk), strict=True)))
+        try:
+            if len(set(keys)) != len(data):
+                return None
+        except TypeError:
+            return None
+        cols = tuple(sorted(names))
+        return {(cols, strategy, frozenset(), frozenset(cols)): data}
+    rows = batch.rows
     cols = tuple(sorted(rows[0]))
     if len(set().union(*rows)) != len(cols) or set(map(len, rows)) != {len(cols)}:
         return None  # some row lacks a column: merge semantics need per-row handling

@@ -5,11 +5,9 @@ in each batch's transaction (exactly-once)."""
 from __future__ import annotations
 
 import itertools
-import json
 import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
-from operator import itemgetter
 from typing import Any
 
 import asyncpg
@@ -27,6 +25,7 @@ from etlsync.connectors.postgres.checkpoint import (
     write_position,
 )
 from etlsync.connectors.postgres.connection import PgConnectionConfig, qualified, quote_ident
+from etlsync.connectors.postgres.payload import Rows, copy_rows
 from etlsync.connectors.postgres.source import PASS_COMPLETE
 from etlsync.connectors.postgres.types import (
     UNCHANGED,
@@ -57,34 +56,12 @@ SELECT EXISTS (
 """
 
 
-def _json_default(value: Any) -> Any:
-    return str(value)
-
-
-def build_records(rows: Sequence[Row], keys: Sequence[str],
-                  json_positions: Sequence[int] = ()) -> list[tuple[Any, ...]]:
-    """Rows as tuples in ``keys`` order (missing values and ``UNCHANGED`` become NULL);
-    values of JSON columns that are not strings are serialised."""
-    if len(keys) == 1:
-        k = keys[0]
-        recs: list[tuple[Any, ...]] = [(r.get(k),) for r in rows]
-    else:
-        getter = itemgetter(*keys)
-        try:
-            recs = [getter(r) for r in rows]
-        except KeyError:
-            recs = [tuple(r.get(k) for k in keys) for r in rows]
-    if json_positions:
-        out = []
-        for rec in recs:
-            lst = list(rec)
-            for i in json_positions:
-                v = lst[i]
-                if v is not None and not isinstance(v, str):
-                    lst[i] = json.dumps(v, default=_json_default)
-            out.append(tuple(lst))
-        recs = out
-    return recs
+def _rows_of(batch: Batch) -> Rows:
+    """The batch's rows for COPY, without building dicts for a record-form batch."""
+    records = batch.records
+    if records is not None and batch.columns is not None:
+        return Rows(names=batch.columns, records=records)
+    return Rows(batch.rows)
 
 
 class PostgresSink(Sink):
@@ -103,6 +80,8 @@ class PostgresSink(Sink):
     :param column_map: source column name -> target column name.
     :param type_map: target column name -> PostgreSQL type, used when creating columns.
     :param create: create the table when it is missing.
+    :param text_copy: render values into COPY text where every column's values render
+        exactly (much cheaper than asyncpg's binary encoding); ``False`` always uses binary.
     :param exactly_once: write the pipeline's position into ``state_table`` in each batch's
         transaction (use :class:`PostgresCheckpointStore` on the same database to resume).
     """
@@ -124,6 +103,7 @@ class PostgresSink(Sink):
         state_table: str = DEFAULT_STATE_TABLE,
         state_schema: str | None = None,
         name: str = "postgres",
+        text_copy: bool = True,
         **connection: Any,
     ) -> None:
         self.config = PgConnectionConfig.coerce(dsn, **connection)
@@ -143,6 +123,7 @@ class PostgresSink(Sink):
         self.state_table = state_table
         self.state_schema = state_schema or schema
         self.name = name
+        self.text_copy = text_copy
         self.log = get_logger(sink=name, table=table)
         self._conn: asyncpg.Connection | None = None
         self._context: StageContext | None = None
@@ -211,7 +192,7 @@ class PostgresSink(Sink):
         ctx = self._context
         assert ctx is not None
         try:
-            pairs = await self._prepare(conn, batch) if batch.rows else []
+            pairs = await self._prepare(conn, batch) if len(batch) else []
             has_pos, position = ctx.position_after(batch) if self.exactly_once else (False, None)
             pos = batch.position
             self._pass_aware = self._pass_aware or (isinstance(pos, dict) and PASS_COMPLETE in pos)
@@ -220,7 +201,7 @@ class PostgresSink(Sink):
                     and not self._overwrite_ready and self._target is not None):
                 await self._prepare_overwrite(conn)  # a resumed or empty pass still swaps
             async with conn.transaction():
-                if batch.rows:
+                if len(batch):
                     if self.write_mode is WriteMode.UPSERT:
                         await self._upsert(conn, batch, pairs)
                     else:
@@ -240,21 +221,19 @@ class PostgresSink(Sink):
 
     async def _append(self, conn: asyncpg.Connection, batch: Batch,
                       pairs: list[tuple[str, str]]) -> None:
-        rows = batch.rows
-        if batch.ops is not None:
-            if any(op == "truncate" for op in batch.ops):
-                await conn.execute(f"TRUNCATE {qualified(self.schema, self._write_table)}")
-            if not self._warned_deletes and any(op == "delete" for op in batch.ops):
-                self._warned_deletes = True
-                self.log.warning("append mode ignores deletes; use write_mode='upsert'")
-            rows = [r for op, r in batch.iter_changes() if op in ("insert", "update")]
-            rows = [{k: (None if v is UNCHANGED else v) for k, v in r.items()} for r in rows]
+        if batch.ops is None:
+            await self._copy(conn, self._write_table, self.schema, pairs, _rows_of(batch))
+            return
+        if any(op == "truncate" for op in batch.ops):
+            await conn.execute(f"TRUNCATE {qualified(self.schema, self._write_table)}")
+        if not self._warned_deletes and any(op == "delete" for op in batch.ops):
+            self._warned_deletes = True
+            self.log.warning("append mode ignores deletes; use write_mode='upsert'")
+        rows = [r for op, r in batch.iter_changes() if op in ("insert", "update")]
+        rows = [{k: (None if v is UNCHANGED else v) for k, v in r.items()} for r in rows]
         if not rows:
             return
-        src = [s for s, _ in pairs]
-        await conn.copy_records_to_table(
-            self._write_table, schema_name=self.schema, columns=[t for _, t in pairs],
-            records=build_records(rows, src, self._json_positions(pairs)))
+        await self._copy(conn, self._write_table, self.schema, pairs, rows)
 
     async def _upsert(self, conn: asyncpg.Connection, batch: Batch,
                       pairs: list[tuple[str, str]]) -> None:
@@ -282,14 +261,12 @@ class PostgresSink(Sink):
             if not first:
                 await conn.execute(f"TRUNCATE {quote_ident(stage)}")
             first = False
-            await conn.copy_records_to_table(
-                stage, columns=[t for _, t in live],
-                records=build_records(rows, [s for s, _ in live], self._json_positions(live)))
+            await self._copy(conn, stage, None, live, rows)
             await self._merge_stage(conn, stage, [t for _, t in live], mode,
                                     {tgt_of.get(c, c) for c in unchanged},
                                     {tgt_of[c] for c in update if c in tgt_of})
 
-    async def _insert_new(self, conn: asyncpg.Connection, groups: dict[Any, list[Row]],
+    async def _insert_new(self, conn: asyncpg.Connection, groups: dict[Any, list[Row] | Rows],
                           pk_src: list[str], tgt_of: dict[str, str]) -> bool:
         """Insert-only fast path: when no key of a plain batch is stored yet, COPY it straight
         into the table (in a savepoint; a key inserted concurrently makes it fall back to the
@@ -300,8 +277,8 @@ class PostgresSink(Sink):
         # a unique index on the key rejects a stored key by itself; look the keys up first
         # only without one, or when the last batch held stored keys (a failed COPY costs more)
         if not (self._keys_new and await self._key_guarded(conn)):
-            getter = itemgetter(*pk_src)
-            keys = [getter(r) for r in rows] if len(pk_src) > 1 else [(getter(r),) for r in rows]
+            data = Rows.of(rows)
+            keys = list(zip(*(data.column(p) for p in pk_src), strict=True))
             cond, args = self._keys_in(keys)
             if await conn.fetchval(
                     f"SELECT EXISTS (SELECT 1 FROM {qualified(self.schema, self._write_table)} "
@@ -311,14 +288,21 @@ class PostgresSink(Sink):
         live = [(s, tgt_of[s]) for s in cols if s in tgt_of]
         try:
             async with conn.transaction():
-                await conn.copy_records_to_table(
-                    self._write_table, schema_name=self.schema, columns=[t for _, t in live],
-                    records=build_records(rows, [s for s, _ in live], self._json_positions(live)))
+                await self._copy(conn, self._write_table, self.schema, live, rows)
         except asyncpg.UniqueViolationError:
             self._keys_new = False
             return False
         self._keys_new = True
         return True
+
+    async def _copy(self, conn: asyncpg.Connection, table: str, schema: str | None,
+                    pairs: Sequence[tuple[str, str]], rows: Sequence[Row] | Rows) -> None:
+        """COPY ``rows`` into ``table`` (see :func:`copy_rows`)."""
+        natives = None
+        if self.text_copy and self._target is not None:
+            natives = [self._target.column(t).native for _, t in pairs]
+        await copy_rows(conn, table, schema, pairs, Rows.of(rows), natives,
+                        self._json_positions(pairs))
 
     async def _key_guarded(self, conn: asyncpg.Connection) -> bool:
         """Whether an immediate unique index on (some of) the key columns guards the table
@@ -421,11 +405,14 @@ class PostgresSink(Sink):
     # -- schema ------------------------------------------------------------------------
     async def _prepare(self, conn: asyncpg.Connection, batch: Batch) -> list[tuple[str, str]]:
         """Create / evolve the target for this batch; return (source, target) column pairs."""
-        rows = batch.rows
-        first = tuple(rows[0])
-        names = set().union(*rows)
-        src_cols = first if len(names) == len(first) else (
-            first + tuple(sorted(names.difference(first))))
+        if batch.columns is not None:
+            src_cols = batch.columns
+        else:
+            rows = batch.rows
+            first = tuple(rows[0])
+            names = set().union(*rows)
+            src_cols = first if len(names) == len(first) else (
+                first + tuple(sorted(names.difference(first))))
         if src_cols == self._last_cols and self._target is not None and self._overwrite_ready_ok():
             return self._last_pairs
         if self._target is None:
@@ -467,8 +454,8 @@ class PostgresSink(Sink):
         if batch.schema is not None and source in batch.schema:
             c = batch.schema.column(source)
             return Column(target, c.type, c.nullable, c.native)
-        value = next((r[source] for r in batch.rows
-                      if r.get(source) is not None and r.get(source) is not UNCHANGED), None)
+        values = _rows_of(batch).column(source)
+        value = next((v for v in values if v is not None and v is not UNCHANGED), None)
         return Column(target, ColumnType.STRING if value is None else infer_type(value))
 
     async def _create(self, conn: asyncpg.Connection, table: str, batch: Batch,

@@ -1,0 +1,96 @@
+"""The rows of one COPY, column by column, whichever form the batch came in, and the COPY
+itself (text where every column renders exactly, else asyncpg's binary encoding)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from operator import itemgetter
+from typing import Any
+
+import asyncpg
+
+from etlsync.connectors.postgres.copytext import encode_columns, renderable
+from etlsync.core.batch import Row
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+class Rows:
+    """Rows to COPY: dicts (dict-form batches, CDC groups) or the value columns of a
+    record-form batch (transposed once, never turned into dicts)."""
+
+    __slots__ = ("_columns", "_dicts", "_index", "_records")
+
+    def __init__(self, dicts: Sequence[Row] | None = None, *,
+                 names: Sequence[str] = (), records: Sequence[Sequence[Any]] | None = None
+                 ) -> None:
+        self._dicts = dicts
+        self._records = records
+        self._index = {n: i for i, n in enumerate(names)}
+        self._columns: list[Sequence[Any]] | None = None
+
+    @classmethod
+    def of(cls, rows: Sequence[Row] | Rows) -> Rows:
+        return rows if isinstance(rows, Rows) else cls(rows)
+
+    def __len__(self) -> int:
+        if self._dicts is not None:
+            return len(self._dicts)
+        assert self._records is not None
+        return len(self._records)
+
+    def column(self, name: str) -> Sequence[Any]:
+        """The values of source column ``name`` (``None`` where a row lacks it)."""
+        if self._dicts is not None:
+            rows = self._dicts
+            try:
+                return list(map(itemgetter(name), rows))
+            except KeyError:
+                return [r.get(name) for r in rows]
+        i = self._index.get(name)
+        if i is None:
+            return [None] * len(self)
+        if self._columns is None:
+            assert self._records is not None
+            self._columns = list(zip(*self._records, strict=True)) or [
+                () for _ in self._index]
+        return self._columns[i]
+
+    def columns(self, names: Sequence[str], json_positions: Sequence[int] = ()
+                ) -> list[Sequence[Any]]:
+        """The columns ``names``; values of JSON columns that are not strings serialised."""
+        out = [self.column(n) for n in names]
+        for i in json_positions:
+            out[i] = [v if v is None or isinstance(v, str)
+                      else json.dumps(v, default=_json_default) for v in out[i]]
+        return out
+
+
+def build_records(rows: Sequence[Row], keys: Sequence[str],
+                  json_positions: Sequence[int] = ()) -> list[tuple[Any, ...]]:
+    """Rows as tuples in ``keys`` order (missing values become NULL); values of JSON columns
+    that are not strings are serialised."""
+    return list(zip(*Rows(rows).columns(keys, json_positions), strict=True))
+
+
+async def copy_rows(conn: asyncpg.Connection, table: str, schema: str | None,
+                    pairs: Sequence[tuple[str, str]], rows: Rows, natives: Sequence[str] | None,
+                    json_positions: Sequence[int] = ()) -> None:
+    """COPY ``rows`` (source column -> target column ``pairs``) into ``table``: as COPY text
+    when ``natives`` (the target types) are given and every column renders exactly (see
+    :mod:`~etlsync.connectors.postgres.copytext`), else with asyncpg's binary encoding."""
+    targets = [t for _, t in pairs]
+    columns = rows.columns([s for s, _ in pairs], json_positions)
+    data = None
+    if natives is not None and renderable(natives):
+        data = encode_columns(columns, natives)
+    if data is None:
+        await conn.copy_records_to_table(table, schema_name=schema, columns=targets,
+                                         records=list(zip(*columns, strict=True)))
+    else:
+        # a memoryview: asyncpg would take bytes for a file name
+        await conn.copy_to_table(table, schema_name=schema, columns=targets,
+                                 source=memoryview(data), format="text")
