@@ -129,12 +129,40 @@ def measure(variant: str, src: Path, workdir: Path) -> dict[str, Any]:
     return result
 
 
+def count_instructions(variant: str, src: Path, empty: Path, workdir: Path) -> int:
+    """Instructions ``variant`` executes loading ``src`` under callgrind, minus its run on
+    ``empty`` (header only: start-up, imports, table creation). Unaffected by machine load;
+    valgrind runs one thread at a time, so GIL hand-overs cost no waiting here."""
+    import re
+
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--callgrind needs valgrind (apt-get install valgrind)")
+    counts = []
+    for path in (src, empty):
+        db = workdir / f"cg_{variant}.db"
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        proc = subprocess.run([valgrind, "--tool=callgrind",
+                               f"--callgrind-out-file={workdir}/cg.out", sys.executable,
+                               __file__, "--child", variant, "--csv", str(path), "--db", str(db)],
+                              capture_output=True, text=True)
+        m = re.search(r"Collected : (\d+)", proc.stderr)
+        if m is None:
+            raise SystemExit(f"callgrind failed for {variant}: {proc.stderr[-500:]}")
+        counts.append(int(m.group(1)))
+    return counts[0] - counts[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--json", action="store_true", help="one JSON object per variant and line")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--callgrind", action="store_true",
+                    help="also count instructions of etlsync and python_loop under valgrind "
+                         "(load-immune; use --rows 50000 or so: valgrind is ~50x slower)")
     ap.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     ap.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--db", type=Path, help=argparse.SUPPRESS)
@@ -165,6 +193,14 @@ def main() -> None:
                       "rows_loaded_ok": all(r["loaded"] == args.rows for r in ok),
                       "import_s": statistics.median(r["import_s"] for r in ok),
                       "runs": len(ok), "load_avg_1m": round(os.getloadavg()[0], 2)}
+    if args.callgrind:
+        empty = workdir / "orders_0.csv"
+        make_csv(empty, 0)
+        instr = {v: count_instructions(v, src, empty, workdir) for v in ("etlsync", "python_loop")}
+        for v, n in instr.items():
+            results[v]["instructions"] = n
+        results["etlsync"]["ratio_instr_vs_python_loop"] = round(
+            instr["python_loop"] / instr["etlsync"], 3)
     for v, res in results.items():
         for base in ("sqlite3_cli", "python_loop"):
             key = f"ratio_vs_{base}"
