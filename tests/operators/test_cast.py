@@ -130,3 +130,70 @@ async def test_string_forms_round_trip(i: int, d: Decimal, day: dt.date, when: d
                                     "when": when.isoformat(), "b": str(b).lower()}])
     assert row == {"i": i, "d": d, "day": day, "when": when, "b": b}
     assert str(row["d"]) == str(d)
+
+
+MIXED_TYPES = {"i": "integer", "f": "float", "d": "decimal", "b": "boolean", "day": "date",
+               "t": "time", "dt": "datetime", "ts": "timestamp", "s": "string"}
+MIXED_ROWS: list[dict[str, object]] = [
+    {"i": "1", "f": "1.5", "d": "1.50", "b": "yes", "day": "2024-03-01", "t": "10:15:00",
+     "dt": "2024-03-01 10:15:00", "ts": "2024-03-01T10:15:00+02:00", "s": 7, "x": "kept"},
+    {"i": " 2 ", "f": "", "d": "1,5", "b": "0", "day": "2024-03-01T00:00:00", "t": None,
+     "dt": "2024-03-01T12:00:00+02:00", "ts": "2024-03-01 10:15:00", "s": "s", "x": None},
+    {"i": 3, "f": 2, "d": 2.5, "b": True, "day": dt.datetime(2024, 1, 2, 3, 4), "t": "  ",
+     "dt": dt.date(2024, 5, 6), "ts": 0, "s": dt.date(2024, 1, 1), "x": ""},
+    {"i": None, "f": "-inf", "d": Decimal("3.25"), "b": None, "day": None, "t": "01:02",
+     "dt": None, "ts": None, "s": None, "x": "y"},
+]
+
+
+def record_batch(rows: list[dict[str, object]], **kw: object) -> Batch:
+    names = tuple(rows[0])
+    return Batch.from_records(names, [tuple(r[n] for n in names) for r in rows],
+                              **kw)  # type: ignore[arg-type]
+
+
+async def test_record_form_gives_the_dict_form_results_and_stays_record_form() -> None:
+    for rows in (MIXED_ROWS, MIXED_ROWS[:1], MIXED_ROWS[3:]):
+        expected = await cast_rows(Cast(MIXED_TYPES, formats={"d": ","}), [dict(r) for r in rows])
+        batch = record_batch(rows, stream="s", position=9)
+        before = list(batch.records or [])
+        out = await Cast(MIXED_TYPES, formats={"d": ","}).process(batch)
+        assert isinstance(out, Batch)
+        assert out.records is not None and out.columns == tuple(rows[0])
+        assert batch.records == before  # the input records are untouched, no dicts built
+        assert out.position == 9 and out.stream == "s"
+        assert out.rows == expected
+        assert [type(v) for r in out.rows for v in r.values()] == [
+            type(v) for r in expected for v in r.values()]
+
+
+async def test_record_form_fast_columns_and_missing_columns() -> None:
+    rows: list[dict[str, object]] = [
+        {"id": str(i), "p": f"{i}.5", "at": f"2024-01-01 00:00:{i:02d}"} for i in range(50)]
+    cast = Cast({"id": "integer", "p": "decimal", "at": "datetime", "absent": "integer"})
+    out = await cast.process(record_batch(rows))
+    assert isinstance(out, Batch) and out.records is not None
+    assert out.columns == ("id", "p", "at")
+    assert out.rows == await cast_rows(Cast(cast.types), [dict(r) for r in rows])
+    assert out.rows[7] == {"id": 7, "p": Decimal("7.5"), "at": dt.datetime(2024, 1, 1, 0, 0, 7)}
+
+
+async def test_record_form_errors_name_the_row_and_key_and_skip_keeps_ops_aligned() -> None:
+    cast = Cast({"price": "decimal"})
+    schema = Schema((Column("id", ColumnType.INTEGER), Column("price")), ("id",))
+    await cast.process(record_batch([{"id": 1, "price": "1.00"}], stream="orders", schema=schema))
+    with pytest.raises(DataError) as info:
+        await cast.process(record_batch([{"id": 2, "price": "2.00"}, {"id": 3, "price": "12,5O"}],
+                                        stream="orders", schema=schema))
+    assert info.value.row == 3 and info.value.value == "12,5O"
+    assert "stream 'orders', row 3, key id=3: column 'price'" in str(info.value)
+    skip = Cast({"n": "integer"}, on_error="skip")
+    out = await skip.process(record_batch(
+        [{"n": "1"}, {"n": "x"}, {"n": "3"}], ops=[Op.INSERT, Op.UPDATE, Op.DELETE],
+        before=[None, {"n": "0"}, {"n": "3"}]))
+    assert isinstance(out, Batch) and out.records is not None
+    assert out.rows == [{"n": 1}, {"n": 3}]
+    assert out.ops == [Op.INSERT, Op.DELETE] and out.before == [None, {"n": "3"}]
+    assert skip.rejected == 1
+    empty = await skip.process(Batch.from_records(("n",), []))
+    assert isinstance(empty, Batch) and empty.records == []
