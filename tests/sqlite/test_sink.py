@@ -321,3 +321,35 @@ async def test_values_needing_the_mapping_after_a_plain_first_row(
     assert fetch(db, f"SELECT p, at FROM {unique_name} WHERE id > 3") == [
         ("2.50", "2024-01-02 03:00:00"), ('{"k":1}', "2024-01-02")]
     assert fetch(db, f"SELECT count(*) FROM {unique_name}") == [(5,)]
+
+
+@pytest.mark.parametrize("max_variables", [32766, 7, 3])
+async def test_large_batches_apply_rows_in_order_whatever_rows_fit_a_statement(
+        tmp_path: Path, unique_name: str, record_form: bool, max_variables: int) -> None:
+    """Inserts go many rows per statement (as many as SQLite's variable limit allows, one
+    per statement when a row alone reaches it); later rows of a key still win, in order."""
+    db = tmp_path / "t.db"
+    sink = await open_sink(SqliteSink(db, table=unique_name, write_mode="upsert",
+                                      primary_key=["k"], conflict="merge"))
+    sink._max_variables = max_variables
+    rows = [{"k": i % 501, "v": i, "s": f"row {i}"} for i in range(1_234)]
+    await sink.write(batch_of(rows, record_form))
+    await sink.write(batch_of([{"k": 7, "v": -1, "s": "last"}], record_form))
+    await sink.close()
+    model: dict[int, tuple[int, int, str]] = {}
+    for r in [*rows, {"k": 7, "v": -1, "s": "last"}]:
+        model[r["k"]] = (r["k"], r["v"], r["s"])
+    assert fetch(db, f"SELECT k, v, s FROM {unique_name} ORDER BY k") == sorted(model.values())
+
+
+async def test_a_conflict_deep_in_a_large_batch_rolls_the_whole_batch_back(
+        tmp_path: Path, unique_name: str, record_form: bool) -> None:
+    db = tmp_path / "t.db"
+    sink = await open_sink(SqliteSink(db, table=unique_name, write_mode="upsert",
+                                      primary_key=["k"], conflict="fail"))
+    await sink.write(batch_of([{"k": 10_000, "v": 0}], record_form))
+    rows = [{"k": i, "v": i} for i in range(1_000)] + [{"k": 10_000, "v": 1}]
+    with pytest.raises(ConflictError, match=r"key \{'k': 10000\} already exists"):
+        await sink.write(batch_of(rows, record_form))
+    await sink.close()
+    assert fetch(db, f"SELECT k, v FROM {unique_name}") == [(10_000, 0)]
