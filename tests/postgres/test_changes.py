@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 
 from etlsync import Batch, Op
 from etlsync.connectors.postgres import UNCHANGED
-from etlsync.connectors.postgres.changes import group_upserts, net_changes, plain_group
+from etlsync.connectors.postgres.changes import (
+    group_upserts,
+    insert_group,
+    net_changes,
+    plain_group,
+)
 from etlsync.core.errors import ConflictError
 from etlsync.core.modes import ConflictStrategy
 
@@ -110,3 +115,36 @@ def test_plain_group_applies_only_to_uniform_distinct_inserts() -> None:
                        ConflictStrategy.MERGE) is None
     assert plain_group(Batch(rows, ops=[Op.INSERT, Op.INSERT]), ["id"],
                        ConflictStrategy.MERGE) is None
+
+
+def test_insert_group_applies_to_change_batches_of_distinct_complete_inserts() -> None:
+    rows = [{"id": 1, "a": 1}, {"id": 2, "a": 2}]
+    ins = [Op.INSERT, Op.INSERT]
+    [(group, got)] = (insert_group(Batch(rows, ops=ins), ["id"], ConflictStrategy.MERGE)
+                      or {}).items()
+    assert group == (("a", "id"), ConflictStrategy.MERGE, frozenset(), frozenset({"a", "id"}))
+    assert list(got.column("id")) == [1, 2] and list(got.column("a")) == [1, 2]
+    assert insert_group(Batch(rows), ["id"], ConflictStrategy.MERGE) is None  # no ops
+    assert insert_group(Batch(rows, ops=[Op.INSERT, Op.UPDATE]), ["id"],
+                        ConflictStrategy.MERGE) is None
+    assert insert_group(Batch([*rows, {"id": 1, "a": 3}], ops=[*ins, Op.INSERT]), ["id"],
+                        ConflictStrategy.MERGE) is None
+    assert insert_group(Batch([{"id": 1, "a": UNCHANGED}, {"id": 2, "a": 2}], ops=ins), ["id"],
+                        ConflictStrategy.MERGE) is None
+    assert insert_group(Batch([{"id": None, "a": 1}, {"id": 2, "a": 2}], ops=ins), ["id"],
+                        ConflictStrategy.MERGE) is None
+    assert insert_group(Batch([{"a": 1}, {"a": 2}], ops=ins), ["id"],
+                        ConflictStrategy.MERGE) is None
+    assert insert_group(Batch([{"id": 1}, {"id": 2, "a": 2}], ops=ins), ["id"],
+                        ConflictStrategy.MERGE) is None
+
+
+def test_plain_group_keeps_record_form_and_checks_keys() -> None:
+    batch = Batch.from_records(("id", "r", "v"), [(1, "eu", "a"), (1, "us", "b")])
+    [(group, got)] = (plain_group(batch, ["id", "r"], ConflictStrategy.SKIP) or {}).items()
+    assert group[0] == ("id", "r", "v") and batch.records is not None
+    assert list(got.column("v")) == ["a", "b"]
+    assert plain_group(batch, ["id"], ConflictStrategy.SKIP) is None  # repeated key
+    assert plain_group(batch, ["nope"], ConflictStrategy.SKIP) is None
+    nulls = Batch.from_records(("id", "v"), [(None, "a"), (2, "b")])
+    assert plain_group(nulls, ["id"], ConflictStrategy.SKIP) is None

@@ -108,3 +108,31 @@ async def test_pipeline_of_record_batches_creates_the_table_and_commits_position
     assert got == rows
     assert await conn.fetchval("SELECT position::text FROM _etlsync_state WHERE pipeline = $1",
                                table) == "10"
+
+
+@pytest.mark.parametrize(("conflict", "expected"), [
+    ("overwrite", [(1, "a", 1), (2, "new", None), (3, "c", None)]),
+    ("merge", [(1, "a", 1), (2, "new", 2), (3, "c", None)]),
+    ("skip", [(1, "a", 1), (2, "b", 2), (3, "c", None)]),
+    ("fail", None),
+])
+async def test_cdc_insert_batches_take_the_copy_path_and_keep_conflict_semantics(
+        pg_dsn: str, conn: asyncpg.Connection, table: str, conflict: str,
+        expected: list[tuple[Any, ...]] | None) -> None:
+    from etlsync import Op
+    from etlsync.core.errors import ConflictError
+
+    await conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY, v text, w int)')
+    await conn.execute(f"INSERT INTO \"{table}\" VALUES (1, 'a', 1)")
+    new = Batch([{"id": 4, "v": "d"}, {"id": 5, "v": "e"}], ops=[Op.INSERT, Op.INSERT])
+    clash = Batch([{"id": 2, "v": "new"}, {"id": 3, "v": "c"}], ops=[Op.INSERT, Op.INSERT])
+    await conn.execute(f"INSERT INTO \"{table}\" VALUES (2, 'b', 2)")
+    if expected is None:
+        with pytest.raises(ConflictError, match="id=2"):
+            await load(pg_dsn, table, [new, clash], write_mode="upsert", conflict=conflict)
+        assert [r["id"] for r in await conn.fetch(f'SELECT id FROM "{table}" ORDER BY id')] == [
+            1, 2, 4, 5]
+        return
+    await load(pg_dsn, table, [new, clash], write_mode="upsert", conflict=conflict)
+    got = [tuple(r) for r in await conn.fetch(f'SELECT * FROM "{table}" ORDER BY id')]
+    assert got == [*expected, (4, "d", None), (5, "e", None)]

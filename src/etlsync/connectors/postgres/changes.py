@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
+from itertools import repeat
+from operator import is_
 from typing import Any
 
 from etlsync.connectors.postgres.payload import Rows
@@ -161,36 +162,55 @@ def group_upserts(net: NetChanges) -> dict[Group, list[Row] | Rows]:
 
 def plain_group(batch: Batch, pk: Sequence[str],
                 strategy: ConflictStrategy) -> dict[Group, list[Row] | Rows] | None:
-    """The fast path for a batch of plain inserts whose rows all have the same columns and
-    distinct keys: one group, no per-row reduction. ``None`` when it does not apply. A
-    record-form batch stays in record form (its group holds :class:`Rows`)."""
-    if batch.ops is not None or not len(batch) or not pk:
+    """The fast path for a batch of plain inserts (no ops) whose rows all have the same
+    columns and distinct, non-null keys: one group, no per-row reduction. ``None`` when it
+    does not apply. A record-form batch stays in record form (its group holds
+    :class:`Rows`)."""
+    if batch.ops is not None:
         return None
+    return _uniform_group(batch, pk, strategy)
+
+
+def insert_group(batch: Batch, pk: Sequence[str],
+                 strategy: ConflictStrategy) -> dict[Group, list[Row] | Rows] | None:
+    """:func:`plain_group` for change batches whose ops are all ``INSERT`` (a CDC stream of
+    inserts): the net effect of distinct keys inserted once each is the rows themselves.
+    ``None`` when it does not apply (other ops, repeated keys, ``UNCHANGED`` values)."""
+    if batch.ops is None or batch.ops.count(Op.INSERT) != len(batch.ops):
+        return None
+    return _uniform_group(batch, pk, strategy)
+
+
+def _uniform_group(batch: Batch, pk: Sequence[str],
+                   strategy: ConflictStrategy) -> dict[Group, list[Row] | Rows] | None:
+    n = len(batch)
+    if not n or not pk:
+        return None
+    ops = batch.ops
+    data: Rows
     if batch.records is not None and batch.columns is not None:
-        names = batch.columns
+        names: Sequence[str] = batch.columns
         if any(k not in names for k in pk):
             return None
         data = Rows(names=names, records=batch.records)
-        keys = (data.column(pk[0]) if len(pk) == 1
-                else list(zip(*(data.column(k) for k in pk), strict=True)))
-        try:
-            if len(set(keys)) != len(data):
-                return None
-        except TypeError:
-            return None
         cols = tuple(sorted(names))
-        return {(cols, strategy, frozenset(), frozenset(cols)): data}
-    rows = batch.rows
-    cols = tuple(sorted(rows[0]))
-    if len(set().union(*rows)) != len(cols) or set(map(len, rows)) != {len(cols)}:
-        return None  # some row lacks a column: merge semantics need per-row handling
-    getter = itemgetter(*pk)
+    else:
+        rows = batch.rows
+        cols = tuple(sorted(rows[0]))
+        if len(set().union(*rows)) != len(cols) or set(map(len, rows)) != {len(cols)}:
+            return None  # some row lacks a column: merge semantics need per-row handling
+        data = Rows(rows)
+    key_cols = [data.column(k) for k in pk]
+    if any(None in c for c in key_cols):
+        return None  # the per-row path names the row that lacks its key
+    if ops is not None and any(any(map(is_, data.column(c), repeat(UNCHANGED))) for c in cols):
+        return None  # inserts carry every value; anything else takes the per-row path
     try:
-        if len(set(map(getter, rows))) != len(rows):
+        if len(set(key_cols[0] if len(pk) == 1 else zip(*key_cols, strict=True))) != n:
             return None
-    except (KeyError, TypeError):
+    except TypeError:
         return None
-    return {(cols, strategy, frozenset(), frozenset(cols)): rows}
+    return {(cols, strategy, frozenset(), frozenset(cols)): data}
 
 
 def _show(pk: Sequence[str], key: Key) -> str:

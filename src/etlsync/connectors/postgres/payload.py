@@ -22,7 +22,7 @@ class Rows:
     """Rows to COPY: dicts (dict-form batches, CDC groups) or the value columns of a
     record-form batch (transposed once, never turned into dicts)."""
 
-    __slots__ = ("_columns", "_dicts", "_index", "_records")
+    __slots__ = ("_cache", "_columns", "_dicts", "_index", "_records")
 
     def __init__(self, dicts: Sequence[Row] | None = None, *,
                  names: Sequence[str] = (), records: Sequence[Sequence[Any]] | None = None
@@ -31,6 +31,7 @@ class Rows:
         self._records = records
         self._index = {n: i for i, n in enumerate(names)}
         self._columns: list[Sequence[Any]] | None = None
+        self._cache: dict[str, list[Any]] = {}
 
     @classmethod
     def of(cls, rows: Sequence[Row] | Rows) -> Rows:
@@ -45,11 +46,15 @@ class Rows:
     def column(self, name: str) -> Sequence[Any]:
         """The values of source column ``name`` (``None`` where a row lacks it)."""
         if self._dicts is not None:
-            rows = self._dicts
-            try:
-                return list(map(itemgetter(name), rows))
-            except KeyError:
-                return [r.get(name) for r in rows]
+            got = self._cache.get(name)
+            if got is None:
+                rows = self._dicts
+                try:
+                    got = list(map(itemgetter(name), rows))
+                except KeyError:
+                    got = [r.get(name) for r in rows]
+                self._cache[name] = got
+            return got
         i = self._index.get(name)
         if i is None:
             return [None] * len(self)

@@ -14,6 +14,7 @@ import asyncpg
 
 from etlsync.connectors.postgres.changes import (
     group_upserts,
+    insert_group,
     net_changes,
     plain_group,
     show_key,
@@ -240,7 +241,8 @@ class PostgresSink(Sink):
         tgt_of = dict(pairs)
         src_of = {t: s for s, t in pairs}
         pk_src = [src_of.get(c, self._source_name(c)) for c in self._pk]
-        groups = plain_group(batch, pk_src, self.conflict)
+        groups = plain_group(batch, pk_src, self.conflict) if batch.ops is None else \
+            insert_group(batch, pk_src, self.conflict)
         if groups is not None and await self._insert_new(conn, groups, pk_src, tgt_of):
             return
         if groups is None:
