@@ -8,6 +8,8 @@ strings (as a CSV reader yields them):
 - ``etlsync_job_operators``: ``Pipeline(source, [Select, Rename, Cast, FilterExpr], sink)``
   with the operators fused as a job file gets them (``select`` + ``rename`` in one step,
   ``cast`` in place);
+- ``etlsync_job_operators_records``: the same with the source yielding record-form batches
+  (value lists plus column names, as ``CsvSource`` does): no dict is built on the way;
 - ``etlsync_operators_unfused``: the same four operators as written, each copying rows;
 - ``etlsync_callable_filter``: fused, with ``Filter(lambda)`` instead of the expression.
 
@@ -28,8 +30,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import child_result, parse_args, report, run_variants
 
-VARIANTS = ["plain_python", "etlsync_job_operators", "etlsync_operators_unfused",
-            "etlsync_callable_filter"]
+VARIANTS = ["plain_python", "etlsync_job_operators", "etlsync_job_operators_records",
+            "etlsync_operators_unfused", "etlsync_callable_filter"]
 BATCH = 10_000
 EXPR = "status != 'test' and quantity > 0"
 
@@ -57,7 +59,8 @@ def run_plain(n: int) -> int:
     return kept
 
 
-async def run_etlsync(n: int, callable_filter: bool, fused: bool = True) -> int:
+async def run_etlsync(n: int, callable_filter: bool, fused: bool = True,
+                      records: bool = False) -> int:
     from etlsync import Batch, Filter, Pipeline, Sink, Source
     from etlsync.jobs.build import fuse
     from etlsync.operators import Cast, FilterExpr, Rename, Select
@@ -66,21 +69,22 @@ async def run_etlsync(n: int, callable_filter: bool, fused: bool = True) -> int:
         name = "gen"
 
         async def read(self, position: Any):  # type: ignore[no-untyped-def]
-            buf: list[dict[str, Any]] = []
+            # records: value lists in column order, as CsvSource yields them
+            buf: list[Any] = []
+            columns = list(next(make_rows(1)))
             for i, r in enumerate(make_rows(n)):
-                buf.append(r)
-                if len(buf) == BATCH:
-                    yield Batch(buf, stream="orders", position=i + 1)
+                buf.append(list(r.values()) if records else r)
+                if len(buf) == BATCH or i + 1 == n:
+                    yield (Batch.from_records(columns, buf, stream="orders", position=i + 1)
+                           if records else Batch(buf, stream="orders", position=i + 1))
                     buf = []
-            if buf:
-                yield Batch(buf, stream="orders", position=n)
 
     class CountSink(Sink):
         name = "count"
         rows = 0
 
         async def write(self, batch: Batch) -> None:
-            self.rows += len(batch.rows)
+            self.rows += len(batch)
 
     cols = ["id", "customer", "status", "quantity", "price", "order_date", "updated_at"]
     filt = (Filter(lambda r: r["status"] != "test" and r["quantity"] > 0) if callable_filter
@@ -103,7 +107,8 @@ def child(variant: str, n: int) -> None:
         kept = run_plain(n)
     else:
         kept = asyncio.run(run_etlsync(n, variant == "etlsync_callable_filter",
-                                       fused=variant != "etlsync_operators_unfused"))
+                                       fused=variant != "etlsync_operators_unfused",
+                                       records=variant == "etlsync_job_operators_records"))
     child_result(variant, n, time.perf_counter() - t0, rows_kept=kept)
 
 
