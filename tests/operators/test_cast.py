@@ -197,3 +197,15 @@ async def test_record_form_errors_name_the_row_and_key_and_skip_keeps_ops_aligne
     assert skip.rejected == 1
     empty = await skip.process(Batch.from_records(("n",), []))
     assert isinstance(empty, Batch) and empty.records == []
+
+
+async def test_record_form_columns_of_numbers_convert_like_the_dict_form() -> None:
+    types = {"d": "decimal", "f": "float", "i": "integer", "day": "date", "at": "datetime"}
+    rows: list[dict[str, object]] = [
+        {"d": 0.1, "f": 1, "i": 2.0, "day": dt.datetime(2024, 1, 2, 3), "at": 0},
+        {"d": 7, "f": Decimal("2.5"), "i": True, "day": dt.date(2024, 1, 3),
+         "at": dt.datetime(2024, 1, 1, tzinfo=dt.UTC)}]
+    out = await Cast(types).process(record_batch(rows))
+    assert isinstance(out, Batch)
+    assert out.rows == await cast_rows(Cast(types), [dict(r) for r in rows])
+    assert out.rows[0]["d"] == Decimal("0.1") and str(out.rows[1]["d"]) == "7"

@@ -162,10 +162,12 @@ def _ints(values: Sequence[str]) -> list[Any]:
 
 
 def _floats(values: Sequence[str]) -> list[Any]:
+    "".join(values)  # TypeError unless all are strings (float() takes numbers too)
     return list(map(float, values))
 
 
 def _decimals(values: Sequence[str]) -> list[Any]:
+    "".join(values)  # TypeError unless all are strings (Decimal() takes numbers too)
     out = list(map(Decimal, values))
     if not all(map(Decimal.is_finite, out)):
         raise ValueError("not a finite number")
@@ -188,8 +190,9 @@ def _datetimes(values: Sequence[str]) -> list[Any]:
 
 def _fast_column(ctype: ColumnType, fmt: str | None) -> Callable[[Sequence[str]], list[Any]] | None:
     """A whole-column converter for the commonest case (every value a string that the
-    per-value fast converter takes); it raises when any value is not that case, and then the
-    per-value loop decides value by value, with the same results."""
+    per-value fast converter takes); it raises when any value is not that case (TypeError
+    when some value is not a string), and then the per-value loop decides value by value,
+    with the same results."""
     if ctype is ColumnType.INTEGER:
         return _ints
     if ctype is ColumnType.FLOAT:
@@ -201,15 +204,6 @@ def _fast_column(ctype: ColumnType, fmt: str | None) -> Callable[[Sequence[str]]
         ColumnType.DATETIME: _datetimes,
     }
     return fast.get(ctype)
-
-
-def _all_str(values: Sequence[Any]) -> bool:
-    """Whether every value is a ``str`` (a C-level join: cheaper than collecting types)."""
-    try:
-        "".join(values)
-    except TypeError:
-        return False
-    return True
 
 
 def _convert_column(rows: list[Row], col: str,
@@ -381,7 +375,8 @@ class Cast(Operator):
             if j is None:
                 continue  # as in the dict path: a missing column stays missing
             values = cols[j]
-            if fast_column is not None and _all_str(values):
+            if fast_column is not None:
+                # each column converter raises TypeError unless every value is a string
                 try:
                     cols[j] = fast_column(values)
                     continue

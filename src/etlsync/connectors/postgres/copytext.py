@@ -193,10 +193,19 @@ def encode_columns(columns: Sequence[Sequence[Any]], natives: Sequence[str]) -> 
         fields = [render_column(c, n) for c, n in zip(columns, natives, strict=True)]
     except _Unsupported:
         return None
+    n, k = len(fields[0]), 2 * len(fields)
+    if any(len(f) != n for f in fields):
+        raise ValueError("columns of different lengths")
+    # interleave fields and separators in one list and join once: no per-row tuple or
+    # string is built
+    parts: list[str] = [""] * (n * k)
+    tab = ["\t"] * n
+    for j, f in enumerate(fields):
+        parts[2 * j::k] = f
+        parts[2 * j + 1::k] = tab
+    parts[k - 1::k] = ["\n"] * n
     try:
-        if len(fields) == 1:
-            return ("\n".join(fields[0]) + "\n").encode()
-        return ("\n".join(map("\t".join, zip(*fields, strict=True))) + "\n").encode()
+        return "".join(parts).encode()
     except UnicodeEncodeError:  # lone surrogates: binary reports them
         return None
 
