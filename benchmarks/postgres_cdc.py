@@ -95,13 +95,58 @@ async def teardown(run: str) -> None:
 
 # -- variants (run in subprocesses) --------------------------------------------------------
 async def decode_etlsync(n: dict[str, str], rows: int) -> tuple[float, float]:
+    """etlsync's client as PostgresCdcSource runs it: each chunk of CopyData payloads
+    decoded in one ``decode_chunk`` call (Inserts as value tuples, one event per run)."""
     from etlsync.connectors.postgres.replication.conninfo import parse_dsn
     from etlsync.connectors.postgres.replication.pgoutput import PgOutputDecoder
     from etlsync.connectors.postgres.replication.protocol import ReplicationConnection
 
     conn = await ReplicationConnection(parse_dsn(DSN)).connect()
-    dec = PgOutputDecoder()
-    decode = dec.decode
+    decode_chunk = PgOutputDecoder().decode_chunk
+    seen = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    await conn.start_replication(n["slot"], 0, {"proto_version": "1",
+                                                "publication_names": n["pub"]})
+    while seen < rows:
+        msgs = await conn.read_chunk()
+        if len(msgs) > rows - seen:  # the last chunk: decode no event past the rows-th
+            msgs = _first_changes(msgs, rows - seen)
+        i = 0
+        while i < len(msgs):
+            events, i = decode_chunk(msgs, i)
+            for ev in events:
+                kind = ev[0]
+                if kind == "I*":
+                    seen += len(ev[2])
+                elif kind in ("I", "U", "D"):
+                    seen += 1
+                elif kind == "k" and ev[2]:  # keepalive asking for a reply
+                    conn.send_status(0, False)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    conn.abort()
+    return seconds, cpu
+
+
+def _first_changes(msgs: list[bytes], k: int) -> list[bytes]:
+    """``msgs`` up to and including the ``k``-th Insert/Update/Delete message, so that the
+    etlsync variants decode exactly as many events as the psycopg2 loop, which stops at the
+    ``rows``-th (a chunk holds up to ~8,000 messages: under ``--callgrind``'s 20,000 rows the
+    overshoot would be counted as cost)."""
+    for i, msg in enumerate(msgs):
+        if msg[0] == 0x77 and msg[25] in b"IUD":
+            k -= 1
+            if k == 0:
+                return msgs[:i + 1]
+    return msgs
+
+
+async def read_etlsync(n: dict[str, str], rows: int) -> tuple[float, float]:
+    """The floor: etlsync's client framing the same stream without decoding it (counts the
+    Insert messages by their first byte): how fast the walsender delivers."""
+    from etlsync.connectors.postgres.replication.conninfo import parse_dsn
+    from etlsync.connectors.postgres.replication.protocol import ReplicationConnection
+
+    conn = await ReplicationConnection(parse_dsn(DSN)).connect()
     seen = 0
     t0, c0 = time.perf_counter(), time.process_time()
     await conn.start_replication(n["slot"], 0, {"proto_version": "1",
@@ -109,9 +154,9 @@ async def decode_etlsync(n: dict[str, str], rows: int) -> tuple[float, float]:
     while seen < rows:
         for msg in await conn.read_chunk():
             if msg[0] == 0x77:
-                if decode(msg, 25)[0] in ("I", "U", "D"):
+                if msg[25] == 0x49:
                     seen += 1
-            elif msg[17]:  # keepalive asking for a reply
+            elif msg[17]:
                 conn.send_status(0, False)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     conn.abort()
@@ -126,8 +171,7 @@ def decode_psycopg2(n: dict[str, str], rows: int) -> tuple[float, float]:
 
     conn = psycopg2.connect(DSN, connection_factory=psycopg2.extras.LogicalReplicationConnection)
     cur = conn.cursor()
-    dec = PgOutputDecoder()
-    decode = dec.decode
+    decode = PgOutputDecoder().decode_record  # Inserts as value tuples, like decode_chunk
     seen = [0]
 
     def consume(msg: Any) -> None:
@@ -183,7 +227,9 @@ def _source(n: dict[str, str], ack: bool, **kw: Any) -> Any:
                        snapshot="never", status_interval=1.0, **kw)
 
 
-async def e2e_etlsync(n: dict[str, str], rows: int) -> float:
+async def e2e_etlsync(n: dict[str, str], rows: int) -> tuple[float, float]:
+    """Seconds and client CPU seconds to apply ``rows`` CDC inserts to the target table;
+    checks afterwards that the target holds exactly the source table's rows and values."""
     import asyncpg
 
     from etlsync.core.pipeline import Pipeline
@@ -194,13 +240,17 @@ async def e2e_etlsync(n: dict[str, str], rows: int) -> float:
                          stop_at=rows)
     pipe = Pipeline(_source(n, ack=False), sinks=[sink], name=n["slot"])
     sink.on_done = pipe.stop
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     await pipe.run(handle_signals=False)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     got = await conn.fetchval(f'SELECT count(*) FROM "{n["target"]}"')
+    differ = await conn.fetchval(
+        f'SELECT count(*) FROM "{n["table"]}" s FULL JOIN "{n["target"]}" t USING (id) '
+        "WHERE (s.v, s.n, s.ts, s.f) IS DISTINCT FROM (t.v, t.n, t.ts, t.f)")
     await conn.close()
     assert got == rows, (got, rows)
-    return seconds
+    assert differ == 0, f"{differ} rows differ from the source table"
+    return seconds, cpu
 
 
 class _NullSink:
@@ -291,9 +341,11 @@ def child(variant: str, run: str, rows: int) -> None:
                      ratio_p99_vs_target=round(extra["lag_p99_ms"] / LAG_P99_TARGET_MS, 3))
         return
     n = names(run, shape)
-    if kind in ("decode_etlsync", "decode_psycopg2"):
+    if kind in ("decode_etlsync", "decode_psycopg2", "read_etlsync"):
         if kind == "decode_etlsync":
             seconds, cpu = asyncio.run(decode_etlsync(n, rows))
+        elif kind == "read_etlsync":
+            seconds, cpu = asyncio.run(read_etlsync(n, rows))
         else:
             seconds, cpu = decode_psycopg2(n, rows)
         # wall time includes the server's decoding (walsender), the same for both clients;
@@ -301,12 +353,16 @@ def child(variant: str, run: str, rows: int) -> None:
         child_result(variant, rows, seconds, client_cpu_s=round(cpu, 4),
                      events_per_client_cpu_s=round(rows / cpu) if cpu > 0 else None)
         return
-    seconds = asyncio.run(e2e_etlsync(n, rows))
-    child_result(variant, rows, seconds)
+    seconds, cpu = asyncio.run(e2e_etlsync(n, rows))
+    child_result(variant, rows, seconds, client_cpu_s=round(cpu, 3),
+                 events_per_client_cpu_s=round(rows / cpu) if cpu > 0 else None)
 
 
 def _extra_args(parser: Any) -> None:
     parser.add_argument("--run", default=None, help="(internal)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated kinds to run, e.g. decode_etlsync,decode_psycopg2 "
+                             "(default: all; 'lag' selects the lag runs)")
 
 
 def main() -> None:
@@ -318,13 +374,16 @@ def main() -> None:
     rows = args.rows - args.rows % 100
     asyncio.run(setup(run, rows))
     try:
-        variants = [f"{k}:{s}" for s in SHAPES
-                    for k in ("decode_etlsync", "decode_psycopg2", "e2e_etlsync")]
+        kinds = ("decode_etlsync", "decode_psycopg2", "read_etlsync", "e2e_etlsync", "lag")
+        only = set(args.only.split(",")) if args.only else set(kinds)
+        variants = [f"{k}:{s}" for s in SHAPES for k in kinds[:-1] if k in only]
         results = run_variants(__file__, variants, rows, repeat=args.repeat,
                                extra_args=["--run", run])
-        results.update(run_variants(__file__, ["lag_etlsync", "lag_etlsync_null_sink"], rows,
-                                    repeat=1, extra_args=["--run", run]))
-        if args.callgrind:  # client instructions per variant: immune to machine load
+        if "lag" in only:
+            results.update(run_variants(__file__, ["lag_etlsync", "lag_etlsync_null_sink"],
+                                        rows, repeat=1, extra_args=["--run", run]))
+        # client instructions per variant: immune to machine load
+        if args.callgrind and {"decode_etlsync", "decode_psycopg2"} <= only:
             cg_rows = min(rows, 20_000)
             for s in SHAPES:
                 counts = count_instructions(
@@ -337,6 +396,9 @@ def main() -> None:
         asyncio.run(teardown(run))
     for s in SHAPES:
         etl, psy = results.get(f"decode_etlsync:{s}"), results.get(f"decode_psycopg2:{s}")
+        for other in (etl, results.get(f"read_etlsync:{s}")):
+            if other and psy and "error" not in other and "error" not in psy:
+                other["ratio_vs_psycopg2"] = round(other["rows_per_s"] / psy["rows_per_s"], 3)
         if etl and psy and "error" not in etl and "error" not in psy:
             etl["ratio_vs_psycopg2"] = round(etl["rows_per_s"] / psy["rows_per_s"], 3)
             etl["ratio_cpu_vs_psycopg2"] = round(

@@ -246,3 +246,34 @@ async def test_streamed_in_progress_transactions_protocol_v2(
     big = [b for b in batches if b.rows and all(r["v"] in ("big", "big2") for r in b.rows)]
     assert len(big) == 5
     assert [b.position is not None for b in big] == [False] * 4 + [True]
+
+
+async def test_insert_runs_come_as_record_batches_and_mixed_changes_as_dicts(
+        pg: asyncpg.Connection, names: Names, pg_dsn: str) -> None:
+    t = names.table
+    await pg.execute(f"CREATE TABLE {t} (id int PRIMARY KEY, v text, n numeric)")
+    src = _source(pg_dsn, names, snapshot="never", batch_rows=4)
+    agen = src.read(None)
+    got = asyncio.ensure_future(take(agen, lambda g: sum(map(len, g)) >= 10))
+    await wait_streaming(pg, names.slot)
+    await pg.execute(f"INSERT INTO {t} SELECT g, 'r' || g, g * 1.5 FROM generate_series(1, 6) g")
+    async with pg.transaction():
+        await pg.execute(f"INSERT INTO {t} VALUES (7, 'x', NULL), (8, NULL, 2)")
+        await pg.execute(f"UPDATE {t} SET v = 'y' WHERE id = 7")
+        await pg.execute(f"INSERT INTO {t} VALUES (9, 'z', 3)")
+    batches = [b for b in await got if len(b)]
+    await agen.aclose()
+    # 6 inserts in one transaction: record form, split at batch_rows
+    assert [len(b) for b in batches[:2]] == [4, 2]
+    first = batches[0]
+    assert first.columns == ("id", "v", "n") and first.records is not None
+    assert first.records[0] == (1, "r1", Decimal("1.5"))
+    assert first.ops == [Op.INSERT] * 4 and first.before == [None] * 4
+    assert first.position is None and batches[1].position is not None
+    # inserts, an update, an insert in one transaction: one batch of dicts, in order
+    mixed = batches[2]
+    assert mixed.records is None
+    assert _changes([mixed]) == [
+        (Op.INSERT, {"id": 7, "v": "x", "n": None}), (Op.INSERT, {"id": 8, "v": None, "n": 2}),
+        (Op.UPDATE, {"id": 7, "v": "y", "n": None}), (Op.INSERT, {"id": 9, "v": "z", "n": 3})]
+    assert batches[1].rows[1] == {"id": 6, "v": "r6", "n": Decimal("9.0")}

@@ -25,7 +25,6 @@ from etlsync.connectors.postgres.replication.protocol import (
     PgServerError,
     ReplicationConnection,
     format_lsn,
-    parse_keepalive,
     qualified,
     quote_ident,
 )
@@ -41,7 +40,7 @@ from etlsync.connectors.postgres.replication.slots import (
 from etlsync.connectors.postgres.replication.snapshot import TableReader, prepare_connection
 from etlsync.connectors.postgres.replication.types import BUILTIN
 from etlsync.connectors.postgres.types import UNCHANGED
-from etlsync.core.batch import Batch, Op, Row
+from etlsync.core.batch import Batch, Op, Row, dict_maker
 from etlsync.core.errors import ConfigError, ServiceNotReady
 from etlsync.core.schema import Schema
 from etlsync.core.stages import Source
@@ -320,7 +319,10 @@ class PostgresCdcSource(Source):
         decoder = PgOutputDecoder()
         out: list[Batch] = []
         cur_rel: Relation | None = None
-        rows: list[Row] = []
+        rows: list[Any] = []
+        """Pending rows of ``cur_rel``: value tuples while ``as_records`` (inserts only, a
+        record-form batch), else dicts."""
+        as_records = False
         ops: list[Op] = []
         before: list[Row | None] = []
         committed = False
@@ -331,23 +333,42 @@ class PostgresCdcSource(Source):
         ins, upd, dele = Op.INSERT, Op.UPDATE, Op.DELETE
 
         def flush(position: Any = None) -> None:
-            nonlocal rows, ops, before, committed, emitted
+            nonlocal rows, ops, before, committed, emitted, as_records
             if rows:
                 if committed:
                     position = self._position(last_commit)
                     emitted = last_commit
                 assert cur_rel is not None
-                out.append(Batch(rows, stream=cur_rel.stream, position=position, ops=ops,
-                                 before=before, schema=cur_rel.schema))
-                rows, ops, before, committed = [], [], [], False
+                if as_records:
+                    out.append(Batch.from_records(
+                        cur_rel.names, rows, stream=cur_rel.stream, position=position,
+                        ops=ops, before=before, schema=cur_rel.schema))
+                else:
+                    out.append(Batch(rows, stream=cur_rel.stream, position=position, ops=ops,
+                                     before=before, schema=cur_rel.schema))
+                rows, ops, before, committed, as_records = [], [], [], False, False
+
+        def as_dicts(rel: Relation) -> None:
+            """A change in dict form joins pending records: the batch turns to dicts."""
+            nonlocal rows, as_records
+            if as_records:
+                rows = list(map(dict_maker(rel.names), rows))
+                as_records = False
 
         def watch(rel: Relation, row: Row | None) -> None:
             if (chunk is not None and chunk.window is not None and row is not None
                     and rel.stream == chunk.reader.table):
                 chunk.window.add(tuple(row.get(k) for k in chunk.reader.key))
 
+        def watch_records(rel: Relation, records: list[tuple[Any, ...]]) -> None:
+            if (chunk is not None and chunk.window is not None
+                    and rel.stream == chunk.reader.table):
+                at = [rel.names.index(k) if k in rel.names else -1 for k in chunk.reader.key]
+                chunk.window.update(tuple(r[i] if i >= 0 else None for i in at)
+                                    for r in records)
+
         batch_rows = self.batch_rows
-        decode = decoder.decode
+        decode_chunk = decoder.decode_chunk
         streamed: dict[int, list[tuple[int, tuple[Any, ...]]]] = {}
         stream_xid = 0
 
@@ -356,117 +377,142 @@ class PostgresCdcSource(Source):
                 msgs = await asyncio.wait_for(rconn.read_chunk(), self.status_interval)
             except TimeoutError:
                 msgs = []
-            for msg in msgs:
-                if msg[0] != 0x77:  # keepalive
-                    wal_end, _, reply = parse_keepalive(msg)
-                    if reply:
-                        rconn.send_status(self.acked_lsn)
-                        last_status = time.monotonic()
-                    if not in_tx:
-                        idle = max(idle, wal_end)
-                    continue
-                ev = decode(msg, 25)
-                kind = ev[0]
-                if decoder.in_stream and kind in ("I", "U", "D", "T", "M"):
-                    streamed[stream_xid].append((decoder.change_xid, ev))
-                    continue
-                if kind in ("S", "E", "A", "c"):
-                    if kind == "S":
-                        stream_xid = ev[1]
-                        if stream_xid not in streamed:
-                            streamed[stream_xid] = []
-                            self.streamed_transactions += 1
-                        continue
-                    if kind == "A":  # a subtransaction's or the whole transaction's abort
-                        xid, sub = ev[1], ev[2]
-                        if xid == sub:
-                            streamed.pop(xid, None)
-                        elif xid in streamed:
-                            streamed[xid] = [c for c in streamed[xid] if c[0] != sub]
-                        continue
-                    if kind == "E":
-                        continue
-                    changes = streamed.pop(ev[1], [])
-                    replay = [("B", ev[2], ev[1]), *(c[1] for c in changes),
-                              ("C", ev[2], ev[3])]
-                else:
-                    replay = [ev]
-                for ev in replay:
+            i = 0
+            while i < len(msgs):
+                events, i = decode_chunk(msgs, i)
+                for ev in events:
                     kind = ev[0]
-                    if kind in ("I", "U", "D"):
+                    if kind == "I*":  # a run of inserts of one relation, as value tuples
                         if skip_tx:
                             continue
-                        rel = ev[1]
+                        rel, records = ev[1], ev[2]
                         if rel is not cur_rel:
                             flush()
                             cur_rel = rel
-                        if kind == "I":
-                            rows.append(ev[2])
-                            ops.append(ins)
-                            before.append(None)
-                            if chunk is not None:
-                                watch(rel, ev[2])
-                        elif kind == "U":
-                            row, old = ev[2], ev[3]
-                            key = rel.primary_key
-                            if old is not None and any(k in old and old[k] != row[k] for k in key):
-                                if UNCHANGED in row.values():
-                                    row = await self._fill_unchanged(conn, rel, row, old)
-                                old = {k: old[k] for k in key if k in old}
-                                rows += (old, row)
-                                ops += (dele, ins)
-                                before += (old, None)
-                                watch(rel, old)
+                        if not rows:
+                            as_records = True
+                        if chunk is not None:
+                            watch_records(rel, records)
+                        taken = 0
+                        while taken < len(records):
+                            part = records[taken:taken + batch_rows - len(rows)]
+                            taken += len(part)
+                            rows += part if as_records else map(dict_maker(rel.names), part)
+                            ops += [ins] * len(part)
+                            before += [None] * len(part)
+                            committed = False
+                            if len(rows) >= batch_rows:
+                                flush()
+                                as_records = True
+                        continue
+                    if kind == "k":  # keepalive
+                        if ev[2]:
+                            rconn.send_status(self.acked_lsn)
+                            last_status = time.monotonic()
+                        if not in_tx:
+                            idle = max(idle, ev[1])
+                        continue
+                    if kind == "X":  # a change inside a v2 stream block: held until its commit
+                        streamed[stream_xid].append((ev[1], ev[2]))
+                        continue
+                    if kind in ("S", "E", "A", "c"):
+                        if kind == "S":
+                            stream_xid = ev[1]
+                            if stream_xid not in streamed:
+                                streamed[stream_xid] = []
+                                self.streamed_transactions += 1
+                            continue
+                        if kind == "A":  # a subtransaction's or the whole transaction's abort
+                            xid, sub = ev[1], ev[2]
+                            if xid == sub:
+                                streamed.pop(xid, None)
+                            elif xid in streamed:
+                                streamed[xid] = [c for c in streamed[xid] if c[0] != sub]
+                            continue
+                        if kind == "E":
+                            continue
+                        changes = streamed.pop(ev[1], [])
+                        replay = [("B", ev[2], ev[1]), *(c[1] for c in changes),
+                                  ("C", ev[2], ev[3])]
+                    else:
+                        replay = [ev]
+                    for ev in replay:
+                        kind = ev[0]
+                        if kind in ("I", "U", "D"):
+                            if skip_tx:
+                                continue
+                            rel = ev[1]
+                            if rel is not cur_rel:
+                                flush()
+                                cur_rel = rel
+                            as_dicts(rel)
+                            if kind == "I":
+                                rows.append(ev[2])
+                                ops.append(ins)
+                                before.append(None)
+                                if chunk is not None:
+                                    watch(rel, ev[2])
+                            elif kind == "U":
+                                row, old = ev[2], ev[3]
+                                key = rel.primary_key
+                                if old is not None and any(k in old and old[k] != row[k] for k in key):
+                                    if UNCHANGED in row.values():
+                                        row = await self._fill_unchanged(conn, rel, row, old)
+                                    old = {k: old[k] for k in key if k in old}
+                                    rows += (old, row)
+                                    ops += (dele, ins)
+                                    before += (old, None)
+                                    watch(rel, old)
+                                else:
+                                    rows.append(row)
+                                    ops.append(upd)
+                                    before.append(old if old is not None else
+                                                  {k: row[k] for k in key if k in row})
+                                watch(rel, row)
                             else:
-                                rows.append(row)
-                                ops.append(upd)
-                                before.append(old if old is not None else
-                                              {k: row[k] for k in key if k in row})
-                            watch(rel, row)
-                        else:
-                            rows.append(ev[2])
-                            ops.append(dele)
-                            before.append(ev[2])
-                            watch(rel, ev[2])
-                        committed = False
-                        if len(rows) >= batch_rows:
+                                rows.append(ev[2])
+                                ops.append(dele)
+                                before.append(ev[2])
+                                watch(rel, ev[2])
+                            committed = False
+                            if len(rows) >= batch_rows:
+                                flush()
+                        elif kind == "B":
+                            in_tx = True
+                            skip_tx = ev[1] < start_lsn
+                        elif kind == "C":
+                            in_tx = False
+                            if not skip_tx:
+                                last_commit = ev[2]
+                                idle = max(idle, ev[2])
+                                committed = bool(rows)
+                                if not rows and out and out[-1].position is None:
+                                    # a truncate or re-snapshot chunk ended the transaction
+                                    out[-1].position = self._position(ev[2])
+                                    emitted = ev[2]
+                            skip_tx = False
+                        elif kind == "R":
                             flush()
-                    elif kind == "B":
-                        in_tx = True
-                        skip_tx = ev[1] < start_lsn
-                    elif kind == "C":
-                        in_tx = False
-                        if not skip_tx:
-                            last_commit = ev[2]
-                            idle = max(idle, ev[2])
-                            committed = bool(rows)
-                            if not rows and out and out[-1].position is None:
-                                # a truncate or re-snapshot chunk ended the transaction
-                                out[-1].position = self._position(ev[2])
-                                emitted = ev[2]
-                        skip_tx = False
-                    elif kind == "R":
-                        flush()
-                        cur_rel = None
-                        await self._resolve(conn, decoder, ev[1])
-                    elif kind == "T":
-                        flush()
-                        if not skip_tx:
-                            for rel in ev[1]:
-                                out.append(Batch([{}], stream=rel.stream, ops=[Op.TRUNCATE],
-                                                 before=[None], schema=rel.schema))
-                    elif kind == "M" and not ev[1] and not in_tx:
-                        # a non-transactional message (heartbeat): every transaction that
-                        # committed before it was sent, so its LSN is a safe resume point
-                        idle = max(idle, ev[4])
-                    elif kind == "M" and ev[2] == WATERMARK_PREFIX and chunk is not None:
-                        mark = ev[3].decode()
-                        if mark == "L:" + chunk.wid:
-                            chunk.window = set()
-                        elif mark == "H:" + chunk.wid:
+                            cur_rel = None
+                            await self._resolve(conn, decoder, ev[1])
+                        elif kind == "T":
                             flush()
-                            self._finish_chunk(chunk, out)
-                            chunk = None
+                            if not skip_tx:
+                                for rel in ev[1]:
+                                    out.append(Batch([{}], stream=rel.stream, ops=[Op.TRUNCATE],
+                                                     before=[None], schema=rel.schema))
+                        elif kind == "M" and not ev[1] and not in_tx:
+                            # a non-transactional message (heartbeat): every transaction that
+                            # committed before it was sent, so its LSN is a safe resume point
+                            idle = max(idle, ev[4])
+                        elif kind == "M" and ev[2] == WATERMARK_PREFIX and chunk is not None:
+                            mark = ev[3].decode()
+                            if mark == "L:" + chunk.wid:
+                                chunk.window = set()
+                            elif mark == "H:" + chunk.wid:
+                                flush()
+                                self._finish_chunk(chunk, out)
+                                chunk = None
             if not in_tx:
                 flush()
                 if (idle > emitted and not rows and not out

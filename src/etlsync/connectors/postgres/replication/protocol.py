@@ -358,35 +358,39 @@ class ReplicationConnection:
         arithmetic step, more than the copy. A payload starts with ``w`` (XLogData) or ``k``
         (keepalive).
 
-        :raises PgServerError: when the server ends the stream with an error."""
+        :raises PgServerError: when the server ends the stream with an error (once the
+            payloads before the error were returned)."""
         buf = self._buf
         unpack = _I.unpack_from
         while True:
             if len(buf) < 5:
                 await self._fill()
                 continue
-            pos, end = 0, len(buf)
-            starts: list[int] = []
-            ends: list[int] = []
-            while end - pos >= 5 and pos < max_bytes:
-                n = unpack(buf, pos + 1)[0]
-                if end - pos - 1 < n:
+            # one copy of whole messages (the first one even when larger than max_bytes),
+            # then one pass: frame length, kind, one slice per payload
+            data = bytes(buf[:max(max_bytes, 1 + unpack(buf, 1)[0])])
+            out: list[bytes] = []
+            append = out.append
+            pos, end = 0, len(data)
+            lim = end - 4
+            while pos < lim:
+                nxt = pos + 1 + unpack(data, pos + 1)[0]
+                if nxt > end:
                     break
-                t = buf[pos]
+                t = data[pos]
                 if t == 0x64:  # 'd' CopyData
-                    starts.append(pos + 5)
-                    ends.append(pos + 1 + n)
-                elif t == 0x45:  # 'E'
-                    fields = _fields(bytes(buf[pos + 5:pos + 1 + n]))
-                    del buf[:pos + 1 + n]
-                    raise PgServerError(fields)
+                    append(data[pos + 5:nxt])
+                elif t == 0x45:  # 'E': after the payloads before it
+                    if out:
+                        break
+                    del buf[:nxt]
+                    raise PgServerError(_fields(data[pos + 5:nxt]))
                 elif t == 0x63:  # 'c' CopyDone
                     self.copy_done = True
-                pos += 1 + n
-            data = bytes(buf[:pos])
+                pos = nxt
             del buf[:pos]
-            if starts:
-                return [data[a:b] for a, b in zip(starts, ends, strict=True)]
+            if out:
+                return out
             if self.copy_done:
                 raise ConnectionError("server ended the replication stream (CopyDone)")
             await self._fill()
