@@ -13,7 +13,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from etlsync.connectors.postgres.copytext import encode_columns, encode_text, render_column
+from etlsync.connectors.postgres.copytext import (
+    base_type,
+    encode_columns,
+    encode_text,
+    render_column,
+)
 
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
@@ -38,6 +43,10 @@ RENDERED: dict[str, list[Any]] = {
     "boolean": [True, False, None],
     "date": [dt.date(2024, 2, 29), dt.date(1000, 1, 1), dt.date(1970, 1, 1),
              dt.date(9998, 12, 31), dt.datetime(2024, 5, 1, 13, 0), None],
+    "timestamp(0) without time zone": [dt.datetime(2024, 1, 1) + dt.timedelta(seconds=s * 7919)
+                                       for s in range(2000)],
+    "timestamp(3) with time zone": [dt.datetime(2024, 1, 1, 0, 0, 0, 1500, tzinfo=IST), None],
+    "time(0) without time zone": [dt.time(1, 2, 3), dt.time(4, 5, 6, 700000)],
     "timestamp without time zone": [dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 1, 0, 0, 0, 1),
                                     dt.datetime(1900, 12, 31, 23, 59, 59, 999999),
                                     dt.datetime(2, 1, 1), None],
@@ -146,8 +155,33 @@ def test_subclasses_render_as_their_base_type() -> None:
     class Level(enum.IntEnum):
         HIGH = 3
 
-    assert list(render_column([7, Level.HIGH, True], "bigint")) == ["7", "3", "1"]
-    assert list(render_column([dt.datetime(2024, 1, 2, 3, 4)], "date")) == ["2024-01-02"]
+    assert fields(render_column([7, Level.HIGH, True], "bigint")) == ["7", "3", "1"]
+    assert fields(render_column([dt.datetime(2024, 1, 2, 3, 4)], "date")) == ["2024-01-02"]
+
+
+def fields(parts: list[Any]) -> list[str]:
+    return ["".join(p) for p in zip(*parts, strict=True)]
+
+
+def test_whole_second_timestamps_render_as_isoformat_from_cached_parts() -> None:
+    values = [dt.datetime(2024, 1, 1) + dt.timedelta(seconds=s * 7919) for s in range(3000)]
+    parts = render_column(values, "timestamp")
+    assert len(parts) == 3  # date, hour and minute, second
+    assert fields(parts) == [v.isoformat() for v in values]
+    micro = [*values, dt.datetime(2024, 1, 1, 0, 0, 0, 5)]
+    assert fields(render_column(micro, "timestamp")) == [v.isoformat() for v in micro]
+    assert encode_columns([[dt.datetime(1, 5, 1)]], ["timestamp"]) is None
+    assert encode_columns([[dt.datetime(9999, 5, 1)]], ["timestamp"]) is None
+
+
+def test_type_modifiers_are_dropped_and_nothing_else() -> None:
+    assert base_type("numeric(10,2)") == "numeric"
+    assert base_type("timestamp(3) with time zone") == "timestamp with time zone"
+    assert base_type("time(0) without time zone") == "time without time zone"
+    assert base_type("character varying(20)") == "character varying"
+    assert base_type("numeric(5)[]") == "numeric[]"
+    # a naive value must not reach a timestamptz column with a modifier as naive text
+    assert encode_columns([[dt.datetime(2024, 1, 1)]], ["timestamp(3) with time zone"]) is None
 
 
 def test_empty_input_is_not_rendered() -> None:
