@@ -8,11 +8,20 @@ own process (so peak RSS is per variant):
   generator (merge on ``id``);
 - ``etlsync_passthrough``: ``copy_csv_file``: the bytes go straight into COPY (the server
   parses them), progress stored per chunk for exactly-once resume;
-- ``etlsync_typed``: ``Pipeline(CsvSource, [Cast], PostgresSink(append))``, binary COPY, the
-  position written in each batch's transaction;
+- ``etlsync_typed``: ``Pipeline(CsvSource, [Cast], PostgresSink(append))``: record-form
+  batches (no dicts), ``Cast`` converts column by column, the sink renders the typed values
+  into COPY ``text`` (binary COPY for values it cannot render exactly), the position written
+  in each batch's transaction;
 - ``etlsync_upsert_merge``: the same with ``write_mode="upsert", conflict="merge"`` on ``id``.
 
-    python benchmarks/postgres_load.py --rows 1000000 --json
+    python benchmarks/postgres_load.py --rows 1000000 --json [--callgrind]
+
+``--callgrind`` also counts the client's instructions per row (up to 100,000 rows, start-up
+subtracted) of the Python variants: immune to machine load.
+
+Every variant that loads a table of its own is checked after its timing: row count and a
+fingerprint of all values (sums, an md5 of the texts, the timestamp range) must equal
+``psql_copy``'s (``values_match``).
 
 The database is ``$ETLSYNC_BENCH_DSN`` (default the local test database).
 """
@@ -35,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import child_result, parse_args, report, run_variants
+from _harness import child_result, count_instructions, parse_args, report, run_variants
 
 DSN = os.environ.get("ETLSYNC_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/etlsync_test")
 # dlt insists on a password in its credentials; trust authentication ignores it
@@ -46,6 +55,11 @@ COLUMNS = ["id", "customer_id", "product", "quantity", "price", "created_at"]
 TYPES = {"id": "integer", "customer_id": "integer", "quantity": "integer", "price": "decimal",
          "created_at": "datetime"}
 BATCH = 10_000
+FINGERPRINT = (
+    "SELECT count(*), sum(id), sum(customer_id), sum(quantity), sum(price), "
+    "md5(string_agg(product || '|' || price::text, ',' ORDER BY id)), "
+    "min(created_at), max(created_at), sum(extract(epoch FROM created_at)) "
+    'FROM "{table}"')
 
 
 def csv_path(rows: int) -> str:
@@ -201,6 +215,9 @@ def child(variant: str, rows: int) -> None:
         out = subprocess.run(["psql", DSN, "-Atc", f'SELECT count(*) FROM "{table}"'],
                              check=True, capture_output=True, text=True).stdout.strip()
         extra["rows_loaded"] = int(out)
+        extra["fingerprint"] = subprocess.run(
+            ["psql", DSN, "-Atc", FINGERPRINT.format(table=table)], check=True,
+            capture_output=True, text=True).stdout.strip()
         psql(f'DROP TABLE IF EXISTS "{table}"; DELETE FROM _etlsync_state '
              f"WHERE pipeline = '{table}'")
     child_result(variant, rows, seconds, **extra)
@@ -220,6 +237,11 @@ def main() -> None:
     if "psql_copy" in results and results["psql_copy"].get("peak_rss_mb_psql") is not None:
         r = results["psql_copy"]
         r["peak_rss_mb"] = max(r["peak_rss_mb"], r["peak_rss_mb_psql"])
+    reference = results.get("psql_copy", {}).get("fingerprint")
+    for r in results.values():
+        if r.get("fingerprint") is not None and reference is not None:
+            r["values_match"] = r.pop("fingerprint") == reference
+    results.get("psql_copy", {}).pop("fingerprint", None)
     speed = {k: v.get("rows_per_s") for k, v in results.items() if "error" not in v}
     for name, r in results.items():
         if "error" in r or not r.get("rows_per_s"):
@@ -232,6 +254,17 @@ def main() -> None:
             r["ratio_vs_dlt_merge"] = round(r["rows_per_s"] / speed["dlt_merge"], 2)
         if name == "etlsync_typed" and speed.get("asyncpg_records"):
             r["ratio_vs_asyncpg_records"] = round(r["rows_per_s"] / speed["asyncpg_records"], 2)
+    if args.callgrind:  # client instructions per row: immune to machine load
+        cg_rows = min(args.rows, 100_000)
+        counted = [v for v in variants if v in ("asyncpg_records", "etlsync_typed",
+                                                "etlsync_upsert_merge")]
+        for v, c in count_instructions(__file__, counted, cg_rows).items():
+            if v in results:
+                results[v]["client_instr_per_row"] = round(c / cg_rows)
+        base = results.get("asyncpg_records", {}).get("client_instr_per_row")
+        ours = results.get("etlsync_typed", {}).get("client_instr_per_row")
+        if base and ours:
+            results["etlsync_typed"]["ratio_instr_vs_asyncpg_records"] = round(base / ours, 3)
     report(results, args.json)
 
 
