@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from etlsync.connectors.postgres.replication.protocol import warm_up
 from etlsync.connectors.postgres.replication.types import (
     Decoder,
     _bool,
@@ -389,4 +390,11 @@ def _compile_readers(oid: int, names: tuple[str, ...], decoders: list[Decoder]
              "        i += 1",
              "    return i"]
     exec("\n".join(lines), env)
-    return env["read"], env["read_record"], env["run"]
+    read, read_record, run = env["read"], env["read_record"], env["run"]
+    warm_up(run, [], 0, 0, None)
+    warm_up(read, b"\0\0\0", 0)
+    warm_up(read_record, b"\0\0\0", 0)
+    return read, read_record, run
+
+
+warm_up(PgOutputDecoder().decode_chunk, [])
