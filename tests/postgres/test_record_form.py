@@ -136,3 +136,22 @@ async def test_cdc_insert_batches_take_the_copy_path_and_keep_conflict_semantics
     await load(pg_dsn, table, [new, clash], write_mode="upsert", conflict=conflict)
     got = [tuple(r) for r in await conn.fetch(f'SELECT * FROM "{table}" ORDER BY id')]
     assert got == [*expected, (4, "d", None), (5, "e", None)]
+
+
+@pytest.mark.parametrize("bad_at", [0, 3, 9])
+async def test_a_chunk_that_does_not_render_sends_the_rest_of_the_batch_in_binary(
+        pg_dsn: str, conn: asyncpg.Connection, table: str, bad_at: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from etlsync.connectors.postgres import payload
+
+    monkeypatch.setattr(payload, "COPY_CHUNK_ROWS", 3)
+    at = [dt.datetime(2024, 1, 1) + dt.timedelta(hours=i) for i in range(10)]
+    at[bad_at] = dt.datetime.max  # asyncpg sends 'infinity': text must not render it
+    recs: list[tuple[Any, ...]] = [(i, at[i], f"v{i}\t") for i in range(10)]
+    for name, text in ((f"{table}_b", False), (table, True)):
+        await conn.execute(f'CREATE TABLE "{name}" (id int, at timestamp, v text)')
+        await load(pg_dsn, name, [Batch.from_records(("id", "at", "v"), list(recs))],
+                   text_copy=text)
+    got = await conn.fetch(f'SELECT id, at::text, v FROM "{table}" ORDER BY id')
+    assert got == await conn.fetch(f'SELECT id, at::text, v FROM "{table}_b" ORDER BY id')
+    assert len(got) == 10 and got[bad_at]["at"] == "infinity"

@@ -4,7 +4,7 @@ itself (text where every column renders exactly, else asyncpg's binary encoding)
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -81,21 +81,44 @@ def build_records(rows: Sequence[Row], keys: Sequence[str],
     return list(zip(*Rows(rows).columns(keys, json_positions), strict=True))
 
 
+COPY_CHUNK_ROWS = 2_000
+"""Rows rendered per COPY data chunk: the server parses one chunk while the next renders."""
+
+
 async def copy_rows(conn: asyncpg.Connection, table: str, schema: str | None,
                     pairs: Sequence[tuple[str, str]], rows: Rows, natives: Sequence[str] | None,
                     json_positions: Sequence[int] = ()) -> None:
     """COPY ``rows`` (source column -> target column ``pairs``) into ``table``: as COPY text
     when ``natives`` (the target types) are given and every column renders exactly (see
-    :mod:`~etlsync.connectors.postgres.copytext`), else with asyncpg's binary encoding."""
+    :mod:`~etlsync.connectors.postgres.copytext`), else with asyncpg's binary encoding.
+
+    The text is rendered and sent in chunks of :data:`COPY_CHUNK_ROWS` rows, so the server
+    parses each chunk while the next one renders. When a later chunk does not render, the
+    text COPY ends after the chunks sent and the remaining rows follow in a binary COPY
+    (in the caller's transaction: the same rows land either way)."""
     targets = [t for _, t in pairs]
     columns = rows.columns([s for s, _ in pairs], json_positions)
-    data = None
-    if natives is not None and renderable(natives):
-        data = encode_columns(columns, natives)
-    if data is None:
+    n = len(columns[0]) if columns else 0
+    sent = 0
+    if natives is not None and n and renderable(natives):
+        step = COPY_CHUNK_ROWS
+        first = encode_columns([c[:step] for c in columns] if n > step else columns, natives)
+        if first is not None:
+            sent = min(step, n)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                nonlocal sent
+                yield first
+                while sent < n:
+                    data = encode_columns([c[sent:sent + step] for c in columns], natives)
+                    if data is None:
+                        return  # the rest goes binary
+                    yield data
+                    sent = min(sent + step, n)
+
+            await conn.copy_to_table(table, schema_name=schema, columns=targets,
+                                     source=chunks(), format="text")
+    if sent < n:
+        rest = columns if not sent else [c[sent:] for c in columns]
         await conn.copy_records_to_table(table, schema_name=schema, columns=targets,
-                                         records=list(zip(*columns, strict=True)))
-    else:
-        # a memoryview: asyncpg would take bytes for a file name
-        await conn.copy_to_table(table, schema_name=schema, columns=targets,
-                                 source=memoryview(data), format="text")
+                                         records=list(zip(*rest, strict=True)))

@@ -1,6 +1,7 @@
-"""PostgreSQL sink: binary COPY appends, atomic overwrite, upsert through a staging table with
-one ``INSERT ... ON CONFLICT`` per batch, CDC changes, schema policy, and the position written
-in each batch's transaction (exactly-once)."""
+"""PostgreSQL sink: COPY appends (typed values rendered as COPY text where exact, else binary;
+record-form batches never become dicts), atomic overwrite, upsert (batches of new keys COPYed
+straight in, else through a staging table with one ``INSERT ... ON CONFLICT`` per batch), CDC
+changes, schema policy, and the position written in each batch's transaction (exactly-once)."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class PostgresSink(Sink):
 
     :param dsn: DSN string or :class:`PgConnectionConfig`; other connection keywords
         (``host``, ``password_env``, ``sslmode``, ``sslrootcert``, ...) are accepted too.
-    :param write_mode: ``append`` (binary COPY), ``overwrite`` (load into a new table, swap
+    :param write_mode: ``append`` (COPY), ``overwrite`` (load into a new table, swap
         it in atomically at the end of the source's pass, in the transaction that stores
         the final position; for sources that do not mark passes, when the pipeline ends
         without error) or ``upsert`` (on ``primary_key``).
