@@ -163,7 +163,7 @@ async def read_etlsync(n: dict[str, str], rows: int) -> tuple[float, float]:
     return seconds, cpu
 
 
-def decode_psycopg2(n: dict[str, str], rows: int) -> tuple[float, float]:
+def decode_psycopg2(n: dict[str, str], rows: int, dicts: bool = False) -> tuple[float, float]:
     import psycopg2  # type: ignore[import-untyped]
     import psycopg2.extras  # type: ignore[import-untyped]
 
@@ -171,7 +171,8 @@ def decode_psycopg2(n: dict[str, str], rows: int) -> tuple[float, float]:
 
     conn = psycopg2.connect(DSN, connection_factory=psycopg2.extras.LogicalReplicationConnection)
     cur = conn.cursor()
-    decode = PgOutputDecoder().decode_record  # Inserts as value tuples, like decode_chunk
+    # Inserts as value tuples, like decode_chunk; ``dicts``: as dicts (the loop before issue 7)
+    decode = PgOutputDecoder().decode if dicts else PgOutputDecoder().decode_record
     seen = [0]
 
     def consume(msg: Any) -> None:
@@ -341,13 +342,13 @@ def child(variant: str, run: str, rows: int) -> None:
                      ratio_p99_vs_target=round(extra["lag_p99_ms"] / LAG_P99_TARGET_MS, 3))
         return
     n = names(run, shape)
-    if kind in ("decode_etlsync", "decode_psycopg2", "read_etlsync"):
+    if kind in ("decode_etlsync", "decode_psycopg2", "decode_psycopg2_dicts", "read_etlsync"):
         if kind == "decode_etlsync":
             seconds, cpu = asyncio.run(decode_etlsync(n, rows))
         elif kind == "read_etlsync":
             seconds, cpu = asyncio.run(read_etlsync(n, rows))
         else:
-            seconds, cpu = decode_psycopg2(n, rows)
+            seconds, cpu = decode_psycopg2(n, rows, dicts=kind.endswith("dicts"))
         # wall time includes the server's decoding (walsender), the same for both clients;
         # client CPU seconds measure the client's own cost per event
         child_result(variant, rows, seconds, client_cpu_s=round(cpu, 4),
@@ -374,7 +375,8 @@ def main() -> None:
     rows = args.rows - args.rows % 100
     asyncio.run(setup(run, rows))
     try:
-        kinds = ("decode_etlsync", "decode_psycopg2", "read_etlsync", "e2e_etlsync", "lag")
+        kinds = ("decode_etlsync", "decode_psycopg2", "decode_psycopg2_dicts", "read_etlsync",
+                 "e2e_etlsync", "lag")
         only = set(args.only.split(",")) if args.only else set(kinds)
         variants = [f"{k}:{s}" for s in SHAPES for k in kinds[:-1] if k in only]
         results = run_variants(__file__, variants, rows, repeat=args.repeat,
@@ -386,19 +388,25 @@ def main() -> None:
         if args.callgrind and {"decode_etlsync", "decode_psycopg2"} <= only:
             cg_rows = min(rows, 20_000)
             for s in SHAPES:
-                counts = count_instructions(
-                    __file__, [f"decode_etlsync:{s}", f"decode_psycopg2:{s}"], cg_rows,
-                    extra_args=["--run", run])
+                counted = [f"{k}:{s}" for k in ("decode_etlsync", "decode_psycopg2",
+                                                "decode_psycopg2_dicts") if k in only]
+                counts = count_instructions(__file__, counted, cg_rows,
+                                            extra_args=["--run", run])
                 counts = {k: v * rows // cg_rows for k, v in counts.items()}
                 add_instruction_ratios(results, counts, f"decode_etlsync:{s}",
-                                       {f"decode_psycopg2:{s}": "ratio_vs_psycopg2"})
+                                       {f"decode_psycopg2:{s}": "ratio_vs_psycopg2",
+                                        f"decode_psycopg2_dicts:{s}": "ratio_vs_psycopg2_dicts"})
     finally:
         asyncio.run(teardown(run))
     for s in SHAPES:
         etl, psy = results.get(f"decode_etlsync:{s}"), results.get(f"decode_psycopg2:{s}")
-        for other in (etl, results.get(f"read_etlsync:{s}")):
+        for other in (etl, results.get(f"read_etlsync:{s}"),
+                      results.get(f"decode_psycopg2_dicts:{s}")):
             if other and psy and "error" not in other and "error" not in psy:
                 other["ratio_vs_psycopg2"] = round(other["rows_per_s"] / psy["rows_per_s"], 3)
+                if other.get("events_per_client_cpu_s"):
+                    other["ratio_cpu_vs_psycopg2"] = round(
+                        other["events_per_client_cpu_s"] / psy["events_per_client_cpu_s"], 3)
         if etl and psy and "error" not in etl and "error" not in psy:
             etl["ratio_vs_psycopg2"] = round(etl["rows_per_s"] / psy["rows_per_s"], 3)
             etl["ratio_cpu_vs_psycopg2"] = round(
