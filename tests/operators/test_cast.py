@@ -209,3 +209,14 @@ async def test_record_form_columns_of_numbers_convert_like_the_dict_form() -> No
     assert isinstance(out, Batch)
     assert out.rows == await cast_rows(Cast(types), [dict(r) for r in rows])
     assert out.rows[0]["d"] == Decimal("0.1") and str(out.rows[1]["d"]) == "7"
+
+
+async def test_record_form_fast_columns_still_reject_non_finite_and_convert_offsets() -> None:
+    for bad in ("NaN", "-Infinity", "snan", "inf"):
+        with pytest.raises(DataError, match="to decimal"):
+            await Cast({"d": "decimal"}).process(record_batch([{"d": "1.5"}, {"d": bad}]))
+    rows: list[dict[str, object]] = [{"at": "2024-03-01T12:00:00+02:00"},
+                                     {"at": "2024-03-01 12:00:00"}]
+    out = await Cast({"at": "datetime"}).process(record_batch(rows))
+    assert isinstance(out, Batch)
+    assert out.rows == [{"at": dt.datetime(2024, 3, 1, 10)}, {"at": dt.datetime(2024, 3, 1, 12)}]

@@ -167,9 +167,10 @@ def _floats(values: Sequence[str]) -> list[Any]:
 
 
 def _decimals(values: Sequence[str]) -> list[Any]:
-    "".join(values)  # TypeError unless all are strings (Decimal() takes numbers too)
+    joined = "".join(values)  # TypeError unless all are strings (Decimal() takes numbers too)
     out = list(map(Decimal, values))
-    if not all(map(Decimal.is_finite, out)):
+    # only NaN, sNaN, Inf and Infinity spell an "n": without one every value is finite
+    if ("n" in joined or "N" in joined) and not all(map(Decimal.is_finite, out)):
         raise ValueError("not a finite number")
     return out
 
@@ -183,7 +184,7 @@ _tzinfo = attrgetter("tzinfo")
 
 def _datetimes(values: Sequence[str]) -> list[Any]:
     out = list(map(dt.datetime.fromisoformat, values))
-    if set(map(_tzinfo, out)) != {None}:
+    if list(map(_tzinfo, out)).count(None) != len(out):
         raise ValueError("has a time zone")
     return out
 
