@@ -40,9 +40,10 @@ async def run_worker(args: list[str], kill: Callable[[], Awaitable[None]] | None
 
 
 def after_progress(conn: asyncpg.Connection, table: str, rng: random.Random,
-                   sql: str = "") -> Callable[[], Awaitable[None]]:
+                   sql: str = "", max_delay: float = 0.25) -> Callable[[], Awaitable[None]]:
     """Wait until the target grew past what it held (the worker is mid-load), then a random
-    extra delay: kills land at different points of the load."""
+    extra delay of up to ``max_delay`` seconds: kills land at different points of the load
+    (keep it short against a fast loader, or the load ends before enough kills land)."""
 
     async def trigger() -> None:
         start = await progress(conn, table)
@@ -50,7 +51,7 @@ def after_progress(conn: asyncpg.Connection, table: str, rng: random.Random,
             if await progress(conn, table) > start:
                 break
             await asyncio.sleep(0.05)
-        await asyncio.sleep(rng.uniform(0.0, 0.25))
+        await asyncio.sleep(rng.uniform(0.0, max_delay))
 
     return trigger
 
@@ -66,8 +67,9 @@ async def test_kill_9_during_pipeline_load_never_duplicates_or_loses_rows(
     rng = random.Random(4)
     kills, seen = 0, []
     for _ in range(8):
+        # the sink loads ~50k rows/s in 250-row transactions: 50 ms at most after progress
         code = await run_worker(["pipeline", pg_dsn, table, str(N)],
-                                after_progress(conn, table, rng))
+                                after_progress(conn, table, rng, max_delay=0.05))
         kills += code == -signal.SIGKILL
         seen.append(await progress(conn, table))
         if seen[-1] == N:
