@@ -256,6 +256,23 @@ def parse_type(name: str | ColumnType, column: str) -> ColumnType:
     return t
 
 
+def _convert_value(v: Any, conv: _Conv, pytype: type | tuple[type, ...], fmt: str | None,
+                   blank_null: bool, ctype: ColumnType, fast: Callable[[str], Any] | None) -> Any:
+    """One non-null value converted: the fast converter for a non-empty string, the value as
+    it is when already of the type, ``None`` for a blank string where blanks are null, else
+    the general converter (which raises on a bad value)."""
+    if fast is not None and type(v) is str and v:
+        try:
+            return fast(v)
+        except (ValueError, TypeError, ArithmeticError):
+            pass
+    if type(v) is pytype and ctype not in _TZ_SENSITIVE:
+        return v  # already typed (bool is not int here: type() is exact)
+    if blank_null and type(v) is str and not v.strip():
+        return None
+    return conv(v, fmt)
+
+
 class Cast(Operator):
     """Convert the values of some columns to the given types.
 
@@ -322,40 +339,21 @@ class Cast(Operator):
         for col, conv, pytype, fmt, blank_null, ctype, fast, fast_column in self._plan:
             if fast_column is not None and rows and _convert_column(rows, col, fast_column):
                 continue
-            for r in rows:
+            for i, r in enumerate(rows):
                 v = r.get(col)
                 if v is None:
                     continue
-                if fast is not None and type(v) is str and v:
-                    try:
-                        r[col] = fast(v)
-                        continue
-                    except (ValueError, TypeError, ArithmeticError):
-                        pass
-                if type(v) is pytype and ctype not in _TZ_SENSITIVE:
-                    continue  # already typed (bool is not int here: type() is exact)
-                if blank_null and type(v) is str and not v.strip():
-                    r[col] = None
-                    continue
                 try:
-                    r[col] = conv(v, fmt)
+                    r[col] = _convert_value(v, conv, pytype, fmt, blank_null, ctype, fast)
                 except (ValueError, TypeError, ArithmeticError) as exc:
                     if not skip:
-                        index = next(i for i, x in enumerate(rows) if x is r)
-                        raise self._error(col, v, ctype, exc, batch, batch.rows[index],
-                                          index, base) from exc
-                    bad.add(id(r))
+                        raise self._error(col, v, ctype, exc, batch, batch.rows[i], i,
+                                          base) from exc
+                    bad.add(i)
         schema = None if batch.schema is None else self.transform_schema(batch.schema)
         if not bad:
             return batch.with_rows(rows, schema=schema)
-        keep = [i for i, r in enumerate(rows) if id(r) not in bad]
-        self.rejected += len(rows) - len(keep)
-        ops: list[Op] | None = None
-        before = None
-        if batch.ops is not None:
-            ops = [batch.ops[i] for i in keep]
-            if batch.before is not None:
-                before = [batch.before[i] for i in keep]
+        keep, ops, before = self._reject(batch, len(rows), bad)
         return batch.with_rows([rows[i] for i in keep], ops=ops, before=before, schema=schema)
 
     def _process_records(self, batch: Batch, names: tuple[str, ...],
@@ -387,19 +385,8 @@ class Cast(Operator):
             for i, v in enumerate(out):
                 if v is None:
                     continue
-                if fast is not None and type(v) is str and v:
-                    try:
-                        out[i] = fast(v)
-                        continue
-                    except (ValueError, TypeError, ArithmeticError):
-                        pass
-                if type(v) is pytype and ctype not in _TZ_SENSITIVE:
-                    continue
-                if blank_null and type(v) is str and not v.strip():
-                    out[i] = None
-                    continue
                 try:
-                    out[i] = conv(v, fmt)
+                    out[i] = _convert_value(v, conv, pytype, fmt, blank_null, ctype, fast)
                 except (ValueError, TypeError, ArithmeticError) as exc:
                     if not skip:
                         row = dict(zip(names, records[i], strict=True))
@@ -409,16 +396,20 @@ class Cast(Operator):
         out_records: list[Sequence[Any]] = list(zip(*cols, strict=True))
         if not bad:
             return batch.with_records(names, out_records, schema=schema)
-        keep = [i for i in range(len(out_records)) if i not in bad]
-        self.rejected += len(out_records) - len(keep)
-        ops: list[Op] | None = None
-        before = None
-        if batch.ops is not None:
-            ops = [batch.ops[i] for i in keep]
-            if batch.before is not None:
-                before = [batch.before[i] for i in keep]
+        keep, ops, before = self._reject(batch, len(out_records), bad)
         return batch.with_records(names, [out_records[i] for i in keep], ops=ops,
                                   before=before, schema=schema)
+
+    def _reject(self, batch: Batch, n: int, bad: set[int]
+                ) -> tuple[list[int], list[Op] | None, list[Row | None] | None]:
+        """The indices of the ``n`` rows to keep (all but ``bad``, counted as rejected) and
+        the batch's change kinds and old images for them."""
+        keep = [i for i in range(n) if i not in bad]
+        self.rejected += n - len(keep)
+        if batch.ops is None:
+            return keep, None, None
+        before = None if batch.before is None else [batch.before[i] for i in keep]
+        return keep, [batch.ops[i] for i in keep], before
 
     def _error(self, column: str, value: Any, ctype: ColumnType, cause: Exception,
                batch: Batch, row: Row, index: int, base: int) -> DataError:
