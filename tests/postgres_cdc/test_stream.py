@@ -254,14 +254,18 @@ async def test_insert_runs_come_as_record_batches_and_mixed_changes_as_dicts(
     await pg.execute(f"CREATE TABLE {t} (id int PRIMARY KEY, v text, n numeric)")
     src = _source(pg_dsn, names, snapshot="never", batch_rows=4)
     agen = src.read(None)
-    got = asyncio.ensure_future(take(agen, lambda g: sum(map(len, g)) >= 10))
+    got = asyncio.ensure_future(take(agen, lambda g: sum(map(len, g)) >= 6))
     await wait_streaming(pg, names.slot)
     await pg.execute(f"INSERT INTO {t} SELECT g, 'r' || g, g * 1.5 FROM generate_series(1, 6) g")
+    batches = [b for b in await got if len(b)]
+    # the second transaction only after the first one's batches: a batch may span
+    # transactions that arrive together, which would make the split below differ
+    got = asyncio.ensure_future(take(agen, lambda g: sum(map(len, g)) >= 4))
     async with pg.transaction():
         await pg.execute(f"INSERT INTO {t} VALUES (7, 'x', NULL), (8, NULL, 2)")
         await pg.execute(f"UPDATE {t} SET v = 'y' WHERE id = 7")
         await pg.execute(f"INSERT INTO {t} VALUES (9, 'z', 3)")
-    batches = [b for b in await got if len(b)]
+    batches += [b for b in await got if len(b)]
     await agen.aclose()
     # 6 inserts in one transaction: record form, split at batch_rows
     assert [len(b) for b in batches[:2]] == [4, 2]
