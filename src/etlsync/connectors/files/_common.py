@@ -236,7 +236,7 @@ class FileSource(Source):
                     last = {"file": path, "offset": unit.end, "skip": 0}
                 while i < n:
                     take = min(size - len(pending), n - i)
-                    pending.extend(rows[i:i + take] if i or take < n else rows)
+                    pending.extend(rows[i:i + take])
                     i += take
                     if i >= n:
                         last = {"file": path, "offset": unit.end, "skip": 0}
