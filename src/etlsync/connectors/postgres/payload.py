@@ -74,13 +74,6 @@ class Rows:
         return out
 
 
-def build_records(rows: Sequence[Row], keys: Sequence[str],
-                  json_positions: Sequence[int] = ()) -> list[tuple[Any, ...]]:
-    """Rows as tuples in ``keys`` order (missing values become NULL); values of JSON columns
-    that are not strings are serialised."""
-    return list(zip(*Rows(rows).columns(keys, json_positions), strict=True))
-
-
 COPY_CHUNK_ROWS = 2_000
 """Rows rendered per COPY data chunk: the server parses one chunk while the next renders."""
 
