@@ -33,6 +33,15 @@ def dict_maker(columns: tuple[str, ...]) -> Callable[[Sequence[Any]], Row]:
     return made
 
 
+def arrow_records(table: Any) -> list[Sequence[Any]]:
+    """The rows of a ``pyarrow.Table`` as value tuples in column order (arrow's own
+    conversion to Python values: ``int``, ``float``, ``Decimal``, ``datetime``, ...)."""
+    columns = [c.to_pylist() for c in table.columns]
+    if not columns:
+        return [()] * int(table.num_rows)
+    return list(zip(*columns, strict=True))
+
+
 def _empty_row(record: Sequence[Any]) -> Row:
     if record:
         _bad_width((), record)
@@ -112,11 +121,15 @@ class TicketHold:
 class Batch:
     """Rows from one stream, with the source position reached after them.
 
-    A batch holds its rows in one of two forms. *Dict form* (``rows``): one dict per row.
+    A batch holds its rows in one of three forms. *Dict form* (``rows``): one dict per row.
     *Record form* (``columns`` + ``records``): one sequence of values per row, in the order
     of ``columns``, as readers produce them; the dicts are built only when someone reads
     :attr:`rows` (an operator, a sink without a record path). Sinks that bind values by
     position (SQLite, COPY) check ``batch.records is not None`` and skip the dicts.
+    *Arrow form* (``columns`` + ``arrow``): a ``pyarrow.Table`` (see
+    docs/concepts/pipeline.md); stages that work on whole columns in C read :attr:`arrow`,
+    every other stage reads :attr:`records` or :attr:`rows` as before, which converts the
+    table once (and ends the arrow form).
 
     :param rows: the records, as dicts (or ``None`` with ``columns`` and ``records``).
     :param stream: the stream (table, collection, topic, file) the rows belong to.
@@ -127,10 +140,11 @@ class Batch:
     :param schema: the stream's schema when the source knows it.
     :param columns: with ``records``: the column names of every record.
     :param records: with ``columns``: one sequence of ``len(columns)`` values per row.
+    :param arrow: instead of rows or records: a ``pyarrow.Table`` (``columns`` are its names).
     """
 
-    __slots__ = ("_rows", "before", "columns", "ops", "position", "records", "schema",
-                 "stream", "tickets")
+    __slots__ = ("_arrow", "_records", "_rows", "before", "columns", "ops", "position",
+                 "schema", "stream", "tickets")
 
     def __init__(
         self,
@@ -144,16 +158,26 @@ class Batch:
         *,
         columns: Sequence[str] | None = None,
         records: list[Sequence[Any]] | None = None,
+        arrow: Any = None,
     ) -> None:
-        if rows is None:
+        self._arrow = arrow
+        if arrow is not None:
+            if rows is not None or records is not None or columns is not None:
+                raise ValueError("Batch takes an arrow table alone, without rows or records")
+            names = tuple(arrow.column_names)
+            if len(set(names)) != len(names):
+                raise ValueError(f"duplicate column names in {list(names)}")
+            self.columns: tuple[str, ...] | None = names
+            self._records: list[Sequence[Any]] | None = None
+        elif rows is None:
             if columns is None or records is None:
                 raise ValueError("Batch needs rows, or columns and records")
-            self.columns: tuple[str, ...] | None = tuple(columns)
-            self.records: list[Sequence[Any]] | None = records
+            self.columns = tuple(columns)
+            self._records = records
         elif records is not None or columns is not None:
             raise ValueError("Batch takes rows or columns and records, not both")
         else:
-            self.columns = self.records = None
+            self.columns = self._records = None
         self._rows = rows
         self.stream = stream
         self.position = position
@@ -170,10 +194,38 @@ class Batch:
         """A record-form batch: ``records[i][j]`` is row ``i``'s value of ``columns[j]``."""
         return cls(None, stream, position, ops, before, schema, columns=columns, records=records)
 
+    @classmethod
+    def from_arrow(cls, table: Any, *, stream: str = "", position: Any = None,
+                   ops: list[Op] | None = None, before: list[Row | None] | None = None,
+                   schema: Schema | None = None) -> Batch:
+        """An arrow-form batch of a ``pyarrow.Table`` (or ``RecordBatch``)."""
+        return cls(None, stream, position, ops, before, schema, arrow=table)
+
+    @property
+    def arrow(self) -> Any:
+        """The ``pyarrow.Table`` of an arrow-form batch, else ``None``."""
+        return self._arrow
+
+    @property
+    def records(self) -> list[Sequence[Any]] | None:
+        """The records (value tuples in the order of :attr:`columns`) of a record-form or
+        arrow-form batch (an arrow table converts once, which ends the arrow form), else
+        ``None`` (dict form)."""
+        records = self._records
+        if records is None:
+            table = self._arrow
+            if table is not None:
+                records = arrow_records(table)
+                self._records = records
+                self._arrow = None
+            else:  # dict form, or converted meanwhile by another thread
+                return self._records
+        return records
+
     @property
     def rows(self) -> list[Row]:
         """The rows as dicts (built from the records on first access, which then ends the
-        record form: ``records`` and ``columns`` become ``None``)."""
+        record or arrow form: ``records``, ``arrow`` and ``columns`` become ``None``)."""
         rows = self._rows
         if rows is None:
             columns, records = self.columns, self.records
@@ -183,18 +235,23 @@ class Batch:
                 return rows
             rows = list(map(dict_maker(columns), records))
             self._rows = rows
-            self.records = self.columns = None
+            self._records = self.columns = None
         return rows
 
     def __len__(self) -> int:
-        records = self.records
+        table = self._arrow
+        if table is not None:
+            return int(table.num_rows)
+        records = self._records
         if records is not None:
             return len(records)
         return len(self.rows)
 
     def __repr__(self) -> str:
-        form = (f"records={len(self.records)}x{self.columns!r}" if self.records is not None
-                else f"rows={self._rows!r}")
+        table = self._arrow
+        form = (f"arrow={table.num_rows}x{self.columns!r}" if table is not None
+                else f"records={len(self._records)}x{self.columns!r}"
+                if self._records is not None else f"rows={self._rows!r}")
         return (f"Batch({form}, stream={self.stream!r}, position={self.position!r}, "
                 f"ops={self.ops!r})")
 
@@ -229,6 +286,18 @@ class Batch:
                      schema if schema is not None else self.schema, self.tickets,
                      columns=columns, records=records)
 
+    def with_arrow(
+        self,
+        table: Any,
+        ops: list[Op] | None = None,
+        before: list[Row | None] | None = None,
+        schema: Schema | None = None,
+    ) -> Batch:
+        """Like :meth:`with_rows`, for a derived batch in arrow form."""
+        ops, before = self._derived_ops(int(table.num_rows), ops, before)
+        return Batch(None, self.stream, self.position, ops, before,
+                     schema if schema is not None else self.schema, self.tickets, arrow=table)
+
     def _derived_ops(self, n: int, ops: list[Op] | None, before: list[Row | None] | None
                      ) -> tuple[list[Op] | None, list[Row | None] | None]:
         if ops is None and self.ops is not None:
@@ -244,7 +313,8 @@ class Batch:
     def concat(batches: Sequence[Batch]) -> Batch:
         """One batch holding the rows of several, carrying all their tickets (for buffering
         operators). The position is the last batch's. Record-form batches with the same
-        columns stay in record form."""
+        columns stay in record form; arrow-form batches with the same schema stay in arrow
+        form."""
         if not batches:
             raise ValueError("Batch.concat needs at least one batch")
         any_ops = any(b.ops is not None for b in batches)
@@ -256,6 +326,14 @@ class Batch:
             for t in b.tickets:
                 tickets[id(t)] = t
         last = batches[-1]
+        tables = [b.arrow for b in batches]
+        if tables[0] is not None and all(
+                t is not None and t.schema.equals(tables[0].schema) for t in tables):
+            import pyarrow as pa  # the batches are arrow tables: pyarrow is there
+
+            return Batch(None, last.stream, last.position, ops, None, last.schema,
+                         tuple(tickets.values()),
+                         arrow=pa.concat_tables([pa.table(t) for t in tables]))
         columns = batches[0].columns
         if columns is not None and all(b.columns == columns for b in batches):
             records: list[Sequence[Any]] = []
