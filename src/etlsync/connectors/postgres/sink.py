@@ -27,6 +27,7 @@ from etlsync.connectors.postgres.checkpoint import (
     write_position,
 )
 from etlsync.connectors.postgres.connection import PgConnectionConfig, qualified, quote_ident
+from etlsync.connectors.postgres.arrowcopy import column_type, copy_arrow
 from etlsync.connectors.postgres.payload import Rows, copy_rows
 from etlsync.connectors.postgres.source import PASS_COMPLETE
 from etlsync.connectors.postgres.types import (
@@ -224,6 +225,11 @@ class PostgresSink(Sink):
     async def _append(self, conn: asyncpg.Connection, batch: Batch,
                       pairs: list[tuple[str, str]]) -> None:
         if batch.ops is None:
+            table = batch.arrow
+            if table is not None and self.text_copy and self._target is not None and \
+                    await copy_arrow(conn, self._write_table, self.schema, pairs, table,
+                                     [self._target.column(t).native for _, t in pairs]):
+                return
             await self._copy(conn, self._write_table, self.schema, pairs, _rows_of(batch))
             return
         if any(op == "truncate" for op in batch.ops):
@@ -457,6 +463,9 @@ class PostgresSink(Sink):
         if batch.schema is not None and source in batch.schema:
             c = batch.schema.column(source)
             return Column(target, c.type, c.nullable, c.native)
+        table = batch.arrow
+        if table is not None:
+            return Column(target, column_type(table.schema.field(source).type))
         values = _rows_of(batch).column(source)
         value = next((v for v in values if v is not None and v is not UNCHANGED), None)
         return Column(target, ColumnType.STRING if value is None else infer_type(value))
