@@ -12,7 +12,11 @@ own process (so peak RSS is per variant):
   batches (no dicts), ``Cast`` converts column by column, the sink renders the typed values
   into COPY ``text`` (binary COPY for values it cannot render exactly), the position written
   in each batch's transaction;
-- ``etlsync_upsert_merge``: the same with ``write_mode="upsert", conflict="merge"`` on ``id``.
+- ``etlsync_upsert_merge``: the same with ``write_mode="upsert", conflict="merge"`` on ``id``;
+- ``etlsync_typed_arrow`` / ``etlsync_upsert_merge_arrow``: the same two pipelines with
+  ``CsvSource(engine="arrow")``: arrow-form batches (pyarrow parses each chunk of the file),
+  ``Cast`` converts whole columns with pyarrow.compute where it proves the result equals its
+  Python conversion, and the sink COPYs the typed columns as CSV rendered by pyarrow.
 
     python benchmarks/postgres_load.py --rows 1000000 --json [--callgrind]
 
@@ -50,7 +54,8 @@ DSN = os.environ.get("ETLSYNC_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/
 # dlt insists on a password in its credentials; trust authentication ignores it
 DLT_DSN = os.environ.get("ETLSYNC_BENCH_DLT_DSN", DSN.replace("postgres@", "postgres:unused@", 1))
 VARIANTS = ["psql_copy", "asyncpg_records", "dlt_append", "dlt_merge", "etlsync_passthrough",
-            "etlsync_typed", "etlsync_upsert_merge"]
+            "etlsync_typed", "etlsync_upsert_merge", "etlsync_typed_arrow",
+            "etlsync_upsert_merge_arrow"]
 COLUMNS = ["id", "customer_id", "product", "quantity", "price", "created_at"]
 TYPES = {"id": "integer", "customer_id": "integer", "quantity": "integer", "price": "decimal",
          "created_at": "datetime"}
@@ -166,12 +171,14 @@ async def run_etlsync(path: str, variant: str, table: str) -> None:
     if variant == "etlsync_passthrough":
         await copy_csv_file(path, DSN, table=table, pipeline=table)
         return
-    upsert = variant == "etlsync_upsert_merge"
+    upsert = variant.startswith("etlsync_upsert_merge")
+    engine = "arrow" if variant.endswith("_arrow") else "python"
     sink = PostgresSink(DSN, table=table, write_mode="upsert" if upsert else "append",
                         primary_key=["id"] if upsert else (), conflict="merge")
     store = PostgresCheckpointStore(DSN)
     try:
-        await Pipeline(CsvSource(path, batch_size=BATCH), [Cast(TYPES)], [sink], name=table,
+        await Pipeline(CsvSource(path, batch_size=BATCH, engine=engine), [Cast(TYPES)], [sink],
+                       name=table,
                        checkpoint_store=store).run()
     finally:
         await store.close()
@@ -188,7 +195,7 @@ def child(variant: str, rows: int) -> None:
     path = csv_path(rows)
     table = table_for(variant)
     if not variant.startswith("dlt"):
-        psql(ddl(table, pk=variant == "etlsync_upsert_merge"))
+        psql(ddl(table, pk=variant.startswith("etlsync_upsert_merge")))
     if variant.startswith("dlt"):  # imports are not part of the load time
         import dlt  # noqa: F401
     elif variant.startswith("etlsync"):
@@ -248,16 +255,16 @@ def main() -> None:
             continue
         if speed.get("psql_copy") and name != "psql_copy":
             r["ratio_vs_psql_copy"] = round(r["rows_per_s"] / speed["psql_copy"], 3)
-        if name == "etlsync_typed" and speed.get("dlt_append"):
+        if name.startswith("etlsync_typed") and speed.get("dlt_append"):
             r["ratio_vs_dlt_append"] = round(r["rows_per_s"] / speed["dlt_append"], 2)
-        if name == "etlsync_upsert_merge" and speed.get("dlt_merge"):
+        if name.startswith("etlsync_upsert_merge") and speed.get("dlt_merge"):
             r["ratio_vs_dlt_merge"] = round(r["rows_per_s"] / speed["dlt_merge"], 2)
-        if name == "etlsync_typed" and speed.get("asyncpg_records"):
+        if name.startswith("etlsync_typed") and speed.get("asyncpg_records"):
             r["ratio_vs_asyncpg_records"] = round(r["rows_per_s"] / speed["asyncpg_records"], 2)
     if args.callgrind:  # client instructions per row: immune to machine load
         cg_rows = min(args.rows, 100_000)
-        counted = [v for v in variants if v in ("asyncpg_records", "etlsync_typed",
-                                                "etlsync_upsert_merge")]
+        counted = [v for v in variants if v == "asyncpg_records" or v.startswith(
+            ("etlsync_typed", "etlsync_upsert_merge"))]
         for v, c in count_instructions(__file__, counted, cg_rows).items():
             if v in results:
                 results[v]["client_instr_per_row"] = round(c / cg_rows)

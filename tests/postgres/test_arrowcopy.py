@@ -5,16 +5,15 @@ other column must be left to the record path."""
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import pytest
 
 from etlsync import Pipeline
-from etlsync.connectors.postgres import PostgresSink
-from etlsync.connectors.postgres import sink as sink_module
+from etlsync.connectors.postgres import PostgresSink, payload
 from etlsync.connectors.postgres.arrowcopy import copy_arrow, render_csv
 from etlsync.core.batch import Batch
 from etlsync.core.stages import Source
@@ -114,7 +113,7 @@ class _Batches(Source):
             yield b
 
 
-def _no_records(batch: Batch) -> Any:
+def _no_records(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("the sink took the record path")
 
 
@@ -123,7 +122,7 @@ async def test_sink_takes_the_arrow_path_and_creates_typed_columns(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """An arrow-form batch into a new table: the target's columns follow the arrow types,
     the rows arrive, and the sink never took its record path (the arrow path really ran)."""
-    monkeypatch.setattr(sink_module, "_rows_of", _no_records)
+    monkeypatch.setattr(payload.Rows, "columns", _no_records)
     t = pa.table({"id": pa.array([1, 2], pa.int64()), "name": pa.array(["a", ""]),
                   "price": pa.array([Decimal("1.50"), None], pa.decimal128(10, 2)),
                   "at": pa.array([dt.datetime(2024, 1, 1, 12), None], pa.timestamp("us"))})
@@ -138,3 +137,21 @@ async def test_sink_takes_the_arrow_path_and_creates_typed_columns(
         table))
     assert types["id"] == "bigint" and types["price"] == "numeric"
     assert types["at"] == "timestamp without time zone"
+
+
+@pytest.mark.parametrize("conflict", ["overwrite", "skip", "merge"])
+async def test_upsert_of_arrow_batches(conn: asyncpg.Connection, pg_dsn: str, table: str,
+                                       conflict: str) -> None:
+    """New keys go straight in (the insert-only path, from the table), stored keys through
+    the staged ``INSERT ... ON CONFLICT``: the table ends as the strategy says."""
+    first = pa.table({"id": pa.array([1, 2, 3], pa.int64()),
+                      "v": pa.array(["a", "b", None], pa.string())})
+    second = pa.table({"id": pa.array([3, 4], pa.int64()), "v": pa.array(["C", "d"])})
+    sink = PostgresSink(pg_dsn, table=table, write_mode="upsert", primary_key=["id"],
+                        conflict=conflict)
+    await Pipeline(_Batches([Batch.from_arrow(first, stream="s"),
+                             Batch.from_arrow(second, stream="s")]), [], [sink],
+                   name=table).run()
+    got = [tuple(r) for r in await conn.fetch(f'SELECT id, v FROM "{table}" ORDER BY id')]
+    three = "C" if conflict in ("overwrite", "merge") else None
+    assert got == [(1, "a"), (2, "b"), (3, three), (4, "d")]

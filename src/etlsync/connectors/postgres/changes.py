@@ -188,7 +188,12 @@ def _uniform_group(batch: Batch, pk: Sequence[str],
         return None
     ops = batch.ops
     data: Rows
-    if batch.records is not None and batch.columns is not None:
+    if batch.arrow is not None and batch.columns is not None:
+        if any(k not in batch.columns for k in pk):
+            return None
+        data = Rows(names=batch.columns, table=batch.arrow)
+        cols = tuple(sorted(batch.columns))
+    elif batch.records is not None and batch.columns is not None:
         names: Sequence[str] = batch.columns
         if any(k not in names for k in pk):
             return None

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from etlsync.connectors.postgres.arrowcopy import copy_arrow
 from etlsync.connectors.postgres.copytext import encode_columns, renderable
 from etlsync.core.batch import Row
 
@@ -19,16 +20,18 @@ def _json_default(value: Any) -> Any:
 
 
 class Rows:
-    """Rows to COPY: dicts (dict-form batches, CDC groups) or the value columns of a
-    record-form batch (transposed once, never turned into dicts)."""
+    """Rows to COPY: dicts (dict-form batches, CDC groups), the value columns of a
+    record-form batch (transposed once, never turned into dicts) or an arrow table (COPYed
+    as pyarrow's CSV where exact, see :mod:`~etlsync.connectors.postgres.arrowcopy`)."""
 
-    __slots__ = ("_cache", "_columns", "_dicts", "_index", "_records")
+    __slots__ = ("_cache", "_columns", "_dicts", "_index", "_records", "table")
 
     def __init__(self, dicts: Sequence[Row] | None = None, *,
-                 names: Sequence[str] = (), records: Sequence[Sequence[Any]] | None = None
-                 ) -> None:
+                 names: Sequence[str] = (), records: Sequence[Sequence[Any]] | None = None,
+                 table: Any = None) -> None:
         self._dicts = dicts
         self._records = records
+        self.table = table
         self._index = {n: i for i, n in enumerate(names)}
         self._columns: list[Sequence[Any]] | None = None
         self._cache: dict[str, list[Any]] = {}
@@ -40,6 +43,8 @@ class Rows:
     def __len__(self) -> int:
         if self._dicts is not None:
             return len(self._dicts)
+        if self.table is not None:
+            return int(self.table.num_rows)
         assert self._records is not None
         return len(self._records)
 
@@ -58,6 +63,11 @@ class Rows:
         i = self._index.get(name)
         if i is None:
             return [None] * len(self)
+        if self.table is not None:
+            got = self._cache.get(name)
+            if got is None:
+                got = self._cache[name] = self.table.column(name).to_pylist()
+            return got
         if self._columns is None:
             assert self._records is not None
             self._columns = list(zip(*self._records, strict=True)) or [
@@ -88,7 +98,11 @@ async def copy_rows(conn: asyncpg.Connection, table: str, schema: str | None,
     The text is rendered and sent in chunks of :data:`COPY_CHUNK_ROWS` rows, so the server
     parses each chunk while the next one renders. When a later chunk does not render, the
     text COPY ends after the chunks sent and the remaining rows follow in a binary COPY
-    (in the caller's transaction: the same rows land either way)."""
+    (in the caller's transaction: the same rows land either way). An arrow table goes as
+    one CSV COPY when every column renders exactly (:func:`copy_arrow`)."""
+    if rows.table is not None and natives is not None and await copy_arrow(
+            conn, table, schema, pairs, rows.table, natives):
+        return
     targets = [t for _, t in pairs]
     columns = rows.columns([s for s, _ in pairs], json_positions)
     n = len(columns[0]) if columns else 0

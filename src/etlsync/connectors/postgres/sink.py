@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from etlsync.connectors.postgres.arrowcopy import column_type
 from etlsync.connectors.postgres.changes import (
     group_upserts,
     insert_group,
@@ -27,7 +28,6 @@ from etlsync.connectors.postgres.checkpoint import (
     write_position,
 )
 from etlsync.connectors.postgres.connection import PgConnectionConfig, qualified, quote_ident
-from etlsync.connectors.postgres.arrowcopy import column_type, copy_arrow
 from etlsync.connectors.postgres.payload import Rows, copy_rows
 from etlsync.connectors.postgres.source import PASS_COMPLETE
 from etlsync.connectors.postgres.types import (
@@ -60,7 +60,10 @@ SELECT EXISTS (
 
 
 def _rows_of(batch: Batch) -> Rows:
-    """The batch's rows for COPY, without building dicts for a record-form batch."""
+    """The batch's rows for COPY, without building dicts for a record-form batch (nor
+    records for an arrow-form one)."""
+    if batch.arrow is not None and batch.columns is not None:
+        return Rows(names=batch.columns, table=batch.arrow)
     records = batch.records
     if records is not None and batch.columns is not None:
         return Rows(names=batch.columns, records=records)
@@ -225,11 +228,6 @@ class PostgresSink(Sink):
     async def _append(self, conn: asyncpg.Connection, batch: Batch,
                       pairs: list[tuple[str, str]]) -> None:
         if batch.ops is None:
-            table = batch.arrow
-            if table is not None and self.text_copy and self._target is not None and \
-                    await copy_arrow(conn, self._write_table, self.schema, pairs, table,
-                                     [self._target.column(t).native for _, t in pairs]):
-                return
             await self._copy(conn, self._write_table, self.schema, pairs, _rows_of(batch))
             return
         if any(op == "truncate" for op in batch.ops):
