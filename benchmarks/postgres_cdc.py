@@ -7,6 +7,15 @@ sink, and replication lag at a steady 5,000 changes/s.
 ``--callgrind`` also counts the client's instructions of the decode variants (up to 20,000
 rows, scaled; start-up subtracted): ``ratio_instr_vs_psycopg2`` is load-immune.
 
+Every decode/read variant also reports the walsender's own CPU (``server_*_us_per_event``:
+utime and stime of its process, found in ``pg_stat_activity`` by application name) and, with
+``--server-trace`` where ``perf`` is installed, its system calls and packets per event. The
+kinds ``decode_etlsync_rcvbuf`` (SO_RCVBUF of 64 KiB set before the connect),
+``decode_etlsync_pause`` (socket reading paused except while the client waits for data) and
+``read_etlsync_binary`` (pgoutput ``binary 'true'``, framing only) are run only when named in
+``--only``: experiments on how the client's read pattern and the value format change the
+server's cost.
+
 ``--rows`` rows are written once in one transaction and once in transactions of 100, each
 shape read through its own slot (created before the data, never acknowledged, so every
 variant reads the same WAL). Each variant runs in its own subprocess (peak RSS per variant).
@@ -46,6 +55,77 @@ LAG_P99_TARGET_MS = 250.0
 def names(run: str, shape: str) -> dict[str, str]:
     return {"table": f"bench_cdc_{run}_{shape}", "target": f"bench_cdc_{run}_{shape}_t",
             "slot": f"bench_cdc_{run}_{shape}", "pub": f"bench_cdc_{run}_{shape}"}
+
+
+# -- the walsender's own cost ---------------------------------------------------------------
+class Walsender:
+    """CPU seconds (user, system) of the walsender serving ``app``, read from /proc (the
+    server runs on this host); with ``trace``, ``perf stat`` counts its system calls,
+    transmitted packets and wake-ups while it runs."""
+
+    EVENTS = ("syscalls:sys_enter_sendto", "syscalls:sys_enter_recvfrom", "net:net_dev_xmit",
+              "sched:sched_wakeup")
+
+    def __init__(self, pid: int, trace: bool) -> None:
+        self.pid, self.perf, self.out = pid, None, f"/tmp/etlsync-bench-perf-{pid}.txt"
+        if trace:
+            import subprocess
+
+            self.perf = subprocess.Popen(
+                ["perf", "stat", "-x", ",", "-e", ",".join(self.EVENTS), "-p", str(pid),
+                 "-o", self.out], stderr=subprocess.DEVNULL)
+            time.sleep(0.3)  # perf attaches
+        self.start = self.cpu()
+
+    @staticmethod
+    async def find(app: str, trace: bool = False) -> Walsender:
+        import asyncpg
+
+        conn = await asyncpg.connect(DSN)
+        try:
+            for _ in range(100):
+                pid = await conn.fetchval("SELECT pid FROM pg_stat_activity WHERE backend_type ="
+                                          " 'walsender' AND application_name = $1", app)
+                if pid:
+                    return Walsender(pid, trace)
+                await asyncio.sleep(0.02)
+        finally:
+            await conn.close()
+        raise RuntimeError(f"no walsender with application_name {app!r}")
+
+    def cpu(self) -> tuple[float, float]:
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
+
+    def result(self, events: int) -> dict[str, Any]:
+        """The walsender's cost per event since it was found (call when the client stops)."""
+        user, sys_ = (b - a for a, b in zip(self.start, self.cpu(), strict=True))
+        events = max(events, 1)
+        out = {"server_cpu_s": round(user + sys_, 2),
+               "server_us_per_event": round((user + sys_) / events * 1e6, 2),
+               "server_sys_us_per_event": round(sys_ / events * 1e6, 2)}
+        if self.perf is not None:
+            import signal
+
+            self.perf.send_signal(signal.SIGINT)
+            self.perf.wait()
+            with open(self.out) as f:
+                for line in f:
+                    parts = line.strip().split(",")
+                    if len(parts) > 2 and parts[0].isdigit():
+                        name = parts[2].split(":")[-1].replace("sys_enter_", "")
+                        out[f"server_{name}_per_event"] = round(int(parts[0]) / events, 3)
+            os.unlink(self.out)
+        return out
+
+
+def _app_name() -> str:
+    return f"bench_cdc_{os.getpid()}"
+
+
+TRACE = "--server-trace" in sys.argv
 
 
 # -- setup ---------------------------------------------------------------------------------
@@ -94,14 +174,56 @@ async def teardown(run: str) -> None:
 
 
 # -- variants (run in subprocesses) --------------------------------------------------------
-async def decode_etlsync(n: dict[str, str], rows: int) -> tuple[float, float]:
+async def _connect(mode: str = "") -> Any:
+    """etlsync's replication connection; ``mode`` ``rcvbuf``: on a socket with SO_RCVBUF of
+    64 KiB set before the connect (TCP fixes the window scale at the handshake); ``pause``:
+    socket reading paused except while the client waits for data (the kernel buffer fills
+    while it decodes or waits to coalesce). Both patch the client for this experiment only."""
+    import socket
+
+    from etlsync.connectors.postgres.replication import protocol
+    from etlsync.connectors.postgres.replication.conninfo import parse_dsn
+
+    params = parse_dsn(DSN)
+    loop = asyncio.get_running_loop()
+    if mode == "rcvbuf":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (params.host, params.port))
+        connect = loop.create_connection
+
+        def on_sock(factory: Any, *args: Any, **kw: Any) -> Any:
+            loop.create_connection = connect  # type: ignore[method-assign]
+            return connect(factory, sock=sock)
+
+        loop.create_connection = on_sock  # type: ignore[method-assign]
+    if mode == "pause":
+        class PullWire(protocol._Wire):
+            def data_received(self, data: bytes) -> None:
+                super().data_received(data)
+                if not self.paused and self.transport is not None:
+                    self.transport.pause_reading()
+                    self.paused = True
+
+            async def wait(self) -> None:
+                if self.paused and self.transport is not None:
+                    self.transport.resume_reading()
+                    self.paused = False
+                await super().wait()
+
+        protocol._Wire = PullWire  # type: ignore[misc]
+    return await protocol.ReplicationConnection(
+        params, {"application_name": _app_name()}).connect()
+
+
+async def decode_etlsync(n: dict[str, str], rows: int, mode: str = "") -> tuple[float, float]:
     """etlsync's client as PostgresCdcSource runs it: each chunk of CopyData payloads
     decoded in one ``decode_chunk`` call (Inserts as value tuples, one event per run)."""
-    from etlsync.connectors.postgres.replication.conninfo import parse_dsn
     from etlsync.connectors.postgres.replication.pgoutput import PgOutputDecoder
-    from etlsync.connectors.postgres.replication.protocol import ReplicationConnection
 
-    conn = await ReplicationConnection(parse_dsn(DSN)).connect()
+    conn = await _connect(mode)
+    server = await Walsender.find(_app_name(), TRACE)
     decode_chunk = PgOutputDecoder().decode_chunk
     seen = 0
     t0, c0 = time.perf_counter(), time.process_time()
@@ -123,8 +245,13 @@ async def decode_etlsync(n: dict[str, str], rows: int) -> tuple[float, float]:
                 elif kind == "k" and ev[2]:  # keepalive asking for a reply
                     conn.send_status(0, False)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    SERVER.update(server.result(rows))
     conn.abort()
     return seconds, cpu
+
+
+SERVER: dict[str, Any] = {}
+"""The walsender's figures of the variant that ran in this process."""
 
 
 def _first_changes(msgs: list[bytes], k: int) -> list[bytes]:
@@ -140,17 +267,18 @@ def _first_changes(msgs: list[bytes], k: int) -> list[bytes]:
     return msgs
 
 
-async def read_etlsync(n: dict[str, str], rows: int) -> tuple[float, float]:
-    """The floor: etlsync's client framing the same stream without decoding it (counts the
-    Insert messages by their first byte): how fast the walsender delivers."""
-    from etlsync.connectors.postgres.replication.conninfo import parse_dsn
-    from etlsync.connectors.postgres.replication.protocol import ReplicationConnection
-
-    conn = await ReplicationConnection(parse_dsn(DSN)).connect()
+async def read_etlsync(n: dict[str, str], rows: int, binary: bool = False
+                       ) -> tuple[float, float]:
+    """etlsync's client framing the same stream without decoding it (counts the Insert
+    messages by their first byte); ``binary``: the server sends values in binary format."""
+    conn = await _connect()
+    server = await Walsender.find(_app_name(), TRACE)
     seen = 0
     t0, c0 = time.perf_counter(), time.process_time()
-    await conn.start_replication(n["slot"], 0, {"proto_version": "1",
-                                                "publication_names": n["pub"]})
+    options = {"proto_version": "1", "publication_names": n["pub"]}
+    if binary:
+        options["binary"] = "true"
+    await conn.start_replication(n["slot"], 0, options)
     while seen < rows:
         for msg in await conn.read_chunk():
             if msg[0] == 0x77:
@@ -159,6 +287,7 @@ async def read_etlsync(n: dict[str, str], rows: int) -> tuple[float, float]:
             elif msg[17]:
                 conn.send_status(0, False)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    SERVER.update(server.result(rows))
     conn.abort()
     return seconds, cpu
 
@@ -169,7 +298,9 @@ def decode_psycopg2(n: dict[str, str], rows: int, dicts: bool = False) -> tuple[
 
     from etlsync.connectors.postgres.replication.pgoutput import PgOutputDecoder
 
-    conn = psycopg2.connect(DSN, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    conn = psycopg2.connect(DSN, application_name=_app_name(),
+                            connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    server = asyncio.run(Walsender.find(_app_name(), TRACE))
     cur = conn.cursor()
     # Inserts as value tuples, like decode_chunk; ``dicts``: as dicts (the loop before issue 7)
     decode = PgOutputDecoder().decode if dicts else PgOutputDecoder().decode_record
@@ -187,6 +318,7 @@ def decode_psycopg2(n: dict[str, str], rows: int, dicts: bool = False) -> tuple[
     with contextlib.suppress(psycopg2.extras.StopReplication):
         cur.consume_stream(consume)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    SERVER.update(server.result(rows))
     conn.close()
     return seconds, cpu
 
@@ -346,17 +478,18 @@ def child(variant: str, run: str, rows: int) -> None:
                      ratio_p99_vs_target=round(extra["lag_p99_ms"] / LAG_P99_TARGET_MS, 3))
         return
     n = names(run, shape)
-    if kind in ("decode_etlsync", "decode_psycopg2", "decode_psycopg2_dicts", "read_etlsync"):
-        if kind == "decode_etlsync":
-            seconds, cpu = asyncio.run(decode_etlsync(n, rows))
-        elif kind == "read_etlsync":
-            seconds, cpu = asyncio.run(read_etlsync(n, rows))
+    if kind.startswith(("decode_", "read_")):
+        if kind.startswith("decode_etlsync"):
+            mode = kind.removeprefix("decode_etlsync").lstrip("_")
+            seconds, cpu = asyncio.run(decode_etlsync(n, rows, mode))
+        elif kind.startswith("read_etlsync"):
+            seconds, cpu = asyncio.run(read_etlsync(n, rows, binary=kind.endswith("binary")))
         else:
             seconds, cpu = decode_psycopg2(n, rows, dicts=kind.endswith("dicts"))
         # wall time includes the server's decoding (walsender), the same for both clients;
         # client CPU seconds measure the client's own cost per event
         child_result(variant, rows, seconds, client_cpu_s=round(cpu, 4),
-                     events_per_client_cpu_s=round(rows / cpu) if cpu > 0 else None)
+                     events_per_client_cpu_s=round(rows / cpu) if cpu > 0 else None, **SERVER)
         return
     seconds, cpu = asyncio.run(e2e_etlsync(n, rows))
     child_result(variant, rows, seconds, client_cpu_s=round(cpu, 3),
@@ -368,6 +501,8 @@ def _extra_args(parser: Any) -> None:
     parser.add_argument("--only", default=None,
                         help="comma-separated kinds to run, e.g. decode_etlsync,decode_psycopg2 "
                              "(default: all; 'lag' selects the lag runs)")
+    parser.add_argument("--server-trace", action="store_true",
+                        help="count the walsender's system calls and packets with perf stat")
 
 
 def main() -> None:
@@ -381,10 +516,12 @@ def main() -> None:
     try:
         kinds = ("decode_etlsync", "decode_psycopg2", "decode_psycopg2_dicts", "read_etlsync",
                  "e2e_etlsync", "lag")
+        experiments = ("decode_etlsync_rcvbuf", "decode_etlsync_pause", "read_etlsync_binary")
         only = set(args.only.split(",")) if args.only else set(kinds)
-        variants = [f"{k}:{s}" for s in SHAPES for k in kinds[:-1] if k in only]
+        variants = [f"{k}:{s}" for s in SHAPES for k in (*kinds[:-1], *experiments) if k in only]
         results = run_variants(__file__, variants, rows, repeat=args.repeat,
-                               extra_args=["--run", run])
+                               extra_args=["--run", run]
+                               + (["--server-trace"] if args.server_trace else []))
         if "lag" in only:
             results.update(run_variants(__file__, ["lag_etlsync", "lag_etlsync_null_sink"],
                                         rows, repeat=1, extra_args=["--run", run]))
@@ -405,7 +542,8 @@ def main() -> None:
     for s in SHAPES:
         etl, psy = results.get(f"decode_etlsync:{s}"), results.get(f"decode_psycopg2:{s}")
         for other in (etl, results.get(f"read_etlsync:{s}"),
-                      results.get(f"decode_psycopg2_dicts:{s}")):
+                      results.get(f"decode_psycopg2_dicts:{s}"),
+                      *(results.get(f"{k}:{s}") for k in experiments)):
             if other and psy and "error" not in other and "error" not in psy:
                 other["ratio_vs_psycopg2"] = round(other["rows_per_s"] / psy["rows_per_s"], 3)
                 if other.get("events_per_client_cpu_s"):
