@@ -326,6 +326,10 @@ class Cast(Operator):
         return Schema(cols + missing, schema.primary_key)
 
     async def process(self, batch: Batch) -> OperatorOutput:
+        if batch.arrow is not None:
+            out = self._process_arrow(batch, batch.arrow)
+            if out is not None:
+                return out
         if batch.records is not None and batch.columns is not None:
             return self._process_records(batch, batch.columns, batch.records)
         base = self._seen.get(batch.stream, 0)
@@ -355,6 +359,18 @@ class Cast(Operator):
             return batch.with_rows(rows, schema=schema)
         keep, ops, before = self._reject(batch, len(rows), bad)
         return batch.with_rows([rows[i] for i in keep], ops=ops, before=before, schema=schema)
+
+    def _process_arrow(self, batch: Batch, table: Any) -> Batch | None:
+        """Arrow form: whole columns converted in C where the results are proven equal to
+        the record path's (see :mod:`etlsync.operators.cast_arrow`), else ``None``."""
+        from etlsync.operators.cast_arrow import cast_table  # an arrow batch: pyarrow is there
+
+        out = cast_table(table, self.types, self.formats, self.empty_as_null)
+        if out is None:
+            return None
+        self._seen[batch.stream] = self._seen.get(batch.stream, 0) + int(out.num_rows)
+        schema = None if batch.schema is None else self.transform_schema(batch.schema)
+        return batch.with_arrow(out, schema=schema)
 
     def _process_records(self, batch: Batch, names: tuple[str, ...],
                          records: list[Sequence[Any]]) -> OperatorOutput:
