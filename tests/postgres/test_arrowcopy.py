@@ -50,6 +50,9 @@ RENDERED: dict[str, Any] = {
         [dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.datetime(1950, 6, 1, 12, 30, 5, 123,
                                                              tzinfo=dt.UTC), None],
         pa.timestamp("us", tz="UTC")),
+    "timestamp(3) with time zone": pa.array(  # Cast's output type for ``timestamp``
+        [dt.datetime(2024, 1, 1, 0, 0, 0, 1500, tzinfo=dt.UTC), None],
+        pa.timestamp("us", tz="+00:00")),
     "time without time zone": pa.array([dt.time(0, 0), dt.time(23, 59, 59, 999999), None],
                                        pa.time64("us")),
 }
