@@ -15,7 +15,7 @@ and ``ESCAPE '"'``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -89,12 +89,10 @@ def column_type(arrow_type: Any) -> ColumnType:
             }.get(_kind(arrow_type) or "", ColumnType.STRING)
 
 
-def render_csv(table: Any, pairs: Sequence[tuple[str, str]], natives: Sequence[str]
-               ) -> memoryview | None:
-    """The CSV text of ``table``'s source columns of ``pairs`` (a missing one as nulls), or
+def _copy_table(table: Any, pairs: Sequence[tuple[str, str]], natives: Sequence[str]) -> Any:
+    """``table``'s source columns of ``pairs`` (a missing one as nulls) as a new table, or
     ``None`` when some column does not render exactly into its target type."""
     import pyarrow as pa
-    import pyarrow.csv as pacsv
 
     names = set(table.column_names)
     columns = []
@@ -108,20 +106,44 @@ def render_csv(table: Any, pairs: Sequence[tuple[str, str]], natives: Sequence[s
         if _kind(column.type) in ("date", "naive", "aware") and _edge_years(column):
             return None
         columns.append(column)
+    return pa.table(columns, names=[f"c{i}" for i in range(len(columns))])
+
+
+def _csv(table: Any) -> memoryview:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     out = pa.BufferOutputStream()
-    pacsv.write_csv(pa.table(columns, names=[f"c{i}" for i in range(len(columns))]), out,
-                    pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
     return memoryview(out.getvalue())  # no copy (bytes would be taken for a path)
+
+
+def render_csv(table: Any, pairs: Sequence[tuple[str, str]], natives: Sequence[str]
+               ) -> memoryview | None:
+    """The CSV text of ``table``'s source columns of ``pairs`` (a missing one as nulls), or
+    ``None`` when some column does not render exactly into its target type."""
+    ready = _copy_table(table, pairs, natives)
+    return None if ready is None else _csv(ready)
+
+
+CHUNK_ROWS = 2_500
+"""Rows rendered per COPY data chunk: the server parses one chunk while the next renders."""
 
 
 async def copy_arrow(conn: asyncpg.Connection, table_name: str, schema: str | None,
                      pairs: Sequence[tuple[str, str]], table: Any, natives: Sequence[str]
                      ) -> bool:
     """COPY the arrow ``table`` (source -> target column ``pairs``, target types
-    ``natives``) as CSV; ``False`` (nothing sent) when some column does not render exactly."""
-    data = render_csv(table, pairs, natives)
-    if data is None:
+    ``natives``) as CSV, rendered and sent in chunks of :data:`CHUNK_ROWS` rows; ``False``
+    (nothing sent) when some column does not render exactly."""
+    ready = _copy_table(table, pairs, natives)
+    if ready is None:
         return False
+
+    async def chunks() -> AsyncIterator[memoryview]:
+        for start in range(0, ready.num_rows, CHUNK_ROWS):
+            yield _csv(ready.slice(start, CHUNK_ROWS))
+
     await conn.copy_to_table(table_name, schema_name=schema, columns=[t for _, t in pairs],
-                             source=data, format="csv")
+                             source=chunks(), format="csv")
     return True
