@@ -152,12 +152,18 @@ class Unit:
     """Whole records of one file: rows, where the unit starts and where the next starts.
 
     With ``columns``, ``rows`` holds records (value sequences in that column order) and the
-    source emits record-form batches; without, it holds dicts."""
+    source emits record-form batches; without, it holds dicts. With ``arrow`` (a
+    ``pyarrow.Table`` whose names are ``columns``), the rows are that table's and ``rows``
+    is empty: the source emits arrow-form batches."""
 
     start: int
     end: int
     rows: list[Any]
     columns: tuple[str, ...] | None = None
+    arrow: Any = None
+
+    def __len__(self) -> int:
+        return len(self.rows) if self.arrow is None else int(self.arrow.num_rows)
 
 
 class FileSource(Source):
@@ -212,8 +218,10 @@ class FileSource(Source):
         start_offset, start_skip = int(pos.get("offset", 0)), int(pos.get("skip", 0))
         files = [f for f in self.files() if start_file is None or f >= start_file]
         schema = self._schema()
-        pending: list[Any] = []
+        pending: list[Any] = []  # rows or records, or arrow table slices
+        pending_n = 0
         columns: tuple[str, ...] | None = None
+        arrow = False  # the pending rows are arrow slices
         size = self.batch_size
         it = self._iter_units(files, start_file, start_offset, start_skip)
         assert isinstance(it, Generator)
@@ -224,19 +232,23 @@ class FileSource(Source):
                 if item is None:
                     break
                 path, unit, skip = item
-                rows, i, n = unit.rows, skip, len(unit.rows)
-                if unit.columns != columns and i < n:
-                    if pending:  # another file's layout: what is pending ends here
-                        batch = self._make_batch(pending, columns, last, wm, schema)
-                        pending = []
+                rows, table, i, n = unit.rows, unit.arrow, skip, len(unit)
+                if (unit.columns != columns or (table is not None) != arrow) and i < n:
+                    if pending:  # another layout or form: what is pending ends here
+                        batch = self._make_batch(pending, columns, arrow, last, wm, schema)
+                        pending, pending_n = [], 0
                         if batch is not None:
                             yield batch
-                    columns = unit.columns
+                    columns, arrow = unit.columns, table is not None
                 if n == i and not pending:
                     last = {"file": path, "offset": unit.end, "skip": 0}
                 while i < n:
-                    take = min(size - len(pending), n - i)
-                    pending.extend(rows[i:i + take])
+                    take = min(size - pending_n, n - i)
+                    if table is not None:
+                        pending.append(table.slice(i, take) if take < n else table)
+                    else:
+                        pending.extend(rows[i:i + take])
+                    pending_n += take
                     i += take
                     if i >= n:
                         last = {"file": path, "offset": unit.end, "skip": 0}
@@ -244,13 +256,13 @@ class FileSource(Source):
                         last = {"file": path, "offset": unit.start + i, "skip": 0}
                     else:
                         last = {"file": path, "offset": unit.start, "skip": i}
-                    if len(pending) >= size:
-                        batch = self._make_batch(pending, columns, last, wm, schema)
-                        pending = []
+                    if pending_n >= size:
+                        batch = self._make_batch(pending, columns, arrow, last, wm, schema)
+                        pending, pending_n = [], 0
                         if batch is not None:
                             yield batch
             if pending:
-                batch = self._make_batch(pending, columns, last, wm, schema)
+                batch = self._make_batch(pending, columns, arrow, last, wm, schema)
                 if batch is not None:
                     yield batch
         finally:
@@ -262,10 +274,21 @@ class FileSource(Source):
             end["wm"] = wm.completed_state()
         yield Batch([], stream=self.stream, position=end, schema=schema)
 
-    def _make_batch(self, rows: list[Any], columns: tuple[str, ...] | None,
+    def _make_batch(self, rows: list[Any], columns: tuple[str, ...] | None, arrow: bool,
                     last: dict[str, Any], wm: FileWatermark | None,
                     schema: Schema | None) -> Batch | None:
         position: dict[str, Any] = {**last, PASS_COMPLETE: False}
+        if arrow:  # rows are slices of arrow tables with equal schemas
+            if len(rows) == 1:
+                table = rows[0]
+            else:
+                import pyarrow as pa  # arrow units come from pyarrow: it is there
+
+                table = pa.concat_tables(rows)
+            if wm is None:
+                return Batch.from_arrow(table, stream=self.stream, position=position,
+                                        schema=schema)
+            rows, columns = Batch.from_arrow(table).rows, None
         if wm is not None:
             if columns is not None:
                 rows = Batch.from_records(columns, rows).rows
@@ -286,7 +309,7 @@ class FileSource(Source):
             for unit in self._units(path, start_offset if resume else 0):
                 # chunks may be cut elsewhere than in the run that wrote the position: the
                 # rows to skip may span several units
-                skip = min(remaining, len(unit.rows))
+                skip = min(remaining, len(unit))
                 remaining -= skip
                 yield path, unit, skip
 

@@ -12,6 +12,12 @@ from operator import itemgetter
 from typing import IO, Any
 
 from etlsync.connectors.files._common import FileSink, FileSource, Unit
+from etlsync.connectors.files._csvarrow import (
+    ARROW_CHUNK_BYTES,
+    ArrowChunkParser,
+    CountingLines,
+    body_start,
+)
 from etlsync.core.batch import Row
 from etlsync.core.errors import ConfigError, DataError, SchemaError
 from etlsync.core.modes import SyncMode, WriteMode
@@ -20,13 +26,18 @@ from etlsync.core.schema import Column, ColumnType, Schema
 CHUNK_BYTES = 1 << 17
 """Bytes read at a time; a chunk is cut after the last complete record in it."""
 
+ENGINES = ("python", "arrow")
+"""The CSV parsers of :class:`CsvSource`: the csv module, or pyarrow's (``parquet`` extra)."""
+
 
 def _check_encoding(encoding: str) -> str:
     try:
         info = codecs.lookup(encoding)
     except LookupError as exc:
         raise ConfigError(f"unknown encoding {encoding!r}") from exc
-    if "\n".encode(info.name) != b"\n":
+    encode = info.incrementalencoder().encode
+    encode("x")  # a BOM (utf-8-sig) comes with the first character only
+    if encode("\n") != b"\n":
         raise ConfigError(f"encoding {encoding!r} is not ASCII-compatible; convert the file "
                           "to UTF-8 (positions are byte offsets cut at newlines)")
     return encoding
@@ -63,10 +74,15 @@ def csv_cut(quotechar: str) -> Any:
 
     def cut(buf: bytes) -> int:
         end = buf.rfind(b"\n")
+        if end < 0:
+            return 0
+        quotes = buf.count(q, 0, end)  # in the prefix; updated as ``end`` moves back
         while end >= 0:
-            if buf.count(q, 0, end) % 2 == 0:
+            if quotes % 2 == 0:
                 return end + 1
-            end = buf.rfind(b"\n", 0, end)
+            prev = buf.rfind(b"\n", 0, end)
+            quotes -= buf.count(q, prev + 1, end)
+            end = prev
         return 0
 
     return cut
@@ -86,6 +102,9 @@ class CsvSource(FileSource):
         above the watermark of ``cursor_field``; see docs/concepts/incremental.md).
     :param cursor_type: compare cursor values as this type (values stay strings in rows);
         default: compare the strings.
+    :param engine: ``python`` (the csv module; record-form batches) or ``arrow`` (pyarrow's
+        parser, 1 MiB chunks, arrow-form batches of string columns; the same rows, errors
+        and positions; a chunk arrow might read differently is read by the csv module).
     """
 
     name = "csv"
@@ -96,18 +115,26 @@ class CsvSource(FileSource):
                  columns: Sequence[str] | None = None,
                  sync_mode: SyncMode | str = SyncMode.FULL_REFRESH,
                  cursor_field: str | None = None, primary_key: Sequence[str] = (),
-                 cursor_type: ColumnType | str | None = None) -> None:
+                 cursor_type: ColumnType | str | None = None, engine: str = "python") -> None:
         super().__init__(path, stream=stream, batch_size=batch_size, sync_mode=sync_mode,
                          cursor_field=cursor_field, primary_key=primary_key,
                          cursor_type=cursor_type)
         if len(delimiter) != 1 or len(quotechar) != 1:
             raise ConfigError("delimiter and quotechar must be single characters")
+        if engine not in ENGINES:
+            raise ConfigError(f"CsvSource: unknown engine {engine!r}; expected one of "
+                              f"{', '.join(map(repr, ENGINES))}")
         self.delimiter = delimiter
         self.quotechar = quotechar
         self.encoding = _check_encoding(encoding)
         self.header = header
         self.columns = list(columns) if columns is not None else None
+        self.engine = engine
         self._cut = csv_cut(quotechar)
+        self._arrow: ArrowChunkParser | None = None
+        if engine == "arrow":
+            parser = ArrowChunkParser(delimiter, quotechar, encoding)
+            self._arrow = parser if parser.usable else None
 
     def _reader(self, text: str) -> Iterator[list[str]]:
         return csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter,
@@ -118,7 +145,8 @@ class CsvSource(FileSource):
         if not self.header:
             return []
         with open(path, encoding=self.encoding, newline="") as f:
-            first = next(csv.reader(f, delimiter=self.delimiter, quotechar=self.quotechar), None)
+            reader = csv.reader(f, delimiter=self.delimiter, quotechar=self.quotechar)
+            first = next(filter(None, reader), None)  # blank lines before it: as _units
         return first or []
 
     def _layout(self, path: str, header: list[str], width: int
@@ -137,34 +165,50 @@ class CsvSource(FileSource):
         header = self.read_header(path) if start > 0 else []
         names: tuple[str, ...] | None = None
         pick: itemgetter[Any] | None = None
-        for offset, chunk in read_chunks(path, start, self._cut):
-            try:
-                text = chunk.decode(self.encoding)
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{path}: bytes {offset + exc.start}: not {self.encoding}: "
-                                f"{exc.reason}") from exc
-            reader: Iterator[list[str]] = self._reader(text)
-            if offset == 0 and self.header:
-                header = next(filter(None, reader), [])
-            if names is None:
-                if not self.header and self.columns is None:
-                    first = next(filter(None, reader), None)
-                    if first is None:
-                        yield Unit(offset, offset + len(chunk), [])
-                        continue
-                    reader = chain([first], reader)
-                    width = len(first)
-                else:
-                    width = len(header) if self.header else len(self.columns or ())
-                layout, pick = self._layout(path, header, width)
-                names = tuple(layout)
-                if len(set(names)) != len(names):
-                    dup = next(n for n in names if names.count(n) > 1)
-                    raise SchemaError(f"{path}: column {dup!r} appears more than once in "
-                                      f"{list(names)}")
+        index: list[int] | None = None
+        arrow = self._arrow
+        size = ARROW_CHUNK_BYTES if arrow is not None else CHUNK_BYTES
+        for offset, chunk in read_chunks(path, start, self._cut, size):
+            body = 0  # where the chunk's data records start (after a header)
+            reader: Iterator[list[str]] | None = None
+            if arrow is None or names is None or (offset == 0 and self.header):
+                text = self._decode(path, offset, chunk)
+                lines = CountingLines(text) if arrow is not None else None
+                reader = self._reader(text) if lines is None else csv.reader(
+                    lines, delimiter=self.delimiter, quotechar=self.quotechar)
+                if offset == 0 and self.header:
+                    header = next(filter(None, reader), [])
+                    if lines is not None:
+                        body = body_start(chunk, text, lines.used)
+                if names is None:
+                    if not self.header and self.columns is None:
+                        first = next(filter(None, reader), None)
+                        if first is None:
+                            yield Unit(offset, offset + len(chunk), [])
+                            continue
+                        reader = chain([first], reader)
+                        width = len(first)
+                    else:
+                        width = len(header) if self.header else len(self.columns or ())
+                    layout, pick = self._layout(path, header, width)
+                    names = tuple(layout)
+                    if len(set(names)) != len(names):
+                        dup = next(n for n in names if names.count(n) > 1)
+                        raise SchemaError(f"{path}: column {dup!r} appears more than once in "
+                                          f"{list(names)}")
+                    index = ([header.index(c) for c in names] if pick is not None
+                             else None)
+            width = len(header) if pick is not None else len(names)
+            if arrow is not None:
+                table = arrow.parse(chunk[body:] if body else chunk, width, names, index)
+                if table is not None:
+                    yield Unit(offset, offset + len(chunk), [], names, table)
+                    continue
+                if reader is None:  # the csv module reads this chunk (same values)
+                    reader = self._reader(self._decode(path, offset, chunk))
+            assert reader is not None
             # records stay the csv module's lists: no dict per row (see Batch's record form)
             records: list[Any] = list(reader)
-            width = len(header) if pick is not None else len(names)
             if records and set(map(len, records)) != {width}:
                 records = [r for r in records if r]  # blank lines
                 self._check_widths(path, width, records)
@@ -172,6 +216,13 @@ class CsvSource(FileSource):
                 records = ([(v,) for v in map(pick, records)] if len(names) == 1
                            else list(map(pick, records)))
             yield Unit(offset, offset + len(chunk), records, names)
+
+    def _decode(self, path: str, offset: int, chunk: bytes) -> str:
+        try:
+            return chunk.decode(self.encoding)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: bytes {offset + exc.start}: not {self.encoding}: "
+                            f"{exc.reason}") from exc
 
     @staticmethod
     def _check_widths(path: str, width: int, recs: Sequence[Any]) -> None:
