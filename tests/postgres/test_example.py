@@ -19,3 +19,15 @@ def test_postgres_sync_example_runs(pg_dsn: str, unique_name: str) -> None:
     lines = proc.stdout.splitlines()
     assert lines == ["first run read 2000 rows", "second run read 10 rows",
                      "target has 2000 rows, 10 paid"]
+
+
+def test_csv_to_postgres_arrow_example_runs(pg_dsn: str, unique_name: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "csv_to_postgres_arrow.py"), unique_name],
+        env={**os.environ, "ETLSYNC_PG_DSN": pg_dsn}, capture_output=True, text=True,
+        timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # 5,000 orders: price i % 100 + 0.50, quantity i % 5 + 1
+    assert proc.stdout.splitlines() == [
+        "read 5000 rows", "price is numeric and ordered_at is timestamp without time zone",
+        "order total 760000.00"]
