@@ -14,7 +14,13 @@ kinds ``decode_etlsync_rcvbuf`` (SO_RCVBUF of 64 KiB set before the connect),
 ``decode_etlsync_pause`` (socket reading paused except while the client waits for data) and
 ``read_etlsync_binary`` (pgoutput ``binary 'true'``, framing only) are run only when named in
 ``--only``: experiments on how the client's read pattern and the value format change the
-server's cost.
+server's cost. So are ``decode_etlsync_sql`` and ``decode_etlsync_sql_rows``: the same
+slot's backlog read through the SQL decoding interface instead of the streaming protocol (a
+temporary copy of the slot, ``pg_logical_slot_get_binary_changes`` in calls of
+``ETLSYNC_BENCH_SQL_CHANGES`` changes, default 20,000, the next call running on the server
+while the client decodes the current result; the server figures are then that backend's).
+``--check`` adds a digest of the changes decoded by decode_etlsync and the SQL variants and
+compares them (slower: not for timing).
 
 ``--rows`` rows are written once in one transaction and once in transactions of 100, each
 shape read through its own slot (created before the data, never acknowledged, so every
@@ -59,9 +65,10 @@ def names(run: str, shape: str) -> dict[str, str]:
 
 # -- the walsender's own cost ---------------------------------------------------------------
 class Walsender:
-    """CPU seconds (user, system) of the walsender serving ``app``, read from /proc (the
-    server runs on this host); with ``trace``, ``perf stat`` counts its system calls,
-    transmitted packets and wake-ups while it runs."""
+    """CPU seconds (user, system) of the walsender serving ``app`` (or of any server process
+    by pid: the SQL variant's backend), read from /proc (the server runs on this host); with
+    ``trace``, ``perf stat`` counts its system calls, transmitted packets and wake-ups while
+    it runs."""
 
     EVENTS = ("syscalls:sys_enter_sendto", "syscalls:sys_enter_recvfrom", "net:net_dev_xmit",
               "sched:sched_wakeup")
@@ -197,7 +204,7 @@ async def _connect(mode: str = "") -> Any:
             loop.create_connection = connect  # type: ignore[method-assign]
             return connect(factory, sock=sock)
 
-        loop.create_connection = on_sock  # type: ignore[method-assign]
+        loop.create_connection = on_sock  # type: ignore[method-assign, assignment]
     if mode == "pause":
         class PullWire(protocol._Wire):
             def data_received(self, data: bytes) -> None:
@@ -225,7 +232,7 @@ async def decode_etlsync(n: dict[str, str], rows: int, mode: str = "") -> tuple[
     conn = await _connect(mode)
     server = await Walsender.find(_app_name(), TRACE)
     decode_chunk = PgOutputDecoder().decode_chunk
-    seen = 0
+    seen = crc = 0
     t0, c0 = time.perf_counter(), time.process_time()
     await conn.start_replication(n["slot"], 0, {"proto_version": "1",
                                                 "publication_names": n["pub"]})
@@ -236,6 +243,8 @@ async def decode_etlsync(n: dict[str, str], rows: int, mode: str = "") -> tuple[
         i = 0
         while i < len(msgs):
             events, i = decode_chunk(msgs, i)
+            if CHECK:
+                crc = _digest(crc, events)
             for ev in events:
                 kind = ev[0]
                 if kind == "I*":
@@ -246,12 +255,113 @@ async def decode_etlsync(n: dict[str, str], rows: int, mode: str = "") -> tuple[
                     conn.send_status(0, False)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     SERVER.update(server.result(rows))
+    if CHECK:
+        SERVER["records_digest"] = crc
     conn.abort()
     return seconds, cpu
 
 
 SERVER: dict[str, Any] = {}
 """The walsender's figures of the variant that ran in this process."""
+
+CHECK = "--check" in sys.argv
+SQL_CHANGES = int(os.environ.get("ETLSYNC_BENCH_SQL_CHANGES", "20000"))
+_XLOG_HEADER = b"w" + bytes(24)  # a fake XLogData header: decode_chunk reads byte 25 on
+
+
+def _digest(crc: int, events: list[tuple[Any, ...]]) -> int:
+    """``crc`` folded with the changes among ``events`` (relation by name, values by repr):
+    equal digests mean the same changes with the same values in the same order."""
+    import zlib
+
+    for ev in events:
+        kind = ev[0]
+        if kind == "I*":  # per record: runs may be cut at different places
+            name = ev[1].name
+            for record in ev[2]:
+                crc = zlib.crc32(repr(("I", name, record)).encode(), crc)
+        elif kind in ("I", "U", "D"):
+            crc = zlib.crc32(repr((kind, *ev[1:])).encode(), crc)
+    return crc
+
+
+async def decode_etlsync_sql(n: dict[str, str], rows: int, per_row: bool = False
+                             ) -> tuple[float, float]:
+    """The slot's backlog through the SQL decoding interface: the slot is copied to a
+    temporary slot (the original stays where it is, as an at-least-once catch-up needs), and
+    ``pg_logical_slot_get_binary_changes`` on the copy returns up to ``SQL_CHANGES`` pgoutput
+    messages per call (more when one transaction is longer: it returns whole transactions),
+    each as a fake XLogData frame, decoded by the same ``decode_chunk``: by default the server
+    prepends the frame header and returns a call's messages as one ``bytea[]`` (``array_agg``:
+    asyncpg makes the list of messages in C); ``rows``: one row per message, the header added
+    by the client. The server materializes a call's whole result before sending it, so the
+    overlap comes from sending the next call before decoding the current result (one
+    connection, one call in flight)."""
+    import asyncpg
+
+    from etlsync.connectors.postgres.replication.pgoutput import PgOutputDecoder
+
+    conn = await asyncpg.connect(DSN, server_settings={"application_name": _app_name()})
+    server = Walsender(await conn.fetchval("SELECT pg_backend_pid()"), TRACE)
+    decode_chunk = PgOutputDecoder().decode_chunk
+    tmp = f"{n['slot']}_sql_{os.getpid()}"
+    changes = ("pg_logical_slot_get_binary_changes($1, NULL, $2, "
+               "'proto_version', '1', 'publication_names', $3)")
+    if per_row:
+        stmt = await conn.prepare(f"SELECT data FROM {changes}")
+    else:
+        header = "\\x" + _XLOG_HEADER.hex()
+        stmt = await conn.prepare(
+            f"SELECT coalesce(array_agg('{header}'::bytea || data), '{{}}') FROM {changes}")
+
+    async def call() -> list[bytes]:
+        if per_row:
+            return [_XLOG_HEADER + r[0] for r in await stmt.fetch(tmp, SQL_CHANGES, n["pub"])]
+        msgs: list[bytes] = await stmt.fetchval(tmp, SQL_CHANGES, n["pub"])
+        return msgs
+
+    seen = calls = crc = 0
+    waited = first_wait = 0.0
+    t0, c0 = time.perf_counter(), time.process_time()
+    await conn.execute("SELECT pg_copy_logical_replication_slot($1, $2, true)", n["slot"], tmp)
+    pending: asyncio.Future[list[bytes]] | None = asyncio.ensure_future(call())
+    while seen < rows:
+        if pending is None:
+            raise RuntimeError(f"the backlog ended after {seen} of {rows} changes")
+        w0 = time.perf_counter()
+        msgs = await pending
+        waited += time.perf_counter() - w0
+        if not calls:
+            first_wait = waited
+        calls += 1
+        if len(msgs) >= SQL_CHANGES:  # maybe more: the server decodes it meanwhile
+            pending = asyncio.ensure_future(call())
+            await asyncio.sleep(0)  # the task sends the call
+        else:  # fewer than asked: the end of the WAL
+            pending = None
+        if len(msgs) > rows - seen:
+            msgs = _first_changes(msgs, rows - seen)
+        i = 0
+        while i < len(msgs):
+            events, i = decode_chunk(msgs, i)
+            if CHECK:
+                crc = _digest(crc, events)
+            for ev in events:
+                kind = ev[0]
+                if kind == "I*":
+                    seen += len(ev[2])
+                elif kind in ("I", "U", "D"):
+                    seen += 1
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if pending is not None:  # a call sent before the rows-th change was decoded: the
+        await pending  # server's cost counts it (it ran during the measured time)
+    SERVER.update(server.result(rows))
+    SERVER.update(sql_calls=calls, sql_changes_per_call=SQL_CHANGES,
+                  client_wait_s=round(waited, 4), client_first_wait_s=round(first_wait, 4))
+    if CHECK:
+        SERVER["records_digest"] = crc
+    await conn.close()  # the temporary slot goes with the session
+    return seconds, cpu
 
 
 def _first_changes(msgs: list[bytes], k: int) -> list[bytes]:
@@ -479,7 +589,9 @@ def child(variant: str, run: str, rows: int) -> None:
         return
     n = names(run, shape)
     if kind.startswith(("decode_", "read_")):
-        if kind.startswith("decode_etlsync"):
+        if kind.startswith("decode_etlsync_sql"):
+            seconds, cpu = asyncio.run(decode_etlsync_sql(n, rows, kind.endswith("rows")))
+        elif kind.startswith("decode_etlsync"):
             mode = kind.removeprefix("decode_etlsync").lstrip("_")
             seconds, cpu = asyncio.run(decode_etlsync(n, rows, mode))
         elif kind.startswith("read_etlsync"):
@@ -503,6 +615,9 @@ def _extra_args(parser: Any) -> None:
                              "(default: all; 'lag' selects the lag runs)")
     parser.add_argument("--server-trace", action="store_true",
                         help="count the walsender's system calls and packets with perf stat")
+    parser.add_argument("--check", action="store_true",
+                        help="digest the changes decode_etlsync and decode_etlsync_sql decode "
+                             "and compare them (slower: not for timing)")
 
 
 def main() -> None:
@@ -516,12 +631,14 @@ def main() -> None:
     try:
         kinds = ("decode_etlsync", "decode_psycopg2", "decode_psycopg2_dicts", "read_etlsync",
                  "e2e_etlsync", "lag")
-        experiments = ("decode_etlsync_rcvbuf", "decode_etlsync_pause", "read_etlsync_binary")
+        experiments = ("decode_etlsync_rcvbuf", "decode_etlsync_pause", "read_etlsync_binary",
+                       "decode_etlsync_sql", "decode_etlsync_sql_rows")
         only = set(args.only.split(",")) if args.only else set(kinds)
         variants = [f"{k}:{s}" for s in SHAPES for k in (*kinds[:-1], *experiments) if k in only]
         results = run_variants(__file__, variants, rows, repeat=args.repeat,
                                extra_args=["--run", run]
-                               + (["--server-trace"] if args.server_trace else []))
+                               + (["--server-trace"] if args.server_trace else [])
+                               + (["--check"] if args.check else []))
         if "lag" in only:
             results.update(run_variants(__file__, ["lag_etlsync", "lag_etlsync_null_sink"],
                                         rows, repeat=1, extra_args=["--run", run]))
@@ -554,6 +671,11 @@ def main() -> None:
             etl["ratio_cpu_vs_psycopg2"] = round(
                 etl["events_per_client_cpu_s"] / psy["events_per_client_cpu_s"], 3)
             psy["ratio_vs_psycopg2"] = psy["ratio_cpu_vs_psycopg2"] = 1.0
+        for sql in (results.get(f"decode_etlsync_sql:{s}"),
+                    results.get(f"decode_etlsync_sql_rows:{s}")):
+            if sql and etl and "records_digest" in sql and "records_digest" in etl:
+                sql["same_changes_as_decode_etlsync"] = (sql["records_digest"]
+                                                         == etl["records_digest"])
         e2e = results.get(f"e2e_etlsync:{s}")
         if e2e and "error" not in e2e:
             e2e["ratio_vs_target"] = round(e2e["rows_per_s"] / E2E_TARGET, 3)
