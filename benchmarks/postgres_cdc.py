@@ -18,9 +18,10 @@ server's cost. So are ``decode_etlsync_sql`` and ``decode_etlsync_sql_rows``: th
 slot's backlog read through the SQL decoding interface instead of the streaming protocol (a
 temporary copy of the slot, ``pg_logical_slot_get_binary_changes`` in calls of
 ``ETLSYNC_BENCH_SQL_CHANGES`` changes, default 20,000, the next call running on the server
-while the client decodes the current result; the server figures are then that backend's).
-``--check`` adds a digest of the changes decoded by decode_etlsync and the SQL variants and
-compares them (slower: not for timing).
+while the client decodes the current result; the server figures are then that backend's),
+and ``decode_psycopg2_sql``: the same calls from psycopg2 (sequential, ``decode_record`` per
+message). ``--check`` adds a digest of the changes decoded by decode_etlsync and the
+etlsync SQL variants and compares them (slower: not for timing).
 
 ``--rows`` rows are written once in one transaction and once in transactions of 100, each
 shape read through its own slot (created before the data, never acknowledged, so every
@@ -433,6 +434,42 @@ def decode_psycopg2(n: dict[str, str], rows: int, dicts: bool = False) -> tuple[
     return seconds, cpu
 
 
+def decode_psycopg2_sql(n: dict[str, str], rows: int) -> tuple[float, float]:
+    """The SQL interface from psycopg2, as its users could call it: the same temporary copy
+    and calls of ``SQL_CHANGES`` changes, one row per message, each decoded by
+    ``decode_record`` like the psycopg2 loop (sequential: fetch, then decode)."""
+    import psycopg2
+
+    from etlsync.connectors.postgres.replication.pgoutput import PgOutputDecoder
+
+    conn = psycopg2.connect(DSN, application_name=_app_name())
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("SELECT pg_backend_pid()")
+    server = Walsender(cur.fetchone()[0], TRACE)
+    decode = PgOutputDecoder().decode_record
+    tmp = f"{n['slot']}_sql_{os.getpid()}"
+    seen = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    cur.execute("SELECT pg_copy_logical_replication_slot(%s, %s, true)", (n["slot"], tmp))
+    while seen < rows:
+        cur.execute("SELECT data FROM pg_logical_slot_get_binary_changes(%s, NULL, %s, "
+                    "'proto_version', '1', 'publication_names', %s)",
+                    (tmp, SQL_CHANGES, n["pub"]))
+        result = cur.fetchall()
+        if not result:
+            raise RuntimeError(f"the backlog ended after {seen} of {rows} changes")
+        for (data,) in result:
+            if decode(bytes(data))[0] in ("I", "U", "D"):
+                seen += 1
+                if seen >= rows:
+                    break
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    SERVER.update(server.result(rows))
+    conn.close()
+    return seconds, cpu
+
+
 def _sink_class() -> Any:
     from etlsync.connectors.postgres import PostgresSink
 
@@ -596,6 +633,8 @@ def child(variant: str, run: str, rows: int) -> None:
             seconds, cpu = asyncio.run(decode_etlsync(n, rows, mode))
         elif kind.startswith("read_etlsync"):
             seconds, cpu = asyncio.run(read_etlsync(n, rows, binary=kind.endswith("binary")))
+        elif kind == "decode_psycopg2_sql":
+            seconds, cpu = decode_psycopg2_sql(n, rows)
         else:
             seconds, cpu = decode_psycopg2(n, rows, dicts=kind.endswith("dicts"))
         # wall time includes the server's decoding (walsender), the same for both clients;
@@ -632,7 +671,7 @@ def main() -> None:
         kinds = ("decode_etlsync", "decode_psycopg2", "decode_psycopg2_dicts", "read_etlsync",
                  "e2e_etlsync", "lag")
         experiments = ("decode_etlsync_rcvbuf", "decode_etlsync_pause", "read_etlsync_binary",
-                       "decode_etlsync_sql", "decode_etlsync_sql_rows")
+                       "decode_etlsync_sql", "decode_etlsync_sql_rows", "decode_psycopg2_sql")
         only = set(args.only.split(",")) if args.only else set(kinds)
         variants = [f"{k}:{s}" for s in SHAPES for k in (*kinds[:-1], *experiments) if k in only]
         results = run_variants(__file__, variants, rows, repeat=args.repeat,
