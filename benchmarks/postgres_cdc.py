@@ -354,9 +354,11 @@ async def decode_etlsync_sql(n: dict[str, str], rows: int, per_row: bool = False
                 elif kind in ("I", "U", "D"):
                     seen += 1
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    at_stop = sum(server.cpu()) - sum(server.start)
     if pending is not None:  # a call sent before the rows-th change was decoded: the
-        await pending  # server's cost counts it (it ran during the measured time)
+        await pending  # server's cost counts it whole (it may re-read the whole backlog)
     SERVER.update(server.result(rows))
+    SERVER["server_us_per_event_at_stop"] = round(at_stop / rows * 1e6, 2)
     SERVER.update(sql_calls=calls, sql_changes_per_call=SQL_CHANGES,
                   client_wait_s=round(waited, 4), client_first_wait_s=round(first_wait, 4))
     if CHECK:
