@@ -10,7 +10,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from etlsync.core.errors import ConfigError
+from etlsync.core.arrow import import_pyarrow
 
 ARROW_CHUNK_BYTES = 1 << 20
 """Bytes read at a time by the arrow engine (fewer, larger parser calls)."""
@@ -21,12 +21,9 @@ _UTF8 = ("utf-8", "utf-8-sig")
 
 def load_pyarrow() -> tuple[Any, Any]:
     """``(pyarrow, pyarrow.csv)``, or a ConfigError naming the option and the fix."""
-    try:
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-    except ImportError as exc:
-        raise ConfigError("CsvSource: engine='arrow' needs pyarrow: pip install "
-                          "'etlsync[parquet]' (or pyarrow), or use engine='python'") from exc
+    pa = import_pyarrow("CsvSource: engine='arrow'", "use engine='python'")
+    import pyarrow.csv as pacsv
+
     return pa, pacsv
 
 

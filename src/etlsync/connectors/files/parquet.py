@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from etlsync.connectors.files._common import FileSink, FileSource, Unit
+from etlsync.core.arrow import import_pyarrow
 from etlsync.core.batch import Row
 from etlsync.core.errors import ConfigError, DataError, SchemaError
 from etlsync.core.modes import SyncMode, WriteMode
@@ -14,11 +15,9 @@ from etlsync.core.schema import Column, ColumnType, Schema
 
 
 def _pyarrow() -> tuple[Any, Any]:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise ConfigError("Parquet needs pyarrow: pip install 'etlsync[parquet]'") from exc
+    pa = import_pyarrow("Parquet")
+    import pyarrow.parquet as pq
+
     return pa, pq
 
 
