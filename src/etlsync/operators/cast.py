@@ -327,7 +327,7 @@ class Cast(Operator):
 
     async def process(self, batch: Batch) -> OperatorOutput:
         if batch.arrow is not None:
-            out = self._process_arrow(batch, batch.arrow)
+            out = await self._process_arrow(batch, batch.arrow)
             if out is not None:
                 return out
         if batch.records is not None and batch.columns is not None:
@@ -360,12 +360,12 @@ class Cast(Operator):
         keep, ops, before = self._reject(batch, len(rows), bad)
         return batch.with_rows([rows[i] for i in keep], ops=ops, before=before, schema=schema)
 
-    def _process_arrow(self, batch: Batch, table: Any) -> Batch | None:
+    async def _process_arrow(self, batch: Batch, table: Any) -> Batch | None:
         """Arrow form: whole columns converted in C where the results are proven equal to
         the record path's (see :mod:`etlsync.operators.cast_arrow`), else ``None``."""
         from etlsync.operators.cast_arrow import cast_table  # an arrow batch: pyarrow is there
 
-        out = cast_table(table, self.types, self.formats, self.empty_as_null)
+        out = await cast_table(table, self.types, self.formats, self.empty_as_null)
         if out is None:
             return None
         self._seen[batch.stream] = self._seen.get(batch.stream, 0) + int(out.num_rows)
