@@ -1,6 +1,8 @@
 """A pipeline process for the kill -9 tests: ``python -m tests.postgres.load_worker MODE DSN
 TABLE ROWS [CSV]``. MODE ``pipeline`` loads generated rows in small batches with the position
-stored in the target database; ``passthrough`` loads a CSV file in small chunks."""
+stored in the target database; ``passthrough`` loads a CSV file in small chunks; ``arrow``
+loads a CSV file through ``CsvSource(engine="arrow")`` and ``Cast`` (arrow-form batches) in
+small batches, the position stored in the target database."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from etlsync import Batch, Pipeline, Source
+from etlsync.connectors.files import CsvSource
 from etlsync.connectors.postgres import PostgresCheckpointStore, PostgresSink, copy_csv_file
+from etlsync.operators import Cast
 
 BATCH = 250
 
@@ -41,8 +45,13 @@ async def main(mode: str, dsn: str, table: str, rows: int, csv_path: str = "") -
         return
     store = PostgresCheckpointStore(dsn)
     sink = PostgresSink(dsn, table=table, write_mode="append")
+    source: Source = Generated(rows)
+    operators: list[Any] = []
+    if mode == "arrow":
+        source = CsvSource(csv_path, engine="arrow", batch_size=BATCH)
+        operators = [Cast({"id": "integer", "price": "decimal", "at": "datetime"})]
     try:
-        await Pipeline(Generated(rows), [], [sink], name=table, checkpoint_store=store).run()
+        await Pipeline(source, operators, [sink], name=table, checkpoint_store=store).run()
     finally:
         await store.close()
 
