@@ -225,6 +225,29 @@ async def _connect(mode: str = "") -> Any:
         params, {"application_name": _app_name()}).connect()
 
 
+def _decode_counting(decode_chunk: Any, msgs: list[bytes], wanted: int, crc: int
+                     ) -> tuple[int, int, bool]:
+    """Decode a chunk (up to its ``wanted``-th change: no event past the last one counted)
+    with ``decode_chunk``: the changes decoded, the ``--check`` digest so far and whether a
+    keepalive asked for a reply."""
+    if len(msgs) > wanted:
+        msgs = _first_changes(msgs, wanted)
+    seen, reply, i = 0, False, 0
+    while i < len(msgs):
+        events, i = decode_chunk(msgs, i)
+        if CHECK:
+            crc = _digest(crc, events)
+        for ev in events:
+            kind = ev[0]
+            if kind == "I*":
+                seen += len(ev[2])
+            elif kind in ("I", "U", "D"):
+                seen += 1
+            elif kind == "k" and ev[2]:
+                reply = True
+    return seen, crc, reply
+
+
 async def decode_etlsync(n: dict[str, str], rows: int, mode: str = "") -> tuple[float, float]:
     """etlsync's client as PostgresCdcSource runs it: each chunk of CopyData payloads
     decoded in one ``decode_chunk`` call (Inserts as value tuples, one event per run)."""
@@ -239,21 +262,10 @@ async def decode_etlsync(n: dict[str, str], rows: int, mode: str = "") -> tuple[
                                                 "publication_names": n["pub"]})
     while seen < rows:
         msgs = await conn.read_chunk()
-        if len(msgs) > rows - seen:  # the last chunk: decode no event past the rows-th
-            msgs = _first_changes(msgs, rows - seen)
-        i = 0
-        while i < len(msgs):
-            events, i = decode_chunk(msgs, i)
-            if CHECK:
-                crc = _digest(crc, events)
-            for ev in events:
-                kind = ev[0]
-                if kind == "I*":
-                    seen += len(ev[2])
-                elif kind in ("I", "U", "D"):
-                    seen += 1
-                elif kind == "k" and ev[2]:  # keepalive asking for a reply
-                    conn.send_status(0, False)
+        got, crc, reply = _decode_counting(decode_chunk, msgs, rows - seen, crc)
+        seen += got
+        if reply:  # a keepalive asked for a reply
+            conn.send_status(0, False)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     SERVER.update(server.result(rows))
     if CHECK:
@@ -341,19 +353,8 @@ async def decode_etlsync_sql(n: dict[str, str], rows: int, per_row: bool = False
             await asyncio.sleep(0)  # the task sends the call
         else:  # fewer than asked: the end of the WAL
             pending = None
-        if len(msgs) > rows - seen:
-            msgs = _first_changes(msgs, rows - seen)
-        i = 0
-        while i < len(msgs):
-            events, i = decode_chunk(msgs, i)
-            if CHECK:
-                crc = _digest(crc, events)
-            for ev in events:
-                kind = ev[0]
-                if kind == "I*":
-                    seen += len(ev[2])
-                elif kind in ("I", "U", "D"):
-                    seen += 1
+        got, crc, _ = _decode_counting(decode_chunk, msgs, rows - seen, crc)
+        seen += got
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     if pending is not None:  # a call sent before the rows-th change was decoded: the
         await pending  # server's cost counts it whole (it may re-read the whole backlog)
