@@ -20,12 +20,9 @@ from typing import Any
 
 import asyncpg
 
-from etlsync.connectors.postgres.copytext import base_type
+from etlsync.connectors.postgres.copytext import INT_TYPES, TEXT_TYPES, base_type
 from etlsync.core.schema import ColumnType
 
-_INTS = frozenset({"smallint", "integer", "bigint", "int2", "int4", "int8", "numeric"})
-_TEXTS = frozenset({"text", "character varying", "varchar", "character", "bpchar", "name",
-                    "citext", "json", "jsonb"})
 _NAIVE = frozenset({"timestamp", "timestamp without time zone"})
 _AWARE = frozenset({"timestamptz", "timestamp with time zone"})
 _TIMES = frozenset({"time", "time without time zone"})
@@ -57,7 +54,7 @@ def _kind(arrow_type: Any) -> str | None:
 
 
 _TARGETS: dict[str, frozenset[str]] = {
-    "int": _INTS, "float": frozenset({"double precision", "float8"}), "str": _TEXTS,
+    "int": INT_TYPES, "float": frozenset({"double precision", "float8"}), "str": TEXT_TYPES,
     "bool": frozenset({"boolean", "bool"}), "decimal": frozenset({"numeric"}),
     "date": frozenset({"date"}), "naive": _NAIVE, "aware": _AWARE, "time": _TIMES,
 }

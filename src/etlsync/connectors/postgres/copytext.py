@@ -25,9 +25,11 @@ from typing import Any
 
 NULL = "\\N"
 
-_INTS = frozenset({"smallint", "integer", "bigint", "int2", "int4", "int8", "numeric"})
-_TEXTS = frozenset({"text", "character varying", "varchar", "character", "bpchar", "name",
+INT_TYPES = frozenset({"smallint", "integer", "bigint", "int2", "int4", "int8", "numeric"})
+"""Target types an integer's text is read back exactly as (also for the arrow COPY)."""
+TEXT_TYPES = frozenset({"text", "character varying", "varchar", "character", "bpchar", "name",
                     "citext", "json", "jsonb"})
+"""Target types a string's text is read back exactly as (also for the arrow COPY)."""
 _BOOL = {True: "t", False: "f"}
 _MODIFIER = re.compile(r"\s*\([^)]*\)")
 
@@ -125,10 +127,10 @@ def _uuids(values: Sequence[Any]) -> Sequence[str]:
 
 _Render = Callable[[Sequence[Any]], Sequence[str]]
 _RENDER: dict[tuple[type, str], _Render] = {}
-for _t in _INTS - {"numeric"}:
+for _t in INT_TYPES - {"numeric"}:
     _RENDER[(int, _t)] = _RENDER[(bool, _t)] = _ints  # asyncpg sends True as 1 too
 _RENDER[(int, "numeric")] = _ints
-for _t in _TEXTS:
+for _t in TEXT_TYPES:
     _RENDER[(str, _t)] = _strs
 _RENDER.update({
     (bool, "boolean"): _bools,
