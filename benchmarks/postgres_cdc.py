@@ -36,6 +36,7 @@ import json
 import os
 import random
 import statistics
+import struct
 import sys
 import time
 from pathlib import Path
@@ -175,8 +176,9 @@ async def teardown(run: str) -> None:
                                "pg_replication_slots WHERE slot_name = $1", n["slot"])
             await conn.execute(f'DROP PUBLICATION IF EXISTS "{n["pub"]}"')
             await conn.execute(f'DROP TABLE IF EXISTS "{n["table"]}", "{n["target"]}"')
-        await conn.execute("DELETE FROM _etlsync_state WHERE pipeline LIKE $1",
-                           f"bench_cdc_{run}%")
+        if await conn.fetchval("SELECT to_regclass('_etlsync_state')") is not None:
+            await conn.execute("DELETE FROM _etlsync_state WHERE pipeline LIKE $1",
+                               f"bench_cdc_{run}%")
     finally:
         await conn.close()
 
@@ -225,53 +227,71 @@ async def _connect(mode: str = "") -> Any:
         params, {"application_name": _app_name()}).connect()
 
 
-def _decode_counting(decode_chunk: Any, msgs: list[bytes], wanted: int, crc: int
-                     ) -> tuple[int, int, bool]:
-    """Decode a chunk (up to its ``wanted``-th change: no event past the last one counted)
-    with ``decode_chunk``: the changes decoded, the ``--check`` digest so far and whether a
-    keepalive asked for a reply."""
-    if len(msgs) > wanted:
-        msgs = _first_changes(msgs, wanted)
-    seen, reply, i = 0, False, 0
-    while i < len(msgs):
-        events, i = decode_chunk(msgs, i)
-        if CHECK:
-            crc = _digest(crc, events)
-        for ev in events:
-            kind = ev[0]
-            if kind == "I*":
-                seen += len(ev[2])
-            elif kind in ("I", "U", "D"):
-                seen += 1
-            elif kind == "k" and ev[2]:
-                reply = True
+def _count(events: list[tuple[Any, ...]], crc: int) -> tuple[int, int, bool]:
+    """The changes among ``events``, the ``--check`` digest so far and whether a keepalive
+    asked for a reply."""
+    if CHECK:
+        crc = _digest(crc, events)
+    seen, reply = 0, False
+    for ev in events:
+        kind = ev[0]
+        if kind == "I*":
+            seen += len(ev[2])
+        elif kind in ("I", "U", "D"):
+            seen += 1
+        elif kind == "k" and ev[2]:
+            reply = True
     return seen, crc, reply
 
 
 async def decode_etlsync(n: dict[str, str], rows: int, mode: str = "") -> tuple[float, float]:
-    """etlsync's client as PostgresCdcSource runs it: each chunk of CopyData payloads
-    decoded in one ``decode_chunk`` call (Inserts as value tuples, one event per run)."""
+    """etlsync's client as PostgresCdcSource runs it: ``read_decoded`` hands each chunk of
+    the stream to ``decode_chunk``, which frames and decodes it in one call (Inserts as value
+    tuples, one event per run). Near the end a read takes about as many bytes as the changes
+    still wanted (at the mean size so far), so that like the psycopg2 loop, which stops at
+    the ``rows``-th change, it decodes hardly any more (under ``--callgrind``'s 20,000 rows
+    a whole chunk of overshoot would count as cost)."""
     from etlsync.connectors.postgres.replication.pgoutput import PgOutputDecoder
 
     conn = await _connect(mode)
     server = await Walsender.find(_app_name(), TRACE)
     decode_chunk = PgOutputDecoder().decode_chunk
+    taken = [0]  # bytes decoded so far
+    first: list[float] = []  # when the first XLogData came (keepalives come first)
+
+    def decode(data: bytes, pos: int) -> tuple[list[tuple[Any, ...]], int]:
+        now = time.perf_counter()
+        events, end = decode_chunk(data, pos)
+        taken[0] += end - pos
+        if not first and any(ev[0] != "k" for ev in events):
+            first.append(now)
+        return events, end
+
     seen = crc = 0
     t0, c0 = time.perf_counter(), time.process_time()
     await conn.start_replication(n["slot"], 0, {"proto_version": "1",
                                                 "publication_names": n["pub"]})
     while seen < rows:
-        msgs = await conn.read_chunk()
-        got, crc, reply = _decode_counting(decode_chunk, msgs, rows - seen, crc)
+        limit = (rows - seen) * taken[0] // seen + 64 if seen else 1 << 20
+        events = await conn.read_decoded(decode, min(1 << 20, limit))
+        got, crc, reply = _count(events, crc)
         seen += got
         if reply:  # a keepalive asked for a reply
             conn.send_status(0, False)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     SERVER.update(server.result(rows))
+    _stream_times(t0, first[0], seconds)
     if CHECK:
         SERVER["records_digest"] = crc
     conn.abort()
     return seconds, cpu
+
+
+def _stream_times(t0: float, first: float, seconds: float) -> None:
+    """``first_data_s``: from START_REPLICATION to the first data, the server's alone (in one
+    transaction, it decodes the whole transaction before it sends its first change);
+    ``stream_s``: from there to the last change, when the client's speed can show."""
+    SERVER.update(first_data_s=round(first - t0, 4), stream_s=round(t0 + seconds - first, 4))
 
 
 SERVER: dict[str, Any] = {}
@@ -313,6 +333,7 @@ async def decode_etlsync_sql(n: dict[str, str], rows: int, per_row: bool = False
     import asyncpg
 
     from etlsync.connectors.postgres.replication.pgoutput import PgOutputDecoder
+    from etlsync.connectors.postgres.replication.protocol import copydata
 
     conn = await asyncpg.connect(DSN, server_settings={"application_name": _app_name()})
     server = Walsender(await conn.fetchval("SELECT pg_backend_pid()"), TRACE)
@@ -353,8 +374,11 @@ async def decode_etlsync_sql(n: dict[str, str], rows: int, per_row: bool = False
             await asyncio.sleep(0)  # the task sends the call
         else:  # fewer than asked: the end of the WAL
             pending = None
-        got, crc, _ = _decode_counting(decode_chunk, msgs, rows - seen, crc)
-        seen += got
+        data, pos = copydata(_first_changes(msgs, rows - seen)), 0
+        while pos < len(data):
+            events, pos = decode_chunk(data, pos)
+            got, crc, _ = _count(events, crc)
+            seen += got
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     if pending is not None:  # a call sent before the rows-th change was decoded: the
         await pending  # server's cost counts it whole (it may re-read the whole backlog)
@@ -382,6 +406,23 @@ def _first_changes(msgs: list[bytes], k: int) -> list[bytes]:
     return msgs
 
 
+def _frame_counting(data: bytes, pos: int) -> tuple[list[tuple[int, bool]], int]:
+    """Frames the stream like ``decode_chunk`` without decoding: the Insert messages among
+    the whole CopyData messages from ``pos``, and whether a keepalive asked for a reply."""
+    unpack = struct.Struct("!i").unpack_from
+    stop, count, reply = len(data), 0, False
+    while pos + 5 <= stop:
+        nxt = pos + 1 + unpack(data, pos + 1)[0]
+        if nxt > stop or data[pos] != 0x64:
+            break
+        if data[pos + 5] == 0x77:
+            count += data[pos + 30] == 0x49
+        elif data[pos + 22]:
+            reply = True
+        pos = nxt
+    return [(count, reply)], pos
+
+
 async def read_etlsync(n: dict[str, str], rows: int, binary: bool = False
                        ) -> tuple[float, float]:
     """etlsync's client framing the same stream without decoding it (counts the Insert
@@ -395,11 +436,9 @@ async def read_etlsync(n: dict[str, str], rows: int, binary: bool = False
         options["binary"] = "true"
     await conn.start_replication(n["slot"], 0, options)
     while seen < rows:
-        for msg in await conn.read_chunk():
-            if msg[0] == 0x77:
-                if msg[25] == 0x49:
-                    seen += 1
-            elif msg[17]:
+        for count, reply in await conn.read_decoded(_frame_counting):
+            seen += count
+            if reply:
                 conn.send_status(0, False)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     SERVER.update(server.result(rows))
@@ -420,8 +459,11 @@ def decode_psycopg2(n: dict[str, str], rows: int, dicts: bool = False) -> tuple[
     # Inserts as value tuples, like decode_chunk; ``dicts``: as dicts (the loop before issue 7)
     decode = PgOutputDecoder().decode if dicts else PgOutputDecoder().decode_record
     seen = [0]
+    first: list[float] = []
 
     def consume(msg: Any) -> None:
+        if not first:
+            first.append(time.perf_counter())
         if decode(msg.payload)[0] in ("I", "U", "D"):
             seen[0] += 1
             if seen[0] >= rows:
@@ -434,6 +476,7 @@ def decode_psycopg2(n: dict[str, str], rows: int, dicts: bool = False) -> tuple[
         cur.consume_stream(consume)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     SERVER.update(server.result(rows))
+    _stream_times(t0, first[0], seconds)
     conn.close()
     return seconds, cpu
 
@@ -714,6 +757,9 @@ def main() -> None:
             etl["ratio_cpu_vs_psycopg2"] = round(
                 etl["events_per_client_cpu_s"] / psy["events_per_client_cpu_s"], 3)
             psy["ratio_vs_psycopg2"] = psy["ratio_cpu_vs_psycopg2"] = 1.0
+            if etl.get("stream_s") and psy.get("stream_s"):
+                etl["ratio_stream_vs_psycopg2"] = round(psy["stream_s"] / etl["stream_s"], 3)
+                psy["ratio_stream_vs_psycopg2"] = 1.0
         for sql in (results.get(f"decode_etlsync_sql:{s}"),
                     results.get(f"decode_etlsync_sql_rows:{s}")):
             if sql and etl and "records_digest" in sql and "records_digest" in etl:

@@ -74,6 +74,16 @@ _SNAPSHOT = "SELECT id, v, n, md5(doc) AS doc FROM {} ORDER BY id"
 
 
 @pytest.mark.slow
+
+async def _position(pg: asyncpg.Connection, pipeline: str) -> str | None:
+    """The pipeline's checkpoint as text; None before the pipeline made its first one (on a
+    fresh database the checkpoint table itself may not exist yet)."""
+    if await pg.fetchval("SELECT to_regclass('_etlsync_state')") is None:
+        return None
+    pos: str | None = await pg.fetchval(
+        "SELECT position::text FROM _etlsync_state WHERE pipeline = $1", pipeline)
+    return pos
+
 async def test_kill_9_during_snapshot_and_stream_target_equals_source(
         pg: asyncpg.Connection, names: Names, pg_dsn: str) -> None:
     src, dst = names.table, names.table + "_copy"
@@ -95,14 +105,12 @@ async def test_kill_9_during_snapshot_and_stream_target_equals_source(
             if i == 0:  # the first kill right after the first snapshot chunk is committed
                 for _ in range(300):
                     await asyncio.sleep(0.05)
-                    pos = await pg.fetchval("SELECT position::text FROM _etlsync_state "
-                                            "WHERE pipeline = $1", names.slot)
+                    pos = await _position(pg, names.slot)
                     if pos is not None:
                         break
             else:  # early kills land in the snapshot, later ones in the stream
                 await asyncio.sleep(0.8 + rnd.random() * (1.0 if i < 3 else 2.5))
-            pos = await pg.fetchval("SELECT position::text FROM _etlsync_state "
-                                    "WHERE pipeline = $1", names.slot)
+            pos = await _position(pg, names.slot)
             kills_in_snapshot += pos is None or "snapshot" in pos
             proc.send_signal(signal.SIGKILL)
             proc.wait()

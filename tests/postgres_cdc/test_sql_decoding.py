@@ -1,8 +1,9 @@
 """The SQL decoding interface gives the changes the streaming protocol gives (the
 ``decode_etlsync_sql`` experiment of benchmarks/postgres_cdc.py): a slot's backlog read
 through ``pg_logical_slot_get_binary_changes`` on a temporary copy of the slot, each message
-framed as a fake XLogData payload, decodes by ``decode_chunk`` to exactly the events the
-replication connection yields from the slot itself, and the slot is left where it was."""
+framed as a fake XLogData payload of a CopyData message, decodes by ``decode_chunk`` to
+exactly the events the replication connection yields from the slot itself, and the slot is
+left where it was."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import asyncpg
 
 from etlsync.connectors.postgres.replication.conninfo import parse_dsn
 from etlsync.connectors.postgres.replication.pgoutput import PgOutputDecoder, Relation
-from etlsync.connectors.postgres.replication.protocol import ReplicationConnection
+from etlsync.connectors.postgres.replication.protocol import ReplicationConnection, copydata
 from tests.postgres_cdc.conftest import Names
 
 HEADER = b"w" + bytes(24)  # decode_chunk reads the pgoutput message from byte 25
@@ -56,10 +57,11 @@ def _norm(events: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 
 def _decode(decoder: PgOutputDecoder, msgs: list[bytes]) -> list[tuple[Any, ...]]:
+    """``msgs`` (CopyData payloads) decoded as the stream would carry them."""
     events: list[tuple[Any, ...]] = []
-    i = 0
-    while i < len(msgs):
-        got, i = decoder.decode_chunk(msgs, i)
+    data, i = copydata(msgs), 0
+    while i < len(data):
+        got, i = decoder.decode_chunk(data, i)
         events.extend(got)
     return events
 
@@ -73,7 +75,7 @@ async def _streamed(dsn: str, names: Names, commits: int) -> list[tuple[Any, ...
         await conn.start_replication(names.slot, 0, {"proto_version": "1",
                                                      "publication_names": names.publication})
         while sum(ev[0] == "C" for ev in events) < commits:
-            events.extend(_decode(decoder, await asyncio.wait_for(conn.read_chunk(), 20)))
+            events.extend(await asyncio.wait_for(conn.read_decoded(decoder.decode_chunk), 20))
     finally:
         conn.abort()
     return _norm(events)

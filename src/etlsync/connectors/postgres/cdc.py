@@ -374,145 +374,143 @@ class PostgresCdcSource(Source):
 
         while True:
             try:
-                msgs = await asyncio.wait_for(rconn.read_chunk(), self.status_interval)
+                events = await asyncio.wait_for(rconn.read_decoded(decode_chunk),
+                                                self.status_interval)
             except TimeoutError:
-                msgs = []
-            i = 0
-            while i < len(msgs):
-                events, i = decode_chunk(msgs, i)
-                for ev in events:
+                events = []
+            for ev in events:
+                kind = ev[0]
+                if kind == "I*":  # a run of inserts of one relation, as value tuples
+                    if skip_tx:
+                        continue
+                    rel, records = ev[1], ev[2]
+                    if rel is not cur_rel:
+                        flush()
+                        cur_rel = rel
+                    if not rows:
+                        as_records = True
+                    if chunk is not None:
+                        watch_records(rel, records)
+                    taken = 0
+                    while taken < len(records):
+                        part = records[taken:taken + batch_rows - len(rows)]
+                        taken += len(part)
+                        rows += part if as_records else map(dict_maker(rel.names), part)
+                        ops += [ins] * len(part)
+                        before += [None] * len(part)
+                        committed = False
+                        if len(rows) >= batch_rows:
+                            flush()
+                            as_records = True
+                    continue
+                if kind == "k":  # keepalive
+                    if ev[2]:
+                        rconn.send_status(self.acked_lsn)
+                        last_status = time.monotonic()
+                    if not in_tx:
+                        idle = max(idle, ev[1])
+                    continue
+                if kind == "X":  # a change inside a v2 stream block: held until its commit
+                    streamed[stream_xid].append((ev[1], ev[2]))
+                    continue
+                if kind in ("S", "E", "A", "c"):
+                    if kind == "S":
+                        stream_xid = ev[1]
+                        if stream_xid not in streamed:
+                            streamed[stream_xid] = []
+                            self.streamed_transactions += 1
+                        continue
+                    if kind == "A":  # a subtransaction's or the whole transaction's abort
+                        xid, sub = ev[1], ev[2]
+                        if xid == sub:
+                            streamed.pop(xid, None)
+                        elif xid in streamed:
+                            streamed[xid] = [c for c in streamed[xid] if c[0] != sub]
+                        continue
+                    if kind == "E":
+                        continue
+                    changes = streamed.pop(ev[1], [])
+                    replay = [("B", ev[2], ev[1]), *(c[1] for c in changes),
+                              ("C", ev[2], ev[3])]
+                else:
+                    replay = [ev]
+                for ev in replay:
                     kind = ev[0]
-                    if kind == "I*":  # a run of inserts of one relation, as value tuples
+                    if kind in ("I", "U", "D"):
                         if skip_tx:
                             continue
-                        rel, records = ev[1], ev[2]
+                        rel = ev[1]
                         if rel is not cur_rel:
                             flush()
                             cur_rel = rel
-                        if not rows:
-                            as_records = True
-                        if chunk is not None:
-                            watch_records(rel, records)
-                        taken = 0
-                        while taken < len(records):
-                            part = records[taken:taken + batch_rows - len(rows)]
-                            taken += len(part)
-                            rows += part if as_records else map(dict_maker(rel.names), part)
-                            ops += [ins] * len(part)
-                            before += [None] * len(part)
-                            committed = False
-                            if len(rows) >= batch_rows:
-                                flush()
-                                as_records = True
-                        continue
-                    if kind == "k":  # keepalive
-                        if ev[2]:
-                            rconn.send_status(self.acked_lsn)
-                            last_status = time.monotonic()
-                        if not in_tx:
-                            idle = max(idle, ev[1])
-                        continue
-                    if kind == "X":  # a change inside a v2 stream block: held until its commit
-                        streamed[stream_xid].append((ev[1], ev[2]))
-                        continue
-                    if kind in ("S", "E", "A", "c"):
-                        if kind == "S":
-                            stream_xid = ev[1]
-                            if stream_xid not in streamed:
-                                streamed[stream_xid] = []
-                                self.streamed_transactions += 1
-                            continue
-                        if kind == "A":  # a subtransaction's or the whole transaction's abort
-                            xid, sub = ev[1], ev[2]
-                            if xid == sub:
-                                streamed.pop(xid, None)
-                            elif xid in streamed:
-                                streamed[xid] = [c for c in streamed[xid] if c[0] != sub]
-                            continue
-                        if kind == "E":
-                            continue
-                        changes = streamed.pop(ev[1], [])
-                        replay = [("B", ev[2], ev[1]), *(c[1] for c in changes),
-                                  ("C", ev[2], ev[3])]
-                    else:
-                        replay = [ev]
-                    for ev in replay:
-                        kind = ev[0]
-                        if kind in ("I", "U", "D"):
-                            if skip_tx:
-                                continue
-                            rel = ev[1]
-                            if rel is not cur_rel:
-                                flush()
-                                cur_rel = rel
-                            as_dicts(rel)
-                            if kind == "I":
-                                rows.append(ev[2])
-                                ops.append(ins)
-                                before.append(None)
-                                if chunk is not None:
-                                    watch(rel, ev[2])
-                            elif kind == "U":
-                                row, old = ev[2], ev[3]
-                                key = rel.primary_key
-                                if old is not None and any(k in old and old[k] != row[k] for k in key):
-                                    if UNCHANGED in row.values():
-                                        row = await self._fill_unchanged(conn, rel, row, old)
-                                    old = {k: old[k] for k in key if k in old}
-                                    rows += (old, row)
-                                    ops += (dele, ins)
-                                    before += (old, None)
-                                    watch(rel, old)
-                                else:
-                                    rows.append(row)
-                                    ops.append(upd)
-                                    before.append(old if old is not None else
-                                                  {k: row[k] for k in key if k in row})
-                                watch(rel, row)
-                            else:
-                                rows.append(ev[2])
-                                ops.append(dele)
-                                before.append(ev[2])
+                        as_dicts(rel)
+                        if kind == "I":
+                            rows.append(ev[2])
+                            ops.append(ins)
+                            before.append(None)
+                            if chunk is not None:
                                 watch(rel, ev[2])
-                            committed = False
-                            if len(rows) >= batch_rows:
-                                flush()
-                        elif kind == "B":
-                            in_tx = True
-                            skip_tx = ev[1] < start_lsn
-                        elif kind == "C":
-                            in_tx = False
-                            if not skip_tx:
-                                last_commit = ev[2]
-                                idle = max(idle, ev[2])
-                                committed = bool(rows)
-                                if not rows and out and out[-1].position is None:
-                                    # a truncate or re-snapshot chunk ended the transaction
-                                    out[-1].position = self._position(ev[2])
-                                    emitted = ev[2]
-                            skip_tx = False
-                        elif kind == "R":
+                        elif kind == "U":
+                            row, old = ev[2], ev[3]
+                            key = rel.primary_key
+                            if old is not None and any(k in old and old[k] != row[k] for k in key):
+                                if UNCHANGED in row.values():
+                                    row = await self._fill_unchanged(conn, rel, row, old)
+                                old = {k: old[k] for k in key if k in old}
+                                rows += (old, row)
+                                ops += (dele, ins)
+                                before += (old, None)
+                                watch(rel, old)
+                            else:
+                                rows.append(row)
+                                ops.append(upd)
+                                before.append(old if old is not None else
+                                              {k: row[k] for k in key if k in row})
+                            watch(rel, row)
+                        else:
+                            rows.append(ev[2])
+                            ops.append(dele)
+                            before.append(ev[2])
+                            watch(rel, ev[2])
+                        committed = False
+                        if len(rows) >= batch_rows:
                             flush()
-                            cur_rel = None
-                            await self._resolve(conn, decoder, ev[1])
-                        elif kind == "T":
+                    elif kind == "B":
+                        in_tx = True
+                        skip_tx = ev[1] < start_lsn
+                    elif kind == "C":
+                        in_tx = False
+                        if not skip_tx:
+                            last_commit = ev[2]
+                            idle = max(idle, ev[2])
+                            committed = bool(rows)
+                            if not rows and out and out[-1].position is None:
+                                # a truncate or re-snapshot chunk ended the transaction
+                                out[-1].position = self._position(ev[2])
+                                emitted = ev[2]
+                        skip_tx = False
+                    elif kind == "R":
+                        flush()
+                        cur_rel = None
+                        await self._resolve(conn, decoder, ev[1])
+                    elif kind == "T":
+                        flush()
+                        if not skip_tx:
+                            for rel in ev[1]:
+                                out.append(Batch([{}], stream=rel.stream, ops=[Op.TRUNCATE],
+                                                 before=[None], schema=rel.schema))
+                    elif kind == "M" and not ev[1] and not in_tx:
+                        # a non-transactional message (heartbeat): every transaction that
+                        # committed before it was sent, so its LSN is a safe resume point
+                        idle = max(idle, ev[4])
+                    elif kind == "M" and ev[2] == WATERMARK_PREFIX and chunk is not None:
+                        mark = ev[3].decode()
+                        if mark == "L:" + chunk.wid:
+                            chunk.window = set()
+                        elif mark == "H:" + chunk.wid:
                             flush()
-                            if not skip_tx:
-                                for rel in ev[1]:
-                                    out.append(Batch([{}], stream=rel.stream, ops=[Op.TRUNCATE],
-                                                     before=[None], schema=rel.schema))
-                        elif kind == "M" and not ev[1] and not in_tx:
-                            # a non-transactional message (heartbeat): every transaction that
-                            # committed before it was sent, so its LSN is a safe resume point
-                            idle = max(idle, ev[4])
-                        elif kind == "M" and ev[2] == WATERMARK_PREFIX and chunk is not None:
-                            mark = ev[3].decode()
-                            if mark == "L:" + chunk.wid:
-                                chunk.window = set()
-                            elif mark == "H:" + chunk.wid:
-                                flush()
-                                self._finish_chunk(chunk, out)
-                                chunk = None
+                            self._finish_chunk(chunk, out)
+                            chunk = None
             if not in_tx:
                 flush()
                 if (idle > emitted and not rows and not out
