@@ -25,22 +25,13 @@ message); see the method for the other events.
 
 from __future__ import annotations
 
-import datetime as dt
 import struct
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from etlsync.connectors.postgres.replication.protocol import warm_up
-from etlsync.connectors.postgres.replication.types import (
-    Decoder,
-    _bool,
-    _numeric,
-    _text,
-    _timestamp,
-    _timestamptz,
-    type_info,
-)
+from etlsync.connectors.postgres.replication.rowreader import compile_readers
+from etlsync.connectors.postgres.replication.types import Decoder, type_info
 from etlsync.connectors.postgres.types import UNCHANGED
 from etlsync.core.errors import DataError
 from etlsync.core.schema import Column, Schema
@@ -52,8 +43,6 @@ _Q = struct.Struct("!Q").unpack_from
 _BEGIN = struct.Struct("!QqI").unpack_from
 _COMMIT = struct.Struct("!BQQq").unpack_from
 _KEEPALIVE = struct.Struct("!QqB").unpack_from
-_HEAD_AT = struct.Struct("!BIB24x8s").unpack_from
-"""A protocol message's ``d``, length, ``w`` and its pgoutput message's first 8 bytes."""
 _XID_PREFIXED = frozenset(b"IUDTRYM")
 """Messages that carry their transaction id inside a v2 stream block."""
 _STREAMED = frozenset(b"IUDTM")
@@ -78,7 +67,7 @@ class Relation:
     schema: Schema = field(default_factory=lambda: Schema(()))
     fast_tuple: Any = None
     """``(data, pos) -> (row dict, pos)``: a TupleData reader compiled for this relation's
-    columns (see :func:`_compile_readers`)."""
+    columns (see :func:`~etlsync.connectors.postgres.replication.rowreader.compile_readers`)."""
     fast_record: Any = None
     """``(data, pos) -> (value tuple, pos)``: the same reader producing a record."""
     fast_run: Any = None
@@ -106,8 +95,8 @@ class Relation:
             cols.append(Column(name, logical, name not in self.primary_key, native))
         self.decoders = decs
         self.schema = Schema(tuple(cols), self.primary_key)
-        self.fast_tuple, self.fast_record, self.fast_run = _compile_readers(
-            self.oid, self.names, decs)
+        self.fast_tuple, self.fast_record, self.fast_run = compile_readers(
+            self.oid, self.names, decs, warm_up)
 
     def type_oids(self) -> list[int]:
         return [c[2] for c in self.columns]
@@ -333,88 +322,6 @@ def _skip(data: bytes, pos: int, count: int) -> int:
     for _ in range(count):
         pos += 1 + _I(data, pos + 1)[0]
     return pos
-
-
-_INLINE: dict[Any, str] = {
-    int: "int({raw})",
-    float: "float({raw})",
-    _text: "{raw}.decode()",
-    _bool: "({raw} == b't')",
-    _numeric: "Decimal({raw}.decode())",
-    # 'infinity' / '-infinity' end in 'y' (121): those go to the full decoder
-    _timestamp: "(fromisoformat({raw}.decode()) if data[end - 1] != 121 else d{i}({raw}))",
-    _timestamptz: "(fromisoformat({raw}.decode()) if data[end - 1] != 121 else d{i}({raw}))",
-}
-"""Expressions equal to a decoder's call, spelled inline in compiled readers (no Python
-frame per value); ``{raw}`` is the value's bytes, ``d{i}`` the decoder itself."""
-
-
-def _column_lines(i: int, dec: Decoder) -> list[str]:
-    """Read column ``i`` at ``pos`` of ``data`` into ``v{i}`` and move ``pos`` past it."""
-    call = _INLINE.get(dec, "d{i}({raw})").format(i=i, raw="data[pos:end]")
-    return [
-        "if data[pos] == 116:",
-        "    pos += 5",
-        "    end = pos + I(data, pos - 4)[0]",
-        f"    v{i} = {call}",
-        "    pos = end",
-        "elif data[pos] == 110:",
-        f"    v{i} = None",
-        "    pos += 1",
-        "elif data[pos] == 117:",
-        f"    v{i} = UNCHANGED",
-        "    pos += 1",
-        "else:",
-        "    raise ValueError(data[pos])",
-    ]
-
-
-def _compile_readers(oid: int, names: tuple[str, ...], decoders: list[Decoder]
-                     ) -> tuple[Any, Any, Any]:
-    """Readers of one TupleData of exactly these columns, unrolled: per column one branch on
-    the kind byte and the conversion spelled inline (about twice as fast as a loop). Any
-    irregularity raises and the caller falls back to the careful loop.
-
-    Returns the dict reader, the record reader (same code, a tuple at the end) and the run
-    reader: a loop over consecutive protocol messages of the stream that are Inserts of this
-    relation (CopyData, XLogData, and the message's first 8 bytes: ``I``, the oid, ``N`` and
-    the column count, read with the message's length in one ``struct`` call), appending one
-    record each; it returns the position of the first other message. Each row is read from
-    its own ``bytes``, so offsets stay small ints (cached, no allocation per step)."""
-    env: dict[str, Any] = {"I": _I, "H": _H, "UNCHANGED": UNCHANGED, "Decimal": Decimal,
-                           "fromisoformat": dt.datetime.fromisoformat, "HEAD_AT": _HEAD_AT,
-                           "HEAD": b"I" + struct.pack("!IBh", oid, 0x4E, len(names))}
-    body: list[str] = []
-    for i, dec in enumerate(decoders):
-        env[f"d{i}"] = dec
-        body += _column_lines(i, dec)
-    items = ", ".join(f"{name!r}: v{i}" for i, name in enumerate(names))
-    record = "(" + "".join(f"v{i}, " for i in range(len(names))) + ")"
-    head = [f"    if H(data, pos)[0] != {len(names)}:",
-            "        raise ValueError('column count')",
-            "    pos += 2"]
-    lines = ["def read(data, pos):", *head, *("    " + x for x in body),
-             f"    return {{{items}}}, pos",
-             "def read_record(data, pos):", *head, *("    " + x for x in body),
-             f"    return {record}, pos",
-             "def run(stream, at, stop, append):",
-             "    while at + 38 <= stop:",
-             "        d, size, w, head = HEAD_AT(stream, at)",
-             "        nxt = at + 1 + size",
-             "        if d != 100 or w != 119 or head != HEAD or nxt > stop:",
-             "            return at",
-             "        data = stream[at + 38:nxt]",
-             "        pos = 0",
-             *("        " + x for x in body),
-             f"        append({record})",
-             "        at = nxt",
-             "    return at"]
-    exec("\n".join(lines), env)
-    read, read_record, run = env["read"], env["read_record"], env["run"]
-    warm_up(run, b"", 0, 0, None)
-    warm_up(read, b"\0\0\0", 0)
-    warm_up(read_record, b"\0\0\0", 0)
-    return read, read_record, run
 
 
 warm_up(PgOutputDecoder().decode_chunk, b"")
