@@ -10,11 +10,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 
 def parse_args(description: str, default_rows: int, extra: Callable[[argparse.ArgumentParser], None]
-               | None = None) -> argparse.Namespace:
+               | None = None, services: bool = False) -> argparse.Namespace:
+    """The common options; ``services``: in the parent process, configure the local
+    PostgreSQL and MariaDB as the tests do and create their ``etlsync_test`` databases."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rows", type=int, default=default_rows, help="rows per variant")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -25,7 +28,27 @@ def parse_args(description: str, default_rows: int, extra: Callable[[argparse.Ar
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     if extra is not None:
         extra(parser)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if services and args.variant is None:
+        prepare_services()
+    return args
+
+
+def prepare_services() -> None:
+    """What the integration tests' fixtures do, for a fresh machine: ``wal_level=logical``
+    and a ROW binlog (tests/support/services.py), and the ``etlsync_test`` databases."""
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root))
+    from tests.support.services import ensure_services
+
+    for line in ensure_services():
+        print(f"# {line}", file=sys.stderr)
+    for cmd in (["psql", "postgresql://postgres@127.0.0.1:5432/postgres", "-Atc",
+                 "CREATE DATABASE etlsync_test"],
+                ["mariadb", "-h127.0.0.1", "-uroot", "-e",
+                 "CREATE DATABASE IF NOT EXISTS etlsync_test"]):
+        # psql's "already exists" is the expected answer after the first run
+        subprocess.run(cmd, capture_output=True, text=True)
 
 
 def peak_rss_mb() -> float:

@@ -165,7 +165,7 @@ def child(args: Any) -> None:
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], 200_000, _extra)
+    args = parse_args(__doc__.splitlines()[0], 200_000, _extra, services=True)
     if args.variant:
         child(args)
         return

@@ -140,7 +140,7 @@ def child(args: Any) -> None:
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], 1_000_000, _extra)
+    args = parse_args(__doc__.splitlines()[0], 1_000_000, _extra, services=True)
     if args.variant:
         child(args)
         return

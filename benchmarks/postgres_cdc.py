@@ -707,7 +707,7 @@ def _extra_args(parser: Any) -> None:
 
 
 def main() -> None:
-    args = parse_args(__doc__.split("\n")[0], 200_000, _extra_args)
+    args = parse_args(__doc__.split("\n")[0], 200_000, _extra_args, services=True)
     if args.variant:
         child(args.variant, args.run, args.rows)
         return

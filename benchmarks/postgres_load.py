@@ -232,7 +232,7 @@ def child(variant: str, rows: int) -> None:
 
 def main() -> None:
     args = parse_args(__doc__ or "", 1_000_000, lambda p: p.add_argument(
-        "--variants", default=",".join(VARIANTS), help="comma-separated subset"))
+        "--variants", default=",".join(VARIANTS), help="comma-separated subset"), services=True)
     if args.variant:
         child(args.variant, args.rows)
         return

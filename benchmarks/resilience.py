@@ -201,7 +201,7 @@ def options(parser: Any) -> None:
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "", 1_000_000, options)
+    args = parse_args(__doc__ or "", 1_000_000, options, services=True)
     if args.variant:
         child(args.variant, args.rows, args.pg_dsn)
         return
