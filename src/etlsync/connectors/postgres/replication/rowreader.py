@@ -208,11 +208,12 @@ def _row_lines(columns: list[str], record: str, after: list[str]) -> list[str]:
             "        at = nxt"]
 
 
-def _run_lines(name: str, columns: list[str], record: str, after: list[str]) -> list[str]:
-    return [f"def {name}(stream, at, stop, append):",
+def _plain_run_lines(columns: list[str], record: str) -> list[str]:
+    """The run reader without layouts."""
+    return ["def run_plain(stream, at, stop, append):",
             f"    while at + {ROW_AT} <= stop:",
             *_head_lines(""),
-            *_row_lines(columns, record, after),
+            *_row_lines(columns, record, []),
             "    return at"]
 
 
@@ -251,7 +252,7 @@ def compile_readers(oid: int, names: tuple[str, ...], decoders: list[Decoder],
              f"    return {{{items}}}, pos",
              "def read_record(data, pos):", *head, *("    " + x for x in body),
              f"    return {record}, pos",
-             *_run_lines("run_plain", body, record, []),
+             *_plain_run_lines(body, record),
              "def run_spec(stream, at, stop, append):",
              "    layout = LAYOUTS.get",
              "    hits = 0",
