@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ def transform(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def keep(r: dict[str, Any]) -> bool:
-    return r["status"] == "paid"
+    return bool(r["status"] == "paid")
 
 
 def run_sync(n: int) -> int:
@@ -81,11 +81,12 @@ async def run_etlsync(n: int) -> int:
 async def run_aiostream(n: int) -> int:
     from aiostream import pipe, stream
 
-    async def agen():  # type: ignore[no-untyped-def]
+    async def agen() -> AsyncIterator[dict[str, Any]]:
         for r in make_rows(n):
             yield r
 
-    xs = stream.iterate(agen()) | pipe.map(transform) | pipe.filter(keep)
+    xs = (stream.iterate(agen()) | pipe.map(transform)  # type: ignore[arg-type]
+          | pipe.filter(keep))
     count = 0
     async with xs.stream() as s:
         async for _ in s:

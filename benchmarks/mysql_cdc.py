@@ -121,8 +121,8 @@ async def run_etlsync_source(r: dict[str, Any]) -> int:
 
 
 def run_mysql_replication(r: dict[str, Any]) -> int:
-    from pymysqlreplication import BinLogStreamReader
-    from pymysqlreplication.row_event import WriteRowsEvent
+    from pymysqlreplication import BinLogStreamReader  # type: ignore[import-untyped]
+    from pymysqlreplication.row_event import WriteRowsEvent  # type: ignore[import-untyped]
 
     stream = BinLogStreamReader(
         connection_settings={"host": HOST, "port": PORT, "user": "root", "passwd": ""},

@@ -32,6 +32,7 @@ The database is ``$ETLSYNC_BENCH_DSN`` (default the local test database).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import csv
 import datetime as dt
@@ -231,8 +232,10 @@ def child(variant: str, rows: int) -> None:
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "", 1_000_000, lambda p: p.add_argument(
-        "--variants", default=",".join(VARIANTS), help="comma-separated subset"), services=True)
+    def variants_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+
+    args = parse_args(__doc__ or "", 1_000_000, variants_option, services=True)
     if args.variant:
         child(args.variant, args.rows)
         return

@@ -51,7 +51,7 @@ def transform(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def keep(r: dict[str, Any]) -> bool:
-    return r["status"] == "paid"
+    return bool(r["status"] == "paid")
 
 
 async def run(variant: str, n: int) -> dict[str, Any]:
@@ -110,14 +110,14 @@ async def run(variant: str, n: int) -> dict[str, Any]:
     inner = CountSink(fail_p, bad_every)
     dlq = MemoryDeadLetterSink()
     retry = RetryPolicy(max_attempts=None, base_delay=0.001, max_delay=0.01, max_elapsed=60)
-    sink = Resilient(inner, retry=retry, breaker=CircuitBreaker(failure_threshold=20,
+    resilient = Resilient(inner, retry=retry, breaker=CircuitBreaker(failure_threshold=20,
                                                                 reset_timeout=0.01),
                      on_bad_data="dead_letter", dead_letter=dlq, max_bad_ratio=0.05)
     ops = [ResilientOperator(Map(transform)), ResilientOperator(Filter(keep))]
-    await Pipeline(ResilientSource(GenSource()), ops, sink).run(handle_signals=False)
+    await Pipeline(ResilientSource(GenSource()), ops, resilient).run(handle_signals=False)
     return {"delivered": inner.count, "dead_letters": len(dlq.letters),
-            "injected_failures": inner.failures, "retries": sink.metrics["retries"],
-            "breaker_opened": sink.metrics["breaker_opened"]}
+            "injected_failures": inner.failures, "retries": resilient.metrics["retries"],
+            "breaker_opened": resilient.metrics["breaker_opened"]}
 
 
 async def run_pg(variant: str, n: int, dsn: str) -> dict[str, Any]:
