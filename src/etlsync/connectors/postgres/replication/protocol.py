@@ -420,7 +420,6 @@ def warm_up(fn: Any, *args: Any) -> None:
             fn(*args)
 
 
-
 def parse_xlogdata(frame: bytes) -> tuple[int, int, int]:
     """``(wal_start, wal_end, send_time_us)`` of a ``w`` frame; data starts at byte 25."""
     return _XLOG.unpack_from(frame, 1)
