@@ -26,7 +26,7 @@ PG_HBA_LINES = [
     "host replication all ::1/128 trust",
     PG_HBA_MARKER + "-end",
 ]
-PG_SETTINGS = {"wal_level": "logical", "max_replication_slots": "32", "max_wal_senders": "32"}
+PG_SETTINGS = {"wal_level": "logical", "max_replication_slots": "64", "max_wal_senders": "64"}
 MARIADB_CNF = Path("/etc/my.cnf")
 MARIADB_SETTINGS = {
     "server_id": "1",
