@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 
 from etlsync import Pipeline
-from etlsync.checkpoints.sqlite import SqliteCheckpointStore
 from etlsync.connectors.files import CsvSource
 from etlsync.connectors.sqlite import SqliteSink, SqliteSource
+from etlsync.connectors.sqlite.checkpoint import SqliteCheckpointStore
 from etlsync.testing import CollectingSink
 
 HERE = Path(__file__).resolve().parent

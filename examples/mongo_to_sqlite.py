@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from etlsync.checkpoints.sqlite import SqliteCheckpointStore
 from etlsync.connectors.mongo import MongoChangeStreamSource
 from etlsync.connectors.sqlite import SqliteSink
+from etlsync.connectors.sqlite.checkpoint import SqliteCheckpointStore
 from etlsync.core.pipeline import Pipeline
 
 

@@ -16,10 +16,10 @@ import argparse
 import asyncio
 import os
 
-from etlsync.checkpoints.sqlite import SqliteCheckpointStore
 from etlsync.connectors.mysql import MysqlCdcSource, MysqlOptions
 from etlsync.connectors.mysql.config import connect
 from etlsync.connectors.sqlite import SqliteSink
+from etlsync.connectors.sqlite.checkpoint import SqliteCheckpointStore
 from etlsync.core.pipeline import Pipeline
 
 

@@ -1,7 +1,8 @@
 """The ``etlsync`` command: run, validate and create job files.
 
-Exit codes: 0 success, 1 the run failed (one line naming the stage), 2 the job or the
-arguments are invalid (one line naming the file and key), 130 interrupted.
+Exit codes: 0 success (also a graceful stop by SIGTERM or Ctrl-C: drained and committed), 1
+the run failed (one line naming the stage), 2 the job or the arguments are invalid (one line
+naming the file and key), 130 interrupted without a graceful stop (a second signal).
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ async def _run(args: argparse.Namespace, redact: Redactor) -> int:
     result = await run_built(built, progress=not args.no_progress and not args.json)
     print(redact(result.to_json() if args.json else str(result)))
     status = result.summary.status
-    return {"failed": EXIT_FAILED, "stopped": EXIT_INTERRUPTED}.get(status, EXIT_OK)
+    # a graceful stop (SIGTERM, Ctrl-C: drained, checkpoint committed) is a success
+    return EXIT_FAILED if status == "failed" else EXIT_OK
 
 
 # -- init -------------------------------------------------------------------------------------

@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from etlsync.core.batch import Batch, Row
+from etlsync.core.capabilities import Capability
 from etlsync.core.stages import Sink, Source, StageContext
 
 
 class MemorySource(Source):
-    """Yields ``rows`` in batches of ``batch_size``. The position after a batch is the number
-    of rows consumed, so a resumed run skips what was committed.
+    """Yields ``rows`` in batches of ``batch_size``, then an empty batch ending the pass
+    (``PASSES``). The position after a batch is the number of rows consumed, so a run resumed
+    inside a pass skips what was committed; after a complete pass the next run starts over.
 
     :param follow: after the rows, keep waiting (like a CDC source) until stopped.
     :param record_form: yield record-form batches (``Batch.from_records``, columns of the
@@ -30,6 +32,8 @@ class MemorySource(Source):
         self.follow = follow
         self.name = name
         self.committed: list[Any] = []
+        if not follow:
+            self.capabilities = frozenset({Capability.PASSES})
 
     async def read(self, position: Any | None) -> AsyncIterator[Batch]:
         start = int(position or 0)
@@ -44,6 +48,7 @@ class MemorySource(Source):
                 yield Batch(chunk, stream=self.stream, position=i + len(chunk))
         while self.follow:
             await asyncio.sleep(3600)
+        yield Batch([], stream=self.stream, position=max(start, len(rows)), end_of_pass=True)
 
     async def on_commit(self, position: Any) -> None:
         self.committed.append(position)
@@ -51,6 +56,7 @@ class MemorySource(Source):
 
 class CollectingSink(Sink):
     """Keeps every written batch in memory; ``rows`` lists all rows written, in order.
+    Empty batches that only end a pass are counted in ``ends_of_pass``, not kept.
 
     :param delay: seconds to wait in each write (a slow sink).
     :param fail_on: a callable given each batch; raise from it to inject failures.
@@ -62,6 +68,7 @@ class CollectingSink(Sink):
         self.delay = delay
         self.fail_on = fail_on
         self.batches: list[Batch] = []
+        self.ends_of_pass = 0
         self.opened = False
         self.closed = False
 
@@ -74,6 +81,10 @@ class CollectingSink(Sink):
             self.fail_on(batch)
         if self.delay:
             await asyncio.sleep(self.delay)
+        if batch.end_of_pass:
+            self.ends_of_pass += 1
+            if not len(batch):
+                return
         self.batches.append(batch)
 
     async def close(self) -> None:

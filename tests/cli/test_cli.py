@@ -105,9 +105,9 @@ def test_run_prints_a_summary_and_json(tmp_path: Path, capsys: pytest.CaptureFix
     assert "rows/s" in out
     lines = (tmp_path / "out" / "rows.jsonl").read_text().splitlines()
     assert [json.loads(x) for x in lines] == [{"a": 1}, {"a": 2}]
-    assert main(["run", path, "--json"]) == 0  # resumes: nothing new
+    assert main(["run", path, "--json"]) == 0  # a complete pass before: a new full pass
     result = json.loads(capsys.readouterr().out)
-    assert result["rows_read"] == 0 and result["status"] == "completed"
+    assert result["rows_read"] == 3 and result["status"] == "completed"
     assert set(result) >= {"rows_written", "rows_rejected", "seconds", "rows_per_s"}
 
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etlsync.core.batch import Batch, Op, Ticket
+from etlsync.core.batch import Batch, Op
+from etlsync.core.tracker import Ticket
 
 pa = pytest.importorskip("pyarrow")
 
@@ -34,16 +35,17 @@ def test_len_and_columns_without_converting() -> None:
     assert "arrow=3x" in repr(batch)
 
 
-def test_records_convert_once_and_end_the_arrow_form() -> None:
+def test_records_convert_once_and_keep_the_arrow_form() -> None:
     batch = Batch.from_arrow(_table())
     records = batch.records
     assert records == [(1, "x", Decimal("1.50"), dt.datetime(2024, 1, 2, 3, 4, 5, 6)),
                        (None, "", None, None),
                        (-3, None, Decimal("-2.25"), dt.datetime(1999, 12, 31))]
-    assert batch.arrow is None and batch.records is records
+    assert batch.arrow is not None and batch.records is records
     assert batch.rows[0] == {"i": 1, "s": "x", "d": Decimal("1.50"),
                              "t": dt.datetime(2024, 1, 2, 3, 4, 5, 6)}
-    assert batch.records is None and batch.columns is None and len(batch) == 3
+    assert batch.records is records and batch.columns == ("i", "s", "d", "t")
+    assert batch.form == "arrow" and len(batch) == 3
 
 
 @given(st.lists(st.tuples(st.integers(-2**63, 2**63 - 1), st.text() | st.none()), max_size=30))

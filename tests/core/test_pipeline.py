@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from etlsync import Batch, Filter, Map, MemoryCheckpointStore, Op, Operator, Pipeline, Source
+from etlsync.core.capabilities import Capability
+from etlsync.core.checkpoint import Checkpoint
 from etlsync.core.errors import StageError
 from etlsync.core.stages import OperatorOutput
 from etlsync.testing import CollectingSink, MemorySource
@@ -16,6 +18,11 @@ from etlsync.testing import CollectingSink, MemorySource
 
 def rows(n: int) -> list[dict[str, Any]]:
     return [{"id": i, "v": i * 2} for i in range(n)]
+
+
+async def committed(store: MemoryCheckpointStore, name: str = "p") -> Any:
+    checkpoint = await store.load(name)
+    return None if checkpoint is None else checkpoint.position
 
 
 async def test_every_row_reaches_every_sink_once_in_order() -> None:
@@ -39,7 +46,7 @@ async def test_operators_transform_and_filter_in_order() -> None:
 
 async def test_resume_skips_committed_rows() -> None:
     store = MemoryCheckpointStore()
-    await store.commit("p", 600)
+    await store.commit("p", Checkpoint(600))
     sink = CollectingSink()
     await Pipeline(MemorySource(rows(1000), 100), [], sink, name="p", checkpoint_store=store).run()
     assert [r["id"] for r in sink.rows] == list(range(600, 1000))
@@ -57,7 +64,7 @@ async def test_sink_error_names_the_stage_and_keeps_only_safe_checkpoint() -> No
                        checkpoint_store=store).run()
     assert info.value.stage == "sink:warehouse"
     assert "disk full" in str(info.value) and isinstance(info.value.cause, ValueError)
-    assert await store.load("p") == 500
+    assert await committed(store) == 500
     assert sink.closed
     assert _no_stray_tasks()
 
@@ -102,7 +109,7 @@ async def test_stop_drains_commits_and_returns() -> None:
     pipeline.stop()
     summary = await asyncio.wait_for(task, 5)
     assert summary.status == "stopped"
-    assert await store.load("p") == 300
+    assert await committed(store) == 300
     assert source.committed[-1] == 300
     assert _no_stray_tasks()
 
@@ -202,9 +209,9 @@ async def test_window_holds_checkpoint_until_emitted() -> None:
     sink = CollectingSink()
 
     class Observing(MemoryCheckpointStore):
-        async def commit(self, pipeline: str, position: Any) -> None:
-            commits_seen.append((position, len(sink.rows)))
-            await store.commit(pipeline, position)
+        async def commit(self, pipeline: str, checkpoint: Checkpoint) -> None:
+            commits_seen.append((checkpoint.position, len(sink.rows)))
+            await store.commit(pipeline, checkpoint)
 
     await Pipeline(MemorySource([{"id": i} for i in range(20)], 1), [Window(5)], sink,
                    checkpoint_store=Observing()).run()
@@ -242,10 +249,10 @@ def _no_stray_tasks() -> bool:
     return all(t is current or t.done() for t in asyncio.all_tasks())
 
 
-async def test_sinks_learn_whether_the_source_was_exhausted() -> None:
+async def test_sinks_see_the_end_of_a_pass_only_when_the_source_ended_by_itself() -> None:
     done = CollectingSink()
     await Pipeline(MemorySource(rows(10)), [], done).run()
-    assert done.context.source_exhausted
+    assert done.ends_of_pass == 1
 
     stopped = CollectingSink(delay=0.01)
     pipeline = Pipeline(MemorySource(rows(100), 10, follow=True), [], stopped)
@@ -254,9 +261,65 @@ async def test_sinks_learn_whether_the_source_was_exhausted() -> None:
         await asyncio.sleep(0.005)
     pipeline.stop()
     await task
-    assert not stopped.context.source_exhausted
+    assert stopped.ends_of_pass == 0
 
     failed = CollectingSink(fail_on=lambda b: (_ for _ in ()).throw(OSError("x")))
     with pytest.raises(StageError):
         await Pipeline(MemorySource(rows(10)), [], failed).run()
-    assert not failed.context.source_exhausted
+    assert failed.ends_of_pass == 0
+
+
+async def test_the_pass_signal_survives_an_operator_that_drops_everything() -> None:
+    sink = CollectingSink()
+    store = MemoryCheckpointStore()
+    await Pipeline(MemorySource(rows(10), 5), [Filter(lambda r: False)], sink, name="p",
+                   checkpoint_store=store).run()
+    assert sink.rows == [] and sink.ends_of_pass == 1
+    checkpoint = await store.load("p")
+    assert checkpoint is not None and checkpoint.position == 10 and not checkpoint.pass_open
+
+
+class _TransactionalSink(CollectingSink):
+    """Stores the checkpoint it is handed with its rows (an in-memory 'transaction')."""
+
+    capabilities = frozenset({Capability.TRANSACTIONAL})
+
+    def __init__(self, name: str = "owner") -> None:
+        super().__init__(name)
+        self.store = MemoryCheckpointStore()
+        self.rows_at_checkpoint: list[tuple[int, int]] = []
+
+    def checkpoint_store(self) -> MemoryCheckpointStore:
+        return self.store
+
+    async def write(self, batch: Batch) -> None:
+        await super().write(batch)
+        checkpoint = self.context.checkpoint_for(batch)
+        if checkpoint is not None:
+            self.rows_at_checkpoint.append((checkpoint.position, len(self.rows)))
+            await self.store.commit(self.context.pipeline, checkpoint)
+
+
+async def test_the_owning_sink_writes_last_so_its_checkpoint_matches_its_rows() -> None:
+    owner = _TransactionalSink()
+    other = CollectingSink("other", delay=0.002)
+    summary = await Pipeline(MemorySource(rows(200), 10), [], [other, owner], name="p").run()
+    assert summary.status == "completed" and owner.rows == rows(200) == other.rows
+    # every checkpoint the owner stored says exactly how many rows it holds: exactly-once
+    assert owner.rows_at_checkpoint and all(p == n for p, n in owner.rows_at_checkpoint)
+    stored = await owner.store.load("p")
+    assert stored == Checkpoint(200, pass_open=False)
+
+
+async def test_a_crash_of_another_sink_never_leaves_the_owner_ahead_of_its_checkpoint() -> None:
+    def crash_at_100(batch: Batch) -> None:
+        if batch.rows and batch.rows[0]["id"] == 100:
+            raise OSError("disk full")
+
+    owner = _TransactionalSink()
+    with pytest.raises(StageError):
+        await Pipeline(MemorySource(rows(200), 10), [],
+                       [CollectingSink("other", fail_on=crash_at_100), owner], name="p").run()
+    stored = await owner.store.load("p")
+    assert len(owner.rows) <= 100
+    assert (stored.position if stored else 0) == len(owner.rows)

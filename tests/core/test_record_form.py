@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etlsync.core.batch import Batch, Op, Ticket, dict_maker
+from etlsync.core.batch import Batch, Op, dict_maker
+from etlsync.core.tracker import Ticket
 
 _names = st.lists(st.text(max_size=8), min_size=1, max_size=8, unique=True)
 
@@ -24,13 +25,25 @@ def test_rows_built_from_records_equal_dict_zip(names: list[str], data: st.DataO
     assert [list(r) for r in batch.rows] == [list(w) for w in want]  # key order kept
 
 
-def test_reading_rows_ends_the_record_form() -> None:
+def test_reading_rows_caches_dicts_and_keeps_the_record_form() -> None:
     batch = Batch.from_records(("a", "b"), [(1, 2)])
-    assert batch.records == [(1, 2)] and batch.columns == ("a", "b")
+    records = batch.records
+    assert records == [(1, 2)] and batch.columns == ("a", "b")
     rows = batch.rows
-    assert batch.records is None and batch.columns is None
+    assert batch.records is records and batch.columns == ("a", "b")  # another sink still sees them
     assert batch.rows is rows  # built once
-    assert len(batch) == 1
+    assert batch.form == "records" and len(batch) == 1
+
+
+@given(st.lists(st.tuples(st.integers(), st.text() | st.none()), max_size=20),
+       st.permutations(["a", "b", "z"]))
+def test_a_view_gives_the_same_values_in_every_form(values: list[tuple[int, str | None]],
+                                                     order: list[str]) -> None:
+    records = Batch.from_records(("a", "b"), list(values))
+    rows = Batch([{"a": a, "b": b} for a, b in values])
+    expected = [tuple({"a": a, "b": b}.get(c) for c in order) for a, b in values]
+    assert records.view(order) == expected == rows.view(order)
+    assert records.view(order) is records.view(order)  # cached
 
 
 def test_column_names_cannot_inject_code() -> None:
@@ -90,4 +103,4 @@ def test_rows_read_from_two_threads_at_once_agree() -> None:
         for th in threads:
             th.join()
         assert all(rows == seen[0] for rows in seen) and len(seen) == 4
-        assert batch.records is None
+        assert batch.records is not None and len(batch.records) == 20_000

@@ -29,7 +29,7 @@ async def main():
     print("ready", flush=True)
     summary = await task
     print(json.dumps({"status": summary.status, "written": len(sink.rows),
-                      "committed": await store.load("sig"), "acked": source.committed[-1]}))
+                      "committed": (await store.load("sig")).position, "acked": source.committed[-1]}))
 
 asyncio.run(main())
 """

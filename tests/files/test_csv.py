@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etlsync import Batch, ConfigError, DataError, Pipeline, SchemaError, StageError
-from etlsync.connectors.files import CsvSink, CsvSource, csvfile, is_end_of_pass
+from etlsync.connectors.files import CsvSink, CsvSource, csvfile
 from etlsync.core.stages import StageContext
 from etlsync.testing import CollectingSink, MemorySource
 
@@ -36,7 +36,7 @@ async def test_values_are_strings_and_empty_field_stays_empty(tmp_path: Path) ->
         {"id": "1", "name": "Smith, J", "note": ""},
         {"id": "2", "name": "", "note": 'say "hi"'},
     ]
-    assert is_end_of_pass(batches[-1].position) and batches[-1].rows == []
+    assert batches[-1].end_of_pass and batches[-1].rows == []
 
 
 async def test_dialect_delimiter_quotechar_and_encoding(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etlsync import Batch, ConfigError, DataError, MemoryCheckpointStore, Pipeline, StageError
-from etlsync.connectors.files import CsvSource, csvfile, is_end_of_pass
+from etlsync.connectors.files import CsvSource, csvfile
 from etlsync.jobs import build_job, load_job
 from etlsync.testing import CollectingSink
 
@@ -79,7 +79,7 @@ async def test_arrow_batches_hold_string_columns_and_the_same_rows(tmp_path: Pat
     assert [b.position for b in arrow] == [b.position for b in python]
     assert rows_of(arrow) == rows_of(python)
     assert rows_of(arrow)[1] == {"id": "1", "name": "name 1", "note": ""}
-    assert is_end_of_pass(arrow[-1].position)
+    assert arrow[-1].end_of_pass
 
 
 async def test_header_blank_lines_bom_and_crlf_as_the_python_engine(tmp_path: Path) -> None:
@@ -199,7 +199,9 @@ async def test_resume_mid_file_from_a_stopped_run(tmp_path: Path, monkeypatch: A
     with pytest.raises(StageError):
         await Pipeline(CsvSource(p, engine="arrow", batch_size=7), [], [first], name="j",
                        checkpoint_store=store).run()
-    position = await store.load("j")
+    checkpoint = await store.load("j")
+    assert checkpoint is not None
+    position = checkpoint.position
     assert position["file"] == str(p) and position["skip"] > 0  # inside a chunk
     done = next(i for i, b in enumerate(first.batches) if b.position == position)
     before = [r for b in first.batches[:done + 1] for r in b.rows]

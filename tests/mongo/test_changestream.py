@@ -13,7 +13,7 @@ from etlsync.connectors.mongo import (
     MongoChangeStreamSource,
 )
 from etlsync.core.batch import Batch, Op
-from etlsync.core.checkpoint import MemoryCheckpointStore
+from etlsync.core.checkpoint import Checkpoint, MemoryCheckpointStore
 from etlsync.core.errors import ServiceNotReady, StageError
 from etlsync.core.pipeline import Pipeline
 from tests.mongo.support import KeyedSink
@@ -127,7 +127,7 @@ async def test_resume_from_committed_token_delivers_exactly_the_rest(
 
     await run_with(first)
     committed = await store.load("cs")
-    assert committed is not None and committed["phase"] == "stream"
+    assert committed is not None and committed.position["phase"] == "stream"
     # changes while the pipeline is down arrive on the next run, nothing twice
     await mongo_db.c.insert_many([{"_id": i} for i in range(25, 40)])
     await mongo_db.c.delete_many({"_id": {"$lt": 5}})
@@ -193,7 +193,7 @@ async def test_history_lost_is_a_clear_error_and_resnapshot_recovers(
         sink = KeyedSink()
         sink.tables["c"] = {0: {"_id": 0}, 3: {"_id": 3}}  # stale rows deleted in the gap
         store = MemoryCheckpointStore()
-        await store.commit("lost", start)
+        await store.commit("lost", Checkpoint(start))
         healing = MongoChangeStreamSource(small_oplog_uri, database=unique_name,
                                           collections="c", on_history_lost="truncate_resnapshot",
                                           **FAST)

@@ -96,7 +96,7 @@ async def test_collection_to_sqlite_survives_kill_9_under_concurrent_writes(
             assert proc.returncode == -9, proc.returncode
             state = _state(db_path)
             if state:
-                phases.append(json.loads(state)["phase"])
+                phases.append(json.loads(state)["position"]["phase"])
     finally:
         stop.set()
         ops = await writer

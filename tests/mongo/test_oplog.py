@@ -125,7 +125,7 @@ async def test_oplog_snapshot_then_stream_via_pipeline(oplog_uri: str, oplog_db:
     expected = {d["_id"]: d async for d in oplog_db.c.find()}
     assert sink.table("c") == expected
     last = await store.load("o")
-    assert last is not None and last["phase"] == "stream"
+    assert last is not None and last.position["phase"] == "stream"
 
 
 async def test_oplog_history_lost(small_oplog_uri: str, unique_name: str) -> None:

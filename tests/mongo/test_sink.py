@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from etlsync.connectors.mongo import MongoCheckpointStore, MongoSink
 from etlsync.core.batch import Batch, Op
+from etlsync.core.checkpoint import Checkpoint
 from etlsync.core.errors import ConflictError, StageError
 from etlsync.core.pipeline import Pipeline
 from etlsync.core.stages import Operator, StageContext
@@ -134,8 +135,8 @@ class _CrashBeforeCommit(MongoCheckpointStore):
     """Loads what the sink wrote in its transactions; the runner's own commits are lost (as
     if the process died right after each write)."""
 
-    async def commit(self, pipeline: str, position: Any) -> None:
-        return None
+    async def commit(self, pipeline: str, checkpoint: Checkpoint) -> None:
+        raise AssertionError("the runner never writes a store the sink owns")
 
 
 class _FailAt(Operator):
@@ -165,10 +166,11 @@ async def test_exactly_once_position_in_the_write_transaction(
             await pipeline(6).run(handle_signals=False)
         written = await mongo_db.t.count_documents({})
         assert 0 < written <= 50
-        assert await store.load("eo") == written  # position and rows in one transaction
+        stored = await store.load("eo")  # the checkpoint and the rows in one transaction
+        assert stored is not None and stored.position == written
         # append mode: any replayed row would be a duplicate key (ConflictError)
         await pipeline(None).run(handle_signals=False)
-        assert await store.load("eo") == 100
+        assert await store.load("eo") == Checkpoint(100, pass_open=False)
         assert sorted([d["_id"] async for d in mongo_db.t.find()]) == list(range(100))
     finally:
         await store.close()

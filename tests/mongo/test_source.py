@@ -46,8 +46,8 @@ async def test_pipeline_commits_snapshot_positions(mongo_uri: str, mongo_db: Any
     assert len(sink.rows) == 50
     last = await store.load("p")
     assert last is not None
-    assert last["mode"] == "full_refresh"
-    assert all(s["done"] for s in last["collections"].values()), last
+    assert last.position["mode"] == "full_refresh"
+    assert all(s["done"] for s in last.position["collections"].values()), last
 
 
 async def test_projection_and_dotted_flattening(mongo_uri: str, mongo_db: Any) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from etlsync.connectors.mysql import MysqlCdcSource
 from etlsync.core.batch import Batch, Op
+from etlsync.core.checkpoint import Checkpoint, MemoryCheckpointStore
 from etlsync.core.pipeline import Pipeline
 from etlsync.testing import CollectingSink
 from tests.mysql.helpers import execute, fetch, options
@@ -110,8 +111,9 @@ async def test_batches_end_on_transaction_boundaries(mysql_params: dict[str, Any
     # resuming from the committed boundary does not re-deliver the transaction
     again = CollectingSink()
     src2 = MysqlCdcSource([a, b], options=opts, heartbeat=0.2)
-    p2 = Pipeline(src2, sinks=[again], name=a + "2")
-    await p2.checkpoint_store.commit(p2.name, data[1].position)
+    store2 = MemoryCheckpointStore()
+    p2 = Pipeline(src2, sinks=[again], name=a + "2", checkpoint_store=store2)
+    await store2.commit(p2.name, Checkpoint(data[1].position))
     await run_until(p2, lambda: len(again.batches) >= 2, timeout=10)
     assert again.rows == []
 
@@ -217,8 +219,9 @@ async def test_rotation_is_followed_and_resumes_by_file_position(
     resume_at = next(b.position for b in sink.batches if b.rows and b.rows[0]["id"] == 1)
     again = CollectingSink()
     src2 = MysqlCdcSource([t], options=opts, heartbeat=0.2, use_gtid=False)
-    p2 = Pipeline(src2, sinks=[again], name=t + "r")
-    await p2.checkpoint_store.commit(p2.name, resume_at)
+    store2 = MemoryCheckpointStore()
+    p2 = Pipeline(src2, sinks=[again], name=t + "r", checkpoint_store=store2)
+    await store2.commit(p2.name, Checkpoint(resume_at))
     await run_until(p2, lambda: len(again.rows) >= 1, timeout=10)
     assert [r["id"] for r in again.rows] == [2]
 

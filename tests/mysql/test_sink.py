@@ -10,6 +10,7 @@ import pytest
 
 from etlsync.connectors.mysql import MysqlCheckpointStore, MysqlSink
 from etlsync.core.batch import Batch, Op
+from etlsync.core.checkpoint import Checkpoint
 from etlsync.core.errors import ConflictError, SchemaError, StageError
 from etlsync.core.pipeline import Pipeline
 from etlsync.core.schema import Column, ColumnType, Schema
@@ -138,9 +139,8 @@ async def test_overwrite_swaps_atomically_at_end_of_pass(mysql_params: dict[str,
             await super().write(batch)
             seen.append(await fetch(opts, f"SELECT id FROM `{unique_name}`", dict_rows=False))
 
-    batches = [Batch([{"id": i, "v": i}], position={"n": i, "pass_complete": False})
-               for i in range(3)]
-    batches.append(Batch([], position={"n": 3, "pass_complete": True}))
+    batches = [Batch([{"id": i, "v": i}], position={"n": i}) for i in range(3)]
+    batches.append(Batch([], position={"n": 3}, end_of_pass=True))
     sink = Probe(opts, table=unique_name, write_mode="overwrite")
     await Pipeline(ListSource(batches), sinks=[sink], name=unique_name).run()
     assert seen[:3] == [[(100,)]] * 3  # the old table stays visible until the pass ends
@@ -153,15 +153,25 @@ async def test_exactly_once_position_lands_with_the_data(mysql_params: dict[str,
     opts = options(mysql_params)
     store = MysqlCheckpointStore(opts, table=unique_name + "_state")
     rows = [{"id": i} for i in range(25)]
-    sink = MysqlSink(opts, table=unique_name, primary_key=["id"], state_table=unique_name + "_state")
-    await Pipeline(MemorySource(rows, 10), sinks=[sink], name="p", checkpoint_store=store).run()
-    assert await store.load("p") == 25
-    # a second run resumes after the committed position: nothing is appended twice
+
+    class CrashAt20(MysqlSink):
+        async def write(self, batch: Batch) -> None:
+            if batch.rows and batch.rows[0]["id"] == 20:
+                raise RuntimeError("crash")
+            await super().write(batch)
+
+    with pytest.raises(StageError):
+        await Pipeline(MemorySource(rows, 10), sinks=[CrashAt20(
+            opts, table=unique_name, primary_key=["id"], state_table=unique_name + "_state")],
+            name="p", checkpoint_store=store).run()
+    assert await store.load("p") == Checkpoint(20)  # the sink's own, with the 20 rows
+    # the default store is the sink's: the run resumes after the committed rows, exactly
     sink2 = MysqlSink(opts, table=unique_name, primary_key=["id"], state_table=unique_name + "_state")
-    await Pipeline(MemorySource([*rows, {"id": 99}], 10), sinks=[sink2], name="p",
-                   checkpoint_store=store).run()
-    got = await fetch(opts, f"SELECT COUNT(*), MAX(id) FROM `{unique_name}`", dict_rows=False)
-    assert got == [(26, 99)]
+    await Pipeline(MemorySource(rows, 10), sinks=[sink2], name="p").run()
+    got = await fetch(opts, f"SELECT COUNT(*), COUNT(DISTINCT id) FROM `{unique_name}`",
+                      dict_rows=False)
+    assert got == [(25, 25)]
+    assert await store.load("p") == Checkpoint(25, pass_open=False)
 
 
 async def test_password_from_env_and_file(tmp_path: Any, monkeypatch: Any,
@@ -185,6 +195,6 @@ async def test_checkpoint_store_roundtrips_rich_positions(mysql_params: dict[str
     assert await store.load("p") is None
     pos = {"phase": "snapshot", "last_key": (1, "x", Decimal("2.50")),
            "at": dt.datetime(2024, 1, 2, 3, 4, 5, 6), "binlog": {"file": "f", "pos": 4}}
-    await store.commit("p", pos)
-    await store.commit("p", {**pos, "table": 2})
-    assert await store.load("p") == {**pos, "table": 2}
+    await store.commit("p", Checkpoint(pos))
+    await store.commit("p", Checkpoint({**pos, "table": 2}, pass_open=False))
+    assert await store.load("p") == Checkpoint({**pos, "table": 2}, pass_open=False)

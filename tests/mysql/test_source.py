@@ -31,13 +31,15 @@ async def test_snapshot_resumes_mid_table_with_composite_key(mysql_params: dict[
         await Pipeline(MysqlSource(t, options=opts, chunk_rows=7), sinks=[first], name=t,
                        checkpoint_store=store).run()
     resumed_at = await store.load(t)
-    assert resumed_at["pass_complete"] is False and resumed_at["last_key"] is not None
+    assert resumed_at is not None and resumed_at.pass_open
+    assert resumed_at.position["last_key"] is not None
     second = CollectingSink()
     await Pipeline(MysqlSource(t, options=opts, chunk_rows=7), sinks=[second], name=t,
                    checkpoint_store=store).run()
     values = [r["v"] for r in first.rows + second.rows]
     assert values == list(range(100))  # every row once, in key order
-    assert (await store.load(t))["pass_complete"] is True
+    done = await store.load(t)
+    assert done is not None and not done.pass_open
     schema = (await MysqlSource(t, options=opts).discover())[t]
     assert schema.primary_key == ("a", "b") and schema.column("v").type == ColumnType.INTEGER
 

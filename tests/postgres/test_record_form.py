@@ -12,6 +12,7 @@ import pytest
 
 from etlsync import Batch, Pipeline
 from etlsync.connectors.postgres import PostgresSink, qualified
+from etlsync.core.checkpoint import Checkpoint
 from etlsync.core.stages import StageContext
 from etlsync.log import get_logger
 from etlsync.testing import MemorySource
@@ -106,8 +107,9 @@ async def test_pipeline_of_record_batches_creates_the_table_and_commits_position
     await Pipeline(source, [], [PostgresSink(pg_dsn, table=table)], name=table).run()
     got = [dict(r) for r in await conn.fetch(f'SELECT * FROM "{table}" ORDER BY id')]
     assert got == rows
-    assert await conn.fetchval("SELECT position::text FROM _etlsync_state WHERE pipeline = $1",
-                               table) == "10"
+    stored = await conn.fetchval("SELECT position::text FROM _etlsync_state WHERE pipeline = $1",
+                                 table)
+    assert Checkpoint.decode(stored) == Checkpoint(10, pass_open=False)
 
 
 @pytest.mark.parametrize(("conflict", "expected"), [

@@ -18,6 +18,7 @@ from etlsync.connectors.postgres import (
     qualified,
     quote_ident,
 )
+from etlsync.core.checkpoint import Checkpoint
 from etlsync.core.errors import ConflictError
 from etlsync.core.schema import Column, ColumnType
 from etlsync.core.stages import StageContext
@@ -30,9 +31,8 @@ def ctx(name: str = "p") -> StageContext:
 
 
 async def close_after_complete_pass(sink: PostgresSink) -> None:
-    """Close as the runner does after the source was exhausted (overwrite swaps then)."""
-    assert sink._context is not None
-    sink._context.source_exhausted = True
+    """End the pass as the runner does for a source that ended by itself, then close."""
+    await sink.write(Batch([], end_of_pass=True))
     await sink.close()
 
 
@@ -81,7 +81,7 @@ async def test_append_through_pipeline_infers_types_and_commits_position(
     assert await rows_of(conn, table) == rows
     pos = await conn.fetchval("SELECT position::text FROM _etlsync_state WHERE pipeline = $1",
                               table)
-    assert pos == "10"
+    assert Checkpoint.decode(pos) == Checkpoint(10, pass_open=False)
 
 
 @pytest.mark.parametrize(("conflict", "expected"), [

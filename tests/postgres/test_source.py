@@ -65,7 +65,8 @@ async def test_crash_mid_snapshot_resumes_at_last_committed_chunk(
         await Pipeline(PostgresSource(pg_dsn, table=table, batch_size=size), [], [first],
                        name="p", checkpoint_store=store).run()
     committed = await store.load("p")
-    assert committed["streams"][table]["last"] == [22 * size]
+    assert committed is not None and committed.pass_open
+    assert committed.position["streams"][table]["last"] == [22 * size]
     second = CollectingSink()
     await Pipeline(PostgresSource(pg_dsn, table=table, batch_size=size), [], [second],
                    name="p", checkpoint_store=store).run()
@@ -80,12 +81,12 @@ async def test_table_without_primary_key_pages_by_ctid(pg_dsn: str, conn: asyncp
     await conn.execute(f'INSERT INTO "{table}" SELECT 1 FROM generate_series(1, 250)')
     batches = await drain(PostgresSource(pg_dsn, table=table, batch_size=100))
     assert [len(b) for b in batches] == [100, 100, 50, 0]  # the last marks the pass's end
-    assert batches[-1].position["pass_complete"] is True
+    assert batches[-1].end_of_pass
     resumed = await drain(PostgresSource(pg_dsn, table=table, batch_size=100),
                           batches[0].position)
     assert sum(len(b) for b in resumed) == 150
-    again = await drain(PostgresSource(pg_dsn, table=table, batch_size=100),
-                        batches[-1].position)
+    src = PostgresSource(pg_dsn, table=table, batch_size=100)
+    again = await drain(src, src.next_pass(batches[-1].position))
     assert sum(len(b) for b in again) == 250  # a full refresh starts a new pass
 
 

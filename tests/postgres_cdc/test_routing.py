@@ -26,7 +26,9 @@ async def test_two_tables_stream_into_their_own_targets(
         return PostgresSink(pg_dsn, table=stream.split(".")[-1] + "_copy", write_mode="upsert",
                             primary_key=["id"])
 
-    pipeline = Pipeline(source, [], RoutingSink(target), name=names.slot, checkpoint_store=store)
+    router = RoutingSink(target, checkpoint_store=lambda: PostgresCheckpointStore(pg_dsn))
+    pipeline = Pipeline(source, [], router, name=names.slot, checkpoint_store=store)
+    assert pipeline.resolve_checkpoint_store()[1] == 0  # the router's children own it
     task = asyncio.create_task(pipeline.run(handle_signals=False))
     try:
         async def copied(t: str) -> list[tuple[int, str]]:
@@ -58,4 +60,5 @@ async def test_two_tables_stream_into_their_own_targets(
         summary = await asyncio.wait_for(task, 60)
         await store.close()
     assert summary.status == "stopped"
-    assert await store.load(names.slot) == summary.committed_position
+    stored = await store.load(names.slot)
+    assert stored is not None and stored.position == summary.committed_position

@@ -6,6 +6,8 @@ import random
 from typing import Any
 
 from etlsync.core.batch import Batch, Row
+from etlsync.core.capabilities import Capability
+from etlsync.core.checkpoint import Checkpoint, MemoryCheckpointStore
 from etlsync.core.errors import DataError
 from etlsync.core.stages import Sink, StageContext
 
@@ -56,13 +58,18 @@ def row_problem(row: Row) -> str | None:
 
 class ValidatingSink(Sink):
     """Validates every row before writing any (all-or-nothing) and raises DataError naming
-    the first bad row, like a database rejecting a transaction."""
+    the first bad row, like a database rejecting a transaction; stores the checkpoint with
+    the rows (``TRANSACTIONAL``)."""
+
+    capabilities = frozenset({Capability.TRANSACTIONAL})
 
     def __init__(self, name: str = "validating") -> None:
         self.name = name
         self.rows: list[Row] = []
         self.writes = 0
         self.positions: list[Any] = []
+        self.checkpoints: list[Checkpoint] = []
+        self.store = MemoryCheckpointStore()
 
     async def open(self, context: StageContext) -> None:
         self.context = context
@@ -73,7 +80,12 @@ class ValidatingSink(Sink):
             problem = row_problem(row)
             if problem is not None:
                 raise DataError(problem, row=row)
-        ok, pos = self.context.position_after(batch)
-        if ok:
-            self.positions.append(pos)
+        checkpoint = self.context.checkpoint_for(batch)
+        if checkpoint is not None:  # "in the same transaction" as the rows
+            self.positions.append(checkpoint.position)
+            self.checkpoints.append(checkpoint)
+            await self.store.commit(self.context.pipeline, checkpoint)
         self.rows.extend(batch.rows)
+
+    def checkpoint_store(self) -> MemoryCheckpointStore:
+        return self.store

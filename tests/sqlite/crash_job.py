@@ -10,9 +10,9 @@ import asyncio
 import sys
 
 from etlsync import Pipeline
-from etlsync.checkpoints.sqlite import SqliteCheckpointStore
 from etlsync.connectors.files import CsvSource
 from etlsync.connectors.sqlite import SqliteSink
+from etlsync.connectors.sqlite.checkpoint import SqliteCheckpointStore
 
 
 async def main(csv_path: str, db: str, store: str, mode: str, batch: int) -> None:

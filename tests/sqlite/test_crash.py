@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from etlsync.checkpoints.sqlite import read_state
-from etlsync.connectors.files import is_end_of_pass
+from etlsync.connectors.sqlite.checkpoint import read_state
 
 JOB = Path(__file__).with_name("crash_job.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +34,8 @@ def _complete(store: Path) -> bool:
         return False
     conn = sqlite3.connect(store)
     try:
-        return is_end_of_pass(read_state(conn, "crash"))
+        checkpoint = read_state(conn, "crash")
+        return checkpoint is not None and not checkpoint.pass_open
     finally:
         conn.close()
 

@@ -17,15 +17,17 @@ from etlsync import (
     Batch,
     ConfigError,
     ConflictError,
+    Map,
     MemoryCheckpointStore,
     Op,
     Pipeline,
     SchemaError,
     StageError,
 )
-from etlsync.checkpoints.sqlite import SqliteCheckpointStore, read_state
 from etlsync.connectors.files import CsvSource
 from etlsync.connectors.sqlite import SqliteSink, SqliteSource
+from etlsync.connectors.sqlite.checkpoint import SqliteCheckpointStore, read_state
+from etlsync.core.checkpoint import Checkpoint
 from etlsync.core.stages import StageContext
 from etlsync.testing import CollectingSink, MemorySource
 
@@ -248,25 +250,42 @@ async def test_overwrite_that_fails_mid_pass_keeps_the_old_table(tmp_path: Path,
     assert store.commits == []
 
 
-async def test_exactly_once_position_is_written_with_the_data(tmp_path: Path,
-                                                              unique_name: str) -> None:
+class _RecordingStore(SqliteCheckpointStore):
+    """A store that counts the runner's own commits."""
+
+    commits = 0
+
+    async def commit(self, pipeline: str, checkpoint: Checkpoint) -> None:
+        type(self).commits += 1
+        await super().commit(pipeline, checkpoint)
+
+
+async def test_the_sink_owns_the_checkpoint_in_its_file(tmp_path: Path, unique_name: str) -> None:
     db = tmp_path / "t.db"
-    store = SqliteCheckpointStore(db)
     rows = [{"id": i} for i in range(10)]
-    await Pipeline(MemorySource(rows, batch_size=3), [], [SqliteSink(db, table=unique_name)],
-                   name=unique_name, checkpoint_store=store).run()
-    assert await store.load(unique_name) == 10
-    assert fetch(db, f"SELECT writer FROM _etlsync_state WHERE pipeline = '{unique_name}'") == [
-        ("sink",)]
-    await store.commit(unique_name, 3)  # the store never moves a sink-owned position back
+
+    class CrashAt6(SqliteSink):
+        async def write(self, batch: Batch) -> None:
+            if batch.rows and batch.rows[0]["id"] == 6:
+                raise RuntimeError("crash")
+            await super().write(batch)
+
+    first = Pipeline(MemorySource(rows, batch_size=3), [Map(lambda r: r)],
+                     [CrashAt6(db, table=unique_name)],
+                     name=unique_name, checkpoint_store=_RecordingStore(db))
+    with pytest.raises(StageError):
+        await first.run()
+    assert _RecordingStore.commits == 0  # every write of the row is the sink's
     conn = sqlite3.connect(db)
-    assert read_state(conn, unique_name) == 10
+    stored = read_state(conn, unique_name)
+    assert stored is not None and stored.position == 6 and stored.pass_open
     conn.close()
-    await store.close()
-    await Pipeline(MemorySource([*rows, {"id": 10}], batch_size=3), [],
-                   [SqliteSink(db, table=unique_name)], name=unique_name,
-                   checkpoint_store=SqliteCheckpointStore(db)).run()
-    assert fetch(db, f"SELECT count(*), count(DISTINCT id) FROM {unique_name}") == [(11, 11)]
+    # default store: the sink's own; the crashed pass resumes exactly where the data ends
+    summary = await Pipeline(MemorySource(rows, batch_size=3), [],
+                             [SqliteSink(db, table=unique_name)], name=unique_name).run()
+    assert summary.rows_read == 4
+    assert fetch(db, f"SELECT count(*), count(DISTINCT id) FROM {unique_name}") == [(10, 10)]
+    assert _RecordingStore.commits == 0
 
 
 async def test_describe_reports_the_target_schema(tmp_path: Path, unique_name: str) -> None:

@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etlsync import ConfigError, MemoryCheckpointStore, Pipeline
-from etlsync.connectors.files import is_end_of_pass
 from etlsync.connectors.sqlite import SqliteSource
 from etlsync.testing import CollectingSink
 
@@ -35,11 +34,11 @@ async def test_full_refresh_reads_in_rowid_order_and_resumes(tmp_path: Path,
     make_table(db, unique_name, [(i, f"2024-01-{i:02d}", f"v{i}") for i in range(1, 11)])
     src = SqliteSource(db, table=unique_name, batch_size=4)
     batches = await read(src)
-    assert [len(b) for b in batches] == [4, 4, 2, 0] and is_end_of_pass(batches[-1].position)
+    assert [len(b) for b in batches] == [4, 4, 2, 0] and batches[-1].end_of_pass
     assert batches[0].rows[0] == {"id": 1, "updated_at": "2024-01-01", "v": "v1"}
     rest = await read(src, batches[0].position)
     assert [r["id"] for b in rest for r in b.rows] == list(range(5, 11))
-    again = await read(src, batches[-1].position)  # a complete pass: the next one starts over
+    again = await read(src, src.next_pass(batches[-1].position))  # the next pass starts over
     assert sum(len(b) for b in again) == 10
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
 from functools import lru_cache, partial
+from operator import itemgetter
 from typing import Any
 
 from etlsync.core.schema import Schema
+from etlsync.core.tracker import Ticket
 
 Row = dict[str, Any]
 """One record: column name to value."""
@@ -62,74 +64,16 @@ class Op(StrEnum):
     TRUNCATE = "truncate"
 
 
-class Ticket:
-    """Tracks one source batch until every sink has made all data derived from it durable.
-
-    The runner creates one ticket per source batch. Every live batch derived from it holds
-    a reference; when the last reference is released the ticket is done and the checkpoint
-    may advance past its position. Users never create tickets.
-    """
-
-    __slots__ = ("_on_done", "position", "refs", "seq")
-
-    def __init__(self, seq: int, position: Any, on_done: Any) -> None:
-        self.seq = seq
-        self.position = position
-        self.refs = 0
-        self._on_done = on_done
-
-    def retain(self, n: int = 1) -> None:
-        self.refs += n
-
-    def release(self, n: int = 1) -> None:
-        self.refs -= n
-        if self.refs < 0:
-            raise RuntimeError(f"ticket {self.seq} released more often than retained")
-        if self.refs == 0:
-            self._on_done(self)
-
-    def __repr__(self) -> str:
-        return f"Ticket(seq={self.seq}, position={self.position!r}, refs={self.refs})"
-
-
-class TicketHold:
-    """Tickets a sink keeps open after ``write`` returned, so the checkpoint cannot pass the
-    held batches (e.g. an overwrite target until the new pass is installed)."""
-
-    __slots__ = ("tickets",)
-
-    def __init__(self) -> None:
-        self.tickets: list[Ticket] = []
-
-    def add(self, batch: Batch) -> None:
-        """Hold ``batch``'s tickets beyond the runner's own release."""
-        batch.retain()
-        self.tickets.extend(batch.tickets)
-
-    def release(self) -> None:
-        """Give the held tickets back: the checkpoint may advance past them."""
-        held, self.tickets = self.tickets, []
-        for t in held:
-            t.release()
-
-    def clear(self) -> None:
-        """Forget the held tickets without releasing them (after a failure: nothing past
-        them may be committed)."""
-        self.tickets = []
-
-
 class Batch:
     """Rows from one stream, with the source position reached after them.
 
-    A batch holds its rows in one of three forms. *Dict form* (``rows``): one dict per row.
-    *Record form* (``columns`` + ``records``): one sequence of values per row, in the order
-    of ``columns``, as readers produce them; the dicts are built only when someone reads
-    :attr:`rows` (an operator, a sink without a record path). Sinks that bind values by
-    position (SQLite, COPY) check ``batch.records is not None`` and skip the dicts.
-    *Arrow form* (``columns`` + ``arrow``): a ``pyarrow.Table`` (see
-    docs/concepts/pipeline.md); stages that work on whole columns in C read :attr:`arrow`,
-    every other stage reads :attr:`records` or :attr:`rows` as before, which converts the
-    table once (and ends the arrow form).
+    A batch is made in one of three forms and can be read in any of them; a conversion is
+    cached and never destroys the form it came from, so what one stage reads does not change
+    what the next one sees. *Dict form* (:attr:`rows`): one dict per row. *Record form*
+    (:attr:`columns` + :attr:`records`): one sequence of values per row, in the order of
+    ``columns``, as readers produce them. *Arrow form* (:attr:`arrow`): a ``pyarrow.Table``
+    (see docs/concepts/pipeline.md). :meth:`view` gives value tuples in any column order,
+    whatever the form. Stages must not mutate a batch they did not make.
 
     :param rows: the records, as dicts (or ``None`` with ``columns`` and ``records``).
     :param stream: the stream (table, collection, topic, file) the rows belong to.
@@ -141,10 +85,12 @@ class Batch:
     :param columns: with ``records``: the column names of every record.
     :param records: with ``columns``: one sequence of ``len(columns)`` values per row.
     :param arrow: instead of rows or records: a ``pyarrow.Table`` (``columns`` are its names).
+    :param end_of_pass: the last batch of a complete pass of a finite source (a kernel
+        signal: an overwrite sink installs the new data set here).
     """
 
-    __slots__ = ("_arrow", "_records", "_rows", "before", "columns", "ops", "position",
-                 "schema", "stream", "tickets")
+    __slots__ = ("_arrow", "_records", "_rows", "_views", "before", "columns", "end_of_pass",
+                 "ops", "position", "schema", "stream", "tickets")
 
     def __init__(
         self,
@@ -159,6 +105,7 @@ class Batch:
         columns: Sequence[str] | None = None,
         records: list[Sequence[Any]] | None = None,
         arrow: Any = None,
+        end_of_pass: bool = False,
     ) -> None:
         self._arrow = arrow
         if arrow is not None:
@@ -179,12 +126,14 @@ class Batch:
         else:
             self.columns = self._records = None
         self._rows = rows
+        self._views: dict[tuple[str, ...], list[tuple[Any, ...]]] | None = None
         self.stream = stream
         self.position = position
         self.ops = ops
         self.before = before
         self.schema = schema
         self.tickets = tickets
+        self.end_of_pass = end_of_pass
 
     @classmethod
     def from_records(cls, columns: Sequence[str], records: list[Sequence[Any]], *,
@@ -202,41 +151,88 @@ class Batch:
         return cls(None, stream, position, ops, before, schema, arrow=table)
 
     @property
+    def form(self) -> str:
+        """The form the batch was made in: ``"arrow"``, ``"records"`` or ``"rows"``."""
+        if self._arrow is not None:
+            return "arrow"
+        return "rows" if self.columns is None else "records"
+
+    @property
     def arrow(self) -> Any:
         """The ``pyarrow.Table`` of an arrow-form batch, else ``None``."""
         return self._arrow
 
     @property
     def records(self) -> list[Sequence[Any]] | None:
-        """The records (value tuples in the order of :attr:`columns`) of a record-form or
-        arrow-form batch (an arrow table converts once, which ends the arrow form), else
-        ``None`` (dict form)."""
+        """The records (value sequences in the order of :attr:`columns`) of a record-form or
+        arrow-form batch (an arrow table is converted once and cached), else ``None``."""
         records = self._records
-        if records is None:
-            table = self._arrow
-            if table is not None:
-                records = arrow_records(table)
-                self._records = records
-                self._arrow = None
-            else:  # dict form, or converted meanwhile by another thread
-                return self._records
+        if records is None and self._arrow is not None:
+            records = self._records = arrow_records(self._arrow)
         return records
 
     @property
     def rows(self) -> list[Row]:
-        """The rows as dicts (built from the records on first access, which then ends the
-        record or arrow form: ``records``, ``arrow`` and ``columns`` become ``None``)."""
+        """The rows as dicts (built once from the records and cached)."""
         rows = self._rows
         if rows is None:
             columns, records = self.columns, self.records
-            if records is None or columns is None:  # built meanwhile by another thread
-                rows = self._rows
-                assert rows is not None
-                return rows
-            rows = list(map(dict_maker(columns), records))
-            self._rows = rows
-            self._records = self.columns = None
+            assert columns is not None and records is not None
+            rows = self._rows = list(map(dict_maker(columns), records))
         return rows
+
+    def view(self, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Each row's values at ``columns``, in that order (``None`` where a row lacks one):
+        the column view sinks bind by position. Cached per column order."""
+        key = tuple(columns)
+        views = self._views
+        if views is not None and key in views:
+            return views[key]
+        records, own = self._records if self._arrow is None else self.records, self.columns
+        if records is not None and own is not None:
+            if key == own:
+                out = records if records and type(records[0]) is tuple else list(map(tuple, records))
+            else:
+                index = {c: i for i, c in enumerate(own)}
+                if key and all(c in index for c in key):
+                    pick = [index[c] for c in key]
+                    out = ([(r[pick[0]],) for r in records] if len(pick) == 1
+                           else list(map(itemgetter(*pick), records)))
+                else:
+                    out = [tuple(r[index[c]] if c in index else None for c in key)
+                           for r in records]
+        else:
+            rows = self.rows
+            if not key:
+                out = [()] * len(rows)
+            elif len(key) == 1:
+                k = key[0]
+                out = [(r.get(k),) for r in rows]
+            else:
+                getter = itemgetter(*key)
+                try:
+                    out = list(map(getter, rows))
+                except KeyError:
+                    out = [tuple(r.get(c) for c in key) for r in rows]
+        if views is None:
+            views = self._views = {}
+        views[key] = out  # type: ignore[assignment]
+        return out  # type: ignore[return-value]
+
+    def column_names(self) -> list[str]:
+        """The columns of the batch: its own for record and arrow form, else the union of the
+        rows' keys in first-seen order."""
+        if self.columns is not None:
+            return list(self.columns)
+        seen: dict[str, None] = {}
+        rows = self.rows
+        if rows:
+            first = rows[0]
+            if all(len(r) == len(first) and r.keys() == first.keys() for r in rows):
+                return list(first)
+        for r in rows:
+            seen.update(dict.fromkeys(r))
+        return list(seen)
 
     def __len__(self) -> int:
         table = self._arrow
@@ -252,8 +248,9 @@ class Batch:
         form = (f"arrow={table.num_rows}x{self.columns!r}" if table is not None
                 else f"records={len(self._records)}x{self.columns!r}"
                 if self._records is not None else f"rows={self._rows!r}")
+        eop = ", end_of_pass=True" if self.end_of_pass else ""
         return (f"Batch({form}, stream={self.stream!r}, position={self.position!r}, "
-                f"ops={self.ops!r})")
+                f"ops={self.ops!r}{eop})")
 
     def with_rows(
         self,
@@ -262,7 +259,7 @@ class Batch:
         before: list[Row | None] | None = None,
         schema: Schema | None = None,
     ) -> Batch:
-        """A batch derived from this one: same stream, position and tickets.
+        """A batch derived from this one: same stream, position, tickets and pass signal.
 
         A change batch keeps its ``ops`` and ``before`` when the row count is unchanged (a
         row-by-row map); an operator that drops or adds rows of a change batch must pass
@@ -270,7 +267,8 @@ class Batch:
         """
         ops, before = self._derived_ops(len(rows), ops, before)
         return Batch(rows, self.stream, self.position, ops, before,
-                     schema if schema is not None else self.schema, self.tickets)
+                     schema if schema is not None else self.schema, self.tickets,
+                     end_of_pass=self.end_of_pass)
 
     def with_records(
         self,
@@ -284,7 +282,7 @@ class Batch:
         ops, before = self._derived_ops(len(records), ops, before)
         return Batch(None, self.stream, self.position, ops, before,
                      schema if schema is not None else self.schema, self.tickets,
-                     columns=columns, records=records)
+                     columns=columns, records=records, end_of_pass=self.end_of_pass)
 
     def with_arrow(
         self,
@@ -296,7 +294,8 @@ class Batch:
         """Like :meth:`with_rows`, for a derived batch in arrow form."""
         ops, before = self._derived_ops(int(table.num_rows), ops, before)
         return Batch(None, self.stream, self.position, ops, before,
-                     schema if schema is not None else self.schema, self.tickets, arrow=table)
+                     schema if schema is not None else self.schema, self.tickets, arrow=table,
+                     end_of_pass=self.end_of_pass)
 
     def _derived_ops(self, n: int, ops: list[Op] | None, before: list[Row | None] | None
                      ) -> tuple[list[Op] | None, list[Row | None] | None]:
@@ -333,7 +332,8 @@ class Batch:
 
             return Batch(None, last.stream, last.position, ops, None, last.schema,
                          tuple(tickets.values()),
-                         arrow=pa.concat_tables([pa.table(t) for t in tables]))
+                         arrow=pa.concat_tables([pa.table(t) for t in tables]),
+                         end_of_pass=last.end_of_pass)
         columns = batches[0].columns
         if columns is not None and all(b.columns == columns for b in batches):
             records: list[Sequence[Any]] = []
@@ -341,12 +341,13 @@ class Batch:
                 assert b.records is not None
                 records.extend(b.records)
             return Batch(None, last.stream, last.position, ops, None, last.schema,
-                         tuple(tickets.values()), columns=columns, records=records)
+                         tuple(tickets.values()), columns=columns, records=records,
+                         end_of_pass=last.end_of_pass)
         rows: list[Row] = []
         for b in batches:
             rows.extend(b.rows)
         return Batch(rows, last.stream, last.position, ops, None, last.schema,
-                     tuple(tickets.values()))
+                     tuple(tickets.values()), end_of_pass=last.end_of_pass)
 
     def op_at(self, index: int) -> Op:
         return Op.INSERT if self.ops is None else self.ops[index]

@@ -7,31 +7,54 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from etlsync.core.batch import Batch
+from etlsync.core.capabilities import Capability
+from etlsync.core.checkpoint import Checkpoint, CheckpointStore
 from etlsync.core.schema import Schema
+from etlsync.core.tracker import CheckpointTracker
 
 
 class StageContext:
-    """What the runner tells a sink when it opens: the pipeline name, a bound logger, and
-    the position a write makes committable (for sinks that commit it transactionally)."""
+    """What the runner tells a sink when it opens.
 
-    def __init__(self, pipeline: str, stage: str, log: Any, tracker: Any = None) -> None:
+    :param pipeline: the pipeline's name (checkpoints are kept under it).
+    :param stage: this stage's unique name in the pipeline.
+    :param log: a logger bound to the pipeline and stage.
+    :param resume: the checkpoint this run resumed from (``None``: a first run).
+    :param owns_checkpoint: this sink's store is the pipeline's checkpoint store: the sink
+        writes :meth:`checkpoint_for` in each batch's transaction and nobody else writes it.
+    """
+
+    def __init__(self, pipeline: str, stage: str, log: Any,
+                 tracker: CheckpointTracker | None = None, *,
+                 resume: Checkpoint | None = None, owns_checkpoint: bool = False) -> None:
         self.pipeline = pipeline
         self.stage = stage
         self.log = log
+        self.resume = resume
+        self.owns_checkpoint = owns_checkpoint
         self._tracker = tracker
-        self.source_exhausted = False
-        """Set before sinks close when the source ended by itself and every batch was
-        written: a complete pass. False after a stop request or an error, so a sink that
-        finishes work at ``close`` (an overwrite swap) knows not to install a partial pass."""
+        self.forced: Checkpoint | None = None
+        """Set by the runner around a checkpoint-only write (an empty batch)."""
+        self.offered: Checkpoint | None = None
+        """The last checkpoint :meth:`checkpoint_for` handed out (the runner's bookkeeping)."""
 
-    def position_after(self, batch: Batch) -> tuple[bool, Any]:
-        """``(True, position)`` when writing ``batch`` makes ``position`` committable: a
-        transactional sink stores it (under :attr:`pipeline`) in the batch's transaction and
-        so gets an exactly-once effect. ``(False, None)`` otherwise."""
-        if self._tracker is None:
-            return False, None
-        result: tuple[bool, Any] = self._tracker.position_after(batch.tickets)
-        return result
+    @property
+    def resuming_pass(self) -> bool:
+        """The run continues a pass an earlier run left open (a crash mid-pass): an
+        overwrite target that owns the checkpoint keeps its staging table."""
+        return self.owns_checkpoint and self.resume is not None and self.resume.pass_open
+
+    def checkpoint_for(self, batch: Batch) -> Checkpoint | None:
+        """The checkpoint to store in the same transaction as ``batch`` (write it even when
+        the batch is empty), or ``None``: nothing to store with this batch. Only the sink
+        that owns the pipeline's checkpoint gets one."""
+        if not self.owns_checkpoint or self._tracker is None:
+            return None
+        found = self.forced if self.forced is not None else \
+            self._tracker.checkpoint_after(batch.tickets)
+        if found is not None:
+            self.offered = found
+        return found
 
 
 class Source(ABC):
@@ -44,10 +67,17 @@ class Source(ABC):
     """
 
     name: str = ""
+    capabilities: frozenset[Capability] = frozenset()
 
     @abstractmethod
     def read(self, position: Any | None) -> AsyncIterator[Batch]:
         """Yield batches from ``position`` on."""
+
+    def next_pass(self, position: Any) -> Any | None:
+        """``PASSES`` sources: where the pass after one that ended at ``position`` starts
+        (the runner calls it when the committed checkpoint closed a pass). The default
+        starts over from the beginning (a full refresh)."""
+        return None
 
     async def on_commit(self, position: Any) -> None:
         """Called after ``position`` was committed: acknowledge it upstream (replication
@@ -66,12 +96,14 @@ class Operator(ABC):
     """Transforms batches. ``process`` may return one batch, several, or none.
 
     Return batches made with :meth:`Batch.with_rows` (or new ``Batch`` objects, which the
-    runner links to the input) so positions follow the data. An operator that keeps a batch
-    past ``process`` (windows, aggregates) must ``retain()`` it and ``release()`` it once
-    what it held was emitted; ``flush`` emits what is left at the end of the stream.
+    runner links to the input) so positions follow the data. An operator that keeps data
+    past ``process`` either declares ``STATEFUL`` and keeps it in a state the runner stores
+    with each checkpoint (:meth:`snapshot_state`), or ``retain()`` s the batches it holds and
+    ``release()`` s them once emitted. ``flush`` emits what is left at the end of the stream.
     """
 
     name: str = ""
+    capabilities: frozenset[Capability] = frozenset()
 
     @abstractmethod
     async def process(self, batch: Batch) -> OperatorOutput:
@@ -81,21 +113,41 @@ class Operator(ABC):
         """Emit what is held at the end of the stream. The default holds nothing."""
         return None
 
+    def transform_schema(self, schema: Schema) -> Schema | None:
+        """The schema of this operator's output for input of ``schema``, or ``None`` when it
+        cannot say without data (dry runs show what is known)."""
+        return None
+
+    def snapshot_state(self) -> Any:
+        """``STATEFUL`` operators: the state after the last batch, as a JSON-able value
+        (:mod:`etlsync.core.codec` types); the runner stores it with the checkpoint."""
+        return None
+
+    def restore_state(self, state: Any) -> None:
+        """``STATEFUL`` operators: continue from a state :meth:`snapshot_state` returned."""
+
 
 class Sink(ABC):
     """Writes batches; ``write`` returns only when the batch is durable.
 
     Batches reach ``write`` in source order, one at a time. A sink must not mutate the
-    batch: with several sinks every sink gets the same object.
+    batch: with several sinks every sink gets the same object. An empty batch still counts:
+    a ``TRANSACTIONAL`` sink stores ``context.checkpoint_for(batch)`` for it, and one with
+    ``end_of_pass`` ends the pass.
     """
 
     name: str = ""
+    capabilities: frozenset[Capability] = frozenset()
 
     async def open(self, context: StageContext) -> None:
         """Connect and prepare (create tables, ...). Called once before the first write."""
 
     async def describe(self) -> Schema | None:
         """The target's current schema, if it exists, without writing (for ``--dry-run``)."""
+        return None
+
+    def checkpoint_store(self) -> CheckpointStore | None:
+        """``TRANSACTIONAL`` sinks: a new store reading the checkpoint this sink writes."""
         return None
 
     @abstractmethod

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from etlsync.core.capabilities import Capability, has
 from etlsync.core.checkpoint import CheckpointStore
 from etlsync.core.errors import ConfigError
 from etlsync.core.pipeline import Pipeline
-from etlsync.core.stages import Operator, Sink, Source
+from etlsync.core.stages import Operator, Sink, Source, stage_name
 from etlsync.jobs import registry
 from etlsync.jobs.spec import DEFAULT_CHECKPOINT, Job
 from etlsync.operators import Cast, Filter, FilterExpr, Map, Rename, Select
@@ -41,7 +42,8 @@ class BuiltJob:
     source: Source
     operators: list[Operator]
     sinks: list[Sink]
-    checkpoint_store: CheckpointStore
+    checkpoint_store: CheckpointStore | None
+    """``None``: the transactional sink's own store (see :func:`build_checkpoint`)."""
     stages: list[StagePlan] = field(default_factory=list)
     error_policy: Any = None
     """An :class:`~etlsync.resilience.ErrorPolicy` when the job has an ``errors:`` section."""
@@ -70,8 +72,7 @@ class BuiltJob:
             "pipeline": self.job.name,
             "sync": {k: v for k, v in
                      {"sync_mode": spec.sync.sync_mode or (
-                         "cdc" if is_cdc(self.stages[0].type, type(self.source))
-                         else "full_refresh"),
+                         "cdc" if has(self.source, Capability.CDC) else "full_refresh"),
                       "cursor_field": spec.sync.cursor_field,
                       "primary_key": list(spec.sync.key or ())}.items() if v},
             "write": {k: getattr(spec.write, k) for k in ("write_mode", "conflict", "schema_policy")
@@ -216,12 +217,6 @@ def _param_names(factory: Callable[..., Any]) -> list[str]:
         return []
 
 
-def is_cdc(type_name: str, factory: Callable[..., Any]) -> bool:
-    """Whether a source type streams changes (its sync mode is ``cdc`` by nature)."""
-    name = getattr(factory, "__name__", "")
-    return type_name.endswith("_cdc") or any(w in name for w in ("Cdc", "ChangeStream", "Oplog"))
-
-
 def build_source(job: Job) -> tuple[Source, StagePlan]:
     spec = job.spec
     type_name = _type_of(job, spec.source, "source")
@@ -229,7 +224,7 @@ def build_source(job: Job) -> tuple[Source, StagePlan]:
     _, opts, paths = _split_options(job, spec.source, "source", factory)
     sync = spec.sync
     _merge(job, factory, type_name, "source", opts, paths, "sync", "sync_mode", sync.sync_mode,
-           "cdc" if is_cdc(type_name, factory) else "full_refresh")
+           "cdc" if has(factory, Capability.CDC) else "full_refresh")
     _merge(job, factory, type_name, "source", opts, paths, "sync", "cursor_field",
            sync.cursor_field, None)
     if sync.key is not None:
@@ -325,7 +320,18 @@ def _callable_operator(job: Job, kind: str, args: Any, key_path: str
     return (Filter if kind == "filter" else Map), (fn,), opts
 
 
-def build_checkpoint(job: Job) -> tuple[CheckpointStore, StagePlan]:
+def build_checkpoint(job: Job, sinks: list[Sink] | None = None
+                     ) -> tuple[CheckpointStore | None, StagePlan]:
+    """The job's checkpoint store. Without a ``checkpoint:`` section a job whose sink is
+    ``TRANSACTIONAL`` keeps its checkpoint in that sink's own transactions (``None``: the
+    pipeline takes the sink's store; exactly-once); otherwise the default SQLite file."""
+    if job.spec.checkpoint is None and sinks:
+        owner = next((s for s in sinks if has(s, Capability.TRANSACTIONAL)), None)
+        if owner is not None:
+            store = owner.checkpoint_store()
+            where = store.location if store is not None else None
+            return None, StagePlan("checkpoint", "sink", "checkpoint",
+                                   {"in": stage_name(owner), "location": where})
     spec = job.spec.checkpoint if job.spec.checkpoint is not None else dict(DEFAULT_CHECKPOINT)
     type_name = _type_of(job, spec, "checkpoint")
     factory = registry.resolve("checkpoint", type_name, job.where("checkpoint.type"))
@@ -389,7 +395,7 @@ def build_job(job: Job) -> BuiltJob:
     else:
         assert job.spec.sink is not None
         sinks_and_plans = [build_sink(job, job.spec.sink, "sink")]
-    store, cplan = build_checkpoint(job)
+    store, cplan = build_checkpoint(job, [s for s, _ in sinks_and_plans])
     policy, eplan = build_error_policy(job)
     stages = [splan, *(p for _, p in ops_and_plans), *(p for _, p in sinks_and_plans), cplan]
     if eplan is not None:

@@ -54,7 +54,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "map": "etlsync.operators:Map",
     },
     "checkpoint": {
-        "sqlite": "etlsync.checkpoints.sqlite:SqliteCheckpointStore",
+        "sqlite": "etlsync.connectors.sqlite.checkpoint:SqliteCheckpointStore",
         "memory": "etlsync.core.checkpoint:MemoryCheckpointStore",
         "postgres": "etlsync.connectors.postgres:PostgresCheckpointStore",
         "mysql": "etlsync.connectors.mysql:MysqlCheckpointStore",

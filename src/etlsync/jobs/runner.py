@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,11 +9,10 @@ from typing import Any
 
 import msgspec
 
-from etlsync.core.batch import Batch, Row
-from etlsync.core.errors import StageError
+from etlsync.core.batch import Row
 from etlsync.core.metrics import RunSummary
 from etlsync.core.schema import Schema
-from etlsync.core.stages import Operator, OperatorOutput, stage_name
+from etlsync.core.stages import Operator
 from etlsync.jobs import registry
 from etlsync.jobs.build import BuiltJob, build_job
 from etlsync.jobs.spec import Job, load_job
@@ -130,127 +127,25 @@ def _missing_file(stage_options: dict[str, Any]) -> str | None:
     return None
 
 
-def _as_list(out: OperatorOutput) -> list[Batch]:
-    if out is None:
-        return []
-    return [out] if isinstance(out, Batch) else list(out)
-
-
-async def _apply(pipeline: str, operators: list[Operator], batches: list[Batch],
-                 start: int = 0) -> list[Batch]:
-    for op in operators[start:]:
-        nxt: list[Batch] = []
-        for b in batches:
-            try:
-                nxt.extend(_as_list(await op.process(b)))
-            except Exception as exc:
-                raise StageError(pipeline, f"op:{stage_name(op)}", exc) from exc
-        batches = nxt
-    return batches
-
-
-def _output_schema(operators: list[Operator], schema: Schema) -> Schema | None:
-    for op in operators:
-        transform = getattr(op, "transform_schema", None)
-        if transform is None:
-            if isinstance(op, _passthrough()):
-                continue
-            return None
-        schema = transform(schema)
-    return schema
-
-
-def _passthrough() -> tuple[type, ...]:
-    """Operators that never change the columns (filters)."""
-    from etlsync.operators import Filter, FilterExpr
-
-    return (Filter, FilterExpr)
-
-
 async def dry_run(built: BuiltJob, limit: int = 10) -> DryRun:
     """Describe ``built`` and read its first ``limit`` rows through the operators, without
-    writing anything (no sink is opened, no checkpoint committed, no file created)."""
+    writing anything (the pipeline's preview mode: no sink is opened, no checkpoint
+    committed, no file created)."""
     result = DryRun(plan=built.plan())
-    ckpt = built.stages[-1]
-    missing = _missing_file(ckpt.options) if ckpt.type == "sqlite" else None
-    if missing is None:
-        result.resume_from = await _peek_checkpoint(built)
-    try:
-        result.source_schemas = await built.source.discover()
-    except Exception as exc:  # noqa: BLE001 - a dry run reports what it cannot learn
-        result.notes.append(f"source schema unavailable: {type(exc).__name__}: {exc}")
-    for stream, schema in result.source_schemas.items():
-        out = _output_schema(built.operators, schema)
-        if out is not None:
-            result.output_schemas[stream] = out
+    pipeline = built.pipeline()
+    preview = await pipeline.preview(limit)
+    result.resume_from = preview.resume_from
+    result.source_schemas = preview.source_schemas
+    result.output_schemas = preview.output_schemas
+    result.rows = preview.rows
+    result.notes = list(preview.notes)
     sink_plans = [s for s in built.stages if s.kind == "sink"]
-    for sink, plan in zip(built.sinks, sink_plans, strict=True):
+    for plan, target in zip(sink_plans, preview.target_schemas.values(), strict=True):
+        result.target_schemas.append((plan.key_path, target))
         absent = _missing_file(plan.options)
         if absent is not None:
-            result.target_schemas.append((plan.key_path, None))
             result.notes.append(f"{plan.key_path}: {absent} does not exist yet (created on run)")
-            continue
-        try:
-            result.target_schemas.append((plan.key_path, await sink.describe()))
-        except Exception as exc:  # noqa: BLE001
-            result.target_schemas.append((plan.key_path, None))
-            result.notes.append(f"{plan.key_path}: target schema unavailable: "
-                                f"{type(exc).__name__}: {exc}")
-    if limit > 0:
-        result.rows = await _first_rows(built, result.resume_from, limit)
     return result
-
-
-async def _peek_checkpoint(built: BuiltJob) -> Any:
-    """The committed position, read without creating anything (SQLite: read-only)."""
-    store = built.checkpoint_store
-    path, table = getattr(store, "path", None), getattr(store, "table", None)
-    if type(store).__name__ == "SqliteCheckpointStore" and isinstance(path, str) \
-            and isinstance(table, str):
-        import sqlite3
-
-        from etlsync.checkpoints.sqlite import read_state
-
-        def read() -> Any:
-            conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
-            try:
-                return read_state(conn, built.job.name, table)
-            finally:
-                conn.close()
-        return await asyncio.to_thread(read)
-    return await store.load(built.job.name)
-
-
-async def _first_rows(built: BuiltJob, position: Any, limit: int) -> list[Row]:
-    rows: list[Row] = []
-    name, ops = built.job.name, built.operators
-    agen = built.source.read(position)
-    exhausted = True
-    try:
-        while True:
-            try:
-                batch = await agen.__anext__()
-            except StopAsyncIteration:
-                break
-            except Exception as exc:
-                raise StageError(name, f"source:{stage_name(built.source)}", exc) from exc
-            for out in await _apply(name, ops, [batch]):
-                rows.extend(out.rows)
-            if len(rows) >= limit:
-                exhausted = False
-                break
-    finally:
-        with contextlib.suppress(Exception):
-            await agen.aclose()  # type: ignore[attr-defined]
-    if exhausted:
-        for i, op in enumerate(ops):
-            try:
-                flushed = _as_list(await op.flush())
-            except Exception as exc:
-                raise StageError(name, f"op:{stage_name(op)}", exc) from exc
-            for out in await _apply(name, ops, flushed, i + 1):
-                rows.extend(out.rows)
-    return rows[:limit]
 
 
 def format_schema(schema: Schema | None, indent: str = "    ") -> list[str]:

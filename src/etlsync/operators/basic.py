@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from etlsync.core.batch import Batch, Op, Row
+from etlsync.core.schema import Schema
 from etlsync.core.stages import Operator, OperatorOutput
 
 
@@ -27,6 +28,9 @@ class Filter(Operator):
     def __init__(self, predicate: Callable[[Row], bool], name: str = "filter") -> None:
         self.predicate = predicate
         self.name = name
+
+    def transform_schema(self, schema: Schema) -> Schema:
+        return schema
 
     async def process(self, batch: Batch) -> OperatorOutput:
         pred = self.predicate

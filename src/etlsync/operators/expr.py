@@ -23,6 +23,7 @@ from typing import Any
 
 from etlsync.core.batch import Batch, Op, Row
 from etlsync.core.errors import ConfigError, DataError
+from etlsync.core.schema import Schema
 from etlsync.core.stages import Operator, OperatorOutput
 
 Compiled = Callable[[Any], Any]
@@ -280,6 +281,9 @@ class FilterExpr(Operator):
         self.name = name
         self._seen: dict[str, int] = {}
         self._by_layout: dict[tuple[str, ...], Compiled] = {}
+
+    def transform_schema(self, schema: Schema) -> Schema:
+        return schema
 
     def _record_predicate(self, columns: tuple[str, ...]) -> Compiled:
         pred = self._by_layout.get(columns)

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from etlsync.core.batch import Batch
-from etlsync.core.checkpoint import CheckpointStore
-from etlsync.core.codec import dumps
+from etlsync.core.capabilities import Capability, capabilities_of
+from etlsync.core.checkpoint import Checkpoint, CheckpointStore
 from etlsync.core.schema import Schema
 from etlsync.core.stages import Operator, OperatorOutput, Sink, StageContext, stage_name
 from etlsync.log import get_logger
@@ -70,32 +70,33 @@ class ResilienceStats:
 
 
 class _PieceContext(StageContext):
-    """The context the wrapped sink sees: it reports a committable position only for the
-    piece that completes the batch, so a transactional sink never stores a position past
-    rows it has not written."""
+    """The context the wrapped sink sees: it hands out the checkpoint only for the piece
+    that completes the batch, so a transactional sink never stores a checkpoint past rows
+    it has not written. Everything else is the pipeline's context."""
 
     def __init__(self, inner: StageContext) -> None:
-        super().__init__(inner.pipeline, inner.stage, inner.log)
+        super().__init__(inner.pipeline, inner.stage, inner.log, resume=inner.resume,
+                         owns_checkpoint=inner.owns_checkpoint)
         self.inner = inner
         self.allow = True
-        self.offered: tuple[bool, Any] = (False, None)
+        self.handed: Checkpoint | None = None
 
-    def position_after(self, batch: Batch) -> tuple[bool, Any]:
+    def checkpoint_for(self, batch: Batch) -> Checkpoint | None:
         if not self.allow:
-            return False, None
-        self.offered = self.inner.position_after(batch)
-        return self.offered
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+            return None
+        self.handed = self.inner.checkpoint_for(batch)
+        return self.handed
 
 
 def _slice(batch: Batch, lo: int, hi: int) -> Batch:
+    """Rows ``lo..hi`` of ``batch``; only the piece that ends the batch ends its pass."""
     if lo == 0 and hi == len(batch):
         return batch
     ops = None if batch.ops is None else batch.ops[lo:hi]
     before = None if batch.before is None else batch.before[lo:hi]
-    return batch.with_rows(batch.rows[lo:hi], ops=ops, before=before)
+    piece = batch.with_rows(batch.rows[lo:hi], ops=ops, before=before)
+    piece.end_of_pass = batch.end_of_pass and hi == len(batch)
+    return piece
 
 
 class _Isolator:
@@ -192,11 +193,11 @@ class Resilient(Sink, _Isolator):
         with the sink's own ``async reconnect()`` if it has one, else by ``close()`` and
         ``open()``. A sink whose ``close`` finalises something (an overwrite swapping its
         staging table in) must offer ``reconnect()`` or be wrapped with ``reconnect=False``.
-    :param verify_with: the checkpoint store that reads the position a transactional sink
-        writes in its batch transaction. When a write that stored a position fails
-        ambiguously (the connection dropped around COMMIT), the retry first loads the
-        position from it: if the position is there, the transaction committed and the
-        batch is not written twice.
+    :param verify_with: the store that reads the checkpoint a transactional sink writes in
+        its batch transaction (default: the sink's own :meth:`~Sink.checkpoint_store`).
+        When a write that stored a checkpoint fails ambiguously (the connection dropped
+        around COMMIT), the retry first loads it: if it is there, the transaction committed
+        and the batch is not written twice.
 
     Contract: ``write`` returns once the good rows are durable in the sink and the bad
     ones in the dead-letter sink. Bisection assumes the wrapped sink's ``write`` is
@@ -235,7 +236,15 @@ class Resilient(Sink, _Isolator):
         self._setup_isolation(on_bad_data, dead_letter, max_bad_ratio, min_rows_for_ratio)
         self._ctx: _PieceContext | None = None
         self._needs_open = False
-        self._unsure: tuple[bool, Any] = (False, None)
+        self._unsure: Checkpoint | None = None
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:  # type: ignore[override]
+        """The wrapped sink's capabilities."""
+        return capabilities_of(self.sink)
+
+    def checkpoint_store(self) -> CheckpointStore | None:
+        return self.sink.checkpoint_store()
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -312,23 +321,34 @@ class Resilient(Sink, _Isolator):
                     await asyncio.wait_for(self.sink.close(), 30)
                 raise
             self._needs_open = False
-        if self._unsure[0] and self.verify_with is not None and ctx is not None:
-            stored = await self.verify_with.load(ctx.pipeline)
-            if stored is not None and dumps(stored) == dumps(self._unsure[1]):
-                self._unsure = (False, None)
-                self.stats.verified_commits += 1
-                self.log.warning("write had committed before the connection dropped: "
-                                 "not writing it again", position=stored)
-                return
+        if self._unsure is not None and ctx is not None and await self._committed(ctx):
+            self._unsure = None
+            self.stats.verified_commits += 1
+            self.log.warning("write had committed before the connection dropped: "
+                             "not writing it again")
+            return
         if ctx is not None:
-            ctx.offered = (False, None)
+            ctx.handed = None
         try:
             await self.sink.write(piece)
         except BaseException:
-            if ctx is not None and ctx.offered[0]:
-                self._unsure = ctx.offered
+            if ctx is not None and ctx.handed is not None:
+                self._unsure = ctx.handed
             raise
-        self._unsure = (False, None)
+        self._unsure = None
+
+    async def _committed(self, ctx: _PieceContext) -> bool:
+        """Whether the checkpoint of the write that failed ambiguously is stored."""
+        assert self._unsure is not None
+        store = self.verify_with or self.sink.checkpoint_store()
+        if store is None:
+            return False
+        try:
+            stored = await store.load(ctx.pipeline)
+        finally:
+            if store is not self.verify_with:
+                await store.close()
+        return stored is not None and stored.encode() == self._unsure.encode()
 
     async def _write_piece(self, piece: Batch, final: bool) -> None:
         if self._ctx is not None:
@@ -343,11 +363,11 @@ class Resilient(Sink, _Isolator):
             else:
                 await breaker.call(lambda: self._attempt(piece))
 
-        self._unsure = (False, None)
+        self._unsure = None
         try:
             await self.retry.call(once, on_retry=self._on_retry)
         finally:
-            self._unsure = (False, None)
+            self._unsure = None
             if self._ctx is not None:
                 self._ctx.allow = True
 
@@ -433,6 +453,20 @@ class ResilientOperator(Operator, _Isolator):
         self.log = get_logger(stage=f"op:{self.name}")
         self._setup_isolation(on_bad_data, dead_letter, max_bad_ratio, min_rows_for_ratio)
         self._opened = False
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:  # type: ignore[override]
+        """The wrapped operator's capabilities."""
+        return capabilities_of(self.operator)
+
+    def transform_schema(self, schema: Schema) -> Schema | None:
+        return self.operator.transform_schema(schema)
+
+    def snapshot_state(self) -> Any:
+        return self.operator.snapshot_state()
+
+    def restore_state(self, state: Any) -> None:
+        self.operator.restore_state(state)
 
     @property
     def metrics(self) -> dict[str, Any]:

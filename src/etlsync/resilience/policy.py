@@ -84,7 +84,7 @@ class ErrorPolicy:
                  checkpoint_store: CheckpointStore | None = None,
                  **options: Any) -> Pipeline:
         """A :class:`Pipeline` whose every stage follows this policy. A transactional sink
-        gets ``checkpoint_store`` to verify ambiguous commits (``verify_with``)."""
+        verifies ambiguous commits against its own store (or ``checkpoint_store``)."""
         sink_list = [sinks] if isinstance(sinks, Sink) else list(sinks)
         return Pipeline(
             self.source(source),

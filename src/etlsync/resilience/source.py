@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from etlsync.core.batch import Batch
-from etlsync.core.checkpoint import CheckpointStore
+from etlsync.core.capabilities import Capability, capabilities_of
+from etlsync.core.checkpoint import Checkpoint, CheckpointStore
 from etlsync.core.schema import Schema
 from etlsync.core.stages import Source, stage_name
 from etlsync.log import get_logger
@@ -41,6 +42,14 @@ class ResilientSource(Source):
         self.stats = ResilienceStats()
         self.resumes = 0
         self.log = get_logger(stage=f"source:{self.name}")
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:  # type: ignore[override]
+        """The wrapped source's capabilities."""
+        return capabilities_of(self.source)
+
+    def next_pass(self, position: Any) -> Any | None:
+        return self.source.next_pass(position)
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -119,20 +128,28 @@ class ResilientSource(Source):
         return await self.retry.call(self.source.discover)
 
 
-class ResilientCheckpointStore:
-    """Wrap a :class:`~etlsync.core.checkpoint.CheckpointStore` so ``load`` and ``commit``
-    retry transient errors (a store whose connection dropped reconnects on its next call).
-    Other attributes are the wrapped store's."""
+class ResilientCheckpointStore(CheckpointStore):
+    """Wrap a :class:`~etlsync.core.checkpoint.CheckpointStore` so its calls retry transient
+    errors (a store whose connection dropped reconnects on its next call)."""
 
     def __init__(self, store: CheckpointStore, *, retry: RetryPolicy | None = None) -> None:
         self.store = store
+        self.location = store.location
         self.retry = retry if retry is not None else RetryPolicy(max_attempts=None)
 
-    async def load(self, pipeline: str) -> Any | None:
-        return await self.retry.call(lambda: self.store.load(pipeline))
+    async def load(self, pipeline: str) -> Checkpoint | None:
+        result: Checkpoint | None = await self.retry.call(lambda: self.store.load(pipeline))
+        return result
 
-    async def commit(self, pipeline: str, position: Any) -> None:
-        await self.retry.call(lambda: self.store.commit(pipeline, position))
+    async def peek(self, pipeline: str) -> Checkpoint | None:
+        result: Checkpoint | None = await self.retry.call(lambda: self.store.peek(pipeline))
+        return result
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
+    async def commit(self, pipeline: str, checkpoint: Checkpoint) -> None:
+        await self.retry.call(lambda: self.store.commit(pipeline, checkpoint))
+
+    async def reset(self, pipeline: str) -> None:
+        await self.retry.call(lambda: self.store.reset(pipeline))
+
+    async def close(self) -> None:
+        await self.store.close()

@@ -5,12 +5,11 @@ file from the last committed batch; see docs/connectors/files.md.
 """
 
 from etlsync.connectors.files import csvfile
-from etlsync.connectors.files._common import is_end_of_pass, is_pass_aware
 from etlsync.connectors.files.csvfile import CsvSink, CsvSource
 from etlsync.connectors.files.jsonl import JsonlSink, JsonlSource
 from etlsync.connectors.files.parquet import ParquetSink, ParquetSource
 
 __all__ = [
     "CsvSink", "CsvSource", "JsonlSink", "JsonlSource", "ParquetSink", "ParquetSource",
-    "csvfile", "is_end_of_pass", "is_pass_aware",
+    "csvfile",
 ]

@@ -3,16 +3,16 @@
 A file source reads a *pass* over the sorted files of its glob. Its position is a dict::
 
     {"file": path, "offset": unit_start, "skip": rows_done_in_unit,
-     "pass_complete": bool, "wm": {"base": state, "next": state}}  # "wm": incremental only
+     "wm": {"base": state, "next": state}}  # "wm": incremental only
 
 ``offset`` is where a unit (a chunk of whole records: a byte offset for CSV and JSON Lines, a
 row index for Parquet) starts; ``skip`` counts the rows of that unit already delivered. So a
 resumed read costs at most one unit of re-parsing and holds one unit in memory.
 
-The last batch of a pass is empty and carries ``"pass_complete": True``: the next run of a
-full refresh starts a new pass from the first file; an incremental run starts a new pass
-with the watermark reached. Sinks that replace their target (overwrite) use this marker to
-know that the new data set is complete (see :func:`is_end_of_pass`).
+The last batch of a pass is empty and marked ``end_of_pass`` (the sources declare
+``PASSES``): the next run of a full refresh starts a new pass from the first file; an
+incremental run starts a new pass with the watermark reached (:meth:`FileSource.next_pass`).
+Sinks that replace their target (overwrite) install the new data set at that signal.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from etlsync.core.batch import Batch, Op, Row, TicketHold
+from etlsync.core.batch import Batch, Op, Row
+from etlsync.core.capabilities import Capability
 from etlsync.core.codec import dumps
 from etlsync.core.errors import ConfigError, DataError
 from etlsync.core.incremental import Watermark, _key
@@ -36,19 +37,9 @@ from etlsync.core.modes import SyncMode, WriteMode
 from etlsync.core.schema import ColumnType, Schema
 from etlsync.core.serial import SerialThread
 from etlsync.core.stages import Sink, Source, StageContext
+from etlsync.core.tracker import TicketHold
 
-PASS_COMPLETE = "pass_complete"
 _GLOB_CHARS = set("*?[")
-
-
-def is_end_of_pass(position: Any) -> bool:
-    """True when ``position`` marks the end of a complete pass of a finite source."""
-    return isinstance(position, dict) and position.get(PASS_COMPLETE) is True
-
-
-def is_pass_aware(position: Any) -> bool:
-    """True when ``position`` comes from a source that marks the end of its passes."""
-    return isinstance(position, dict) and PASS_COMPLETE in position
 
 
 def expand(path: str | os.PathLike[str]) -> list[str]:
@@ -171,6 +162,7 @@ class FileSource(Source):
 
     row_offsets = False
     """Units are addressed by row index (any row is a resume point), not byte offset."""
+    capabilities = frozenset({Capability.PASSES})
 
     def __init__(self, path: str | os.PathLike[str], *, stream: str | None, batch_size: int,
                  sync_mode: SyncMode | str, cursor_field: str | None,
@@ -205,11 +197,15 @@ class FileSource(Source):
             raise ConfigError(f"{type(self).__name__}: no file matches {self.path!r}")
         return files
 
+    def next_pass(self, position: Any) -> Any | None:
+        """Every pass reads all files again; an incremental one keeps the watermark."""
+        if isinstance(position, dict) and position.get("wm") is not None:
+            return {"wm": position["wm"]}
+        return None
+
     async def read(self, position: Any | None) -> AsyncIterator[Batch]:
         pos = dict(position) if isinstance(position, dict) else {}
         wm_state = pos.get("wm")
-        if is_end_of_pass(pos):
-            pos = {}
         wm = None
         if self.sync_mode == SyncMode.INCREMENTAL:
             assert self.cursor_field is not None
@@ -269,15 +265,15 @@ class FileSource(Source):
             with contextlib.suppress(Exception):
                 await self._serial.run(it.close)
             self._serial.shutdown()
-        end: dict[str, Any] = {"file": None, "offset": 0, "skip": 0, PASS_COMPLETE: True}
+        end: dict[str, Any] = {"file": None, "offset": 0, "skip": 0}
         if wm is not None:
             end["wm"] = wm.completed_state()
-        yield Batch([], stream=self.stream, position=end, schema=schema)
+        yield Batch([], stream=self.stream, position=end, schema=schema, end_of_pass=True)
 
     def _make_batch(self, rows: list[Any], columns: tuple[str, ...] | None, arrow: bool,
                     last: dict[str, Any], wm: FileWatermark | None,
                     schema: Schema | None) -> Batch | None:
-        position: dict[str, Any] = {**last, PASS_COMPLETE: False}
+        position: dict[str, Any] = dict(last)
         if arrow:  # rows are slices of arrow tables with equal schemas
             if len(rows) == 1:
                 table = rows[0]
@@ -322,8 +318,7 @@ class FileSink(Sink):
 
     ``append`` adds to the file and makes every batch durable (flush + fsync) before
     ``write`` returns. ``overwrite`` writes a temporary file next to the target and renames it
-    over the target when the pass is complete (the end-of-pass marker of a file or SQLite
-    source, or ``close`` after error-free writes for other sources): the old file stays until
+    over the target at the end of the pass (``Batch.end_of_pass``): the old file stays until
     the new one is complete. Until then the sink holds the batches' checkpoint tickets, so a
     crash re-reads the pass instead of losing it.
     """
@@ -340,8 +335,6 @@ class FileSink(Sink):
                               "(use SqliteSink); files support append and overwrite")
         self._temp = self.write_mode == WriteMode.OVERWRITE or self.replace_on_finish
         self._held = TicketHold()
-        self._pass_aware = False
-        self._failed = False
         self._finished = False
         self._context: StageContext | None = None
 
@@ -363,33 +356,23 @@ class FileSink(Sink):
             bad = next(op for op in batch.ops if op != Op.INSERT)
             raise DataError(f"{type(self).__name__}({self.path!r}) cannot apply {bad.value!r} "
                             f"changes of stream {batch.stream!r}; write them to SQLite")
-        self._pass_aware = self._pass_aware or is_pass_aware(batch.position)
-        try:
-            if self._finished:
-                await self._serial.run(self._open_sync)
-                self._finished = False
-            if batch.rows:
-                await self._serial.run(self._write_sync, batch.rows, not self._temp)
-            if self._temp:
-                if is_end_of_pass(batch.position):
-                    await self._serial.run(self._finish_sync)
-                    self._finished = True
-                    self._held.release()
-                else:
-                    self._held.add(batch)
-        except BaseException:
-            self._failed = True
-            raise
+        if self._finished:
+            await self._serial.run(self._open_sync)
+            self._finished = False
+        if len(batch):
+            await self._serial.run(self._write_sync, batch.rows, not self._temp)
+        if self._temp:
+            if batch.end_of_pass:
+                await self._serial.run(self._finish_sync)
+                self._finished = True
+                self._held.release()
+            else:
+                self._held.add(batch)
 
     async def close(self) -> None:
         try:
             if self._temp and not self._finished:
-                exhausted = self._context is not None and self._context.source_exhausted
-                if not self._failed and not self._pass_aware and exhausted:
-                    await self._serial.run(self._finish_sync)
-                    self._held.release()
-                else:
-                    await self._serial.run(self._discard_sync)
+                await self._serial.run(self._discard_sync)
             elif not self._finished:
                 await self._serial.run(self._close_sync)
         finally:

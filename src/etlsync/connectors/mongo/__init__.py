@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from etlsync.connectors.mongo.cdc import ChangeStreamHistoryLost, ChangeStreamInvalidated
 from etlsync.connectors.mongo.changestream import MongoChangeStreamSource
+from etlsync.connectors.mongo.checkpoint import MongoCheckpointStore
 from etlsync.connectors.mongo.connection import MongoConnection
 from etlsync.connectors.mongo.convert import Flatten, to_row, unflatten
 from etlsync.connectors.mongo.oplog import MongoOplogSource
-from etlsync.connectors.mongo.sink import MongoCheckpointStore, MongoSink
+from etlsync.connectors.mongo.sink import MongoSink
 from etlsync.connectors.mongo.source import MongoSource
 
 __all__ = [

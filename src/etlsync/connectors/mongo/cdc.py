@@ -19,6 +19,7 @@ from etlsync.connectors.mongo.snapshot import (
     stream_name,
 )
 from etlsync.core.batch import Batch, Op, Row
+from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError, EtlsyncError
 from etlsync.core.schema import Schema
 from etlsync.core.stages import Source
@@ -102,6 +103,8 @@ def truncate_batch(stream: str, position: Any) -> Batch:
 
 class CdcSource(Source):
     """Base of the change-stream and oplog sources (see their docs for the options)."""
+
+    capabilities = frozenset({Capability.CDC})
 
     kind = "cdc"
 

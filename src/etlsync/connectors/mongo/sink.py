@@ -4,14 +4,14 @@ bulk writes in ordered or unordered mode."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from etlsync.connectors.mongo.checkpoint import MongoCheckpointStore, write_checkpoint
 from etlsync.connectors.mongo.connection import MongoConnection, as_connection
 from etlsync.connectors.mongo.convert import unflatten as unflatten_row
 from etlsync.core.batch import Batch, Op, Row
-from etlsync.core.codec import dumps, loads
+from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError, ConflictError, DataError
 from etlsync.core.modes import ConflictStrategy, WriteMode
 from etlsync.core.stages import Sink, StageContext
@@ -39,10 +39,9 @@ class MongoSink(Sink):
     :param unflatten: rebuild nested documents from dotted column names.
     :param restore_object_ids: turn 24-hex-digit string ``_id`` values back into ObjectIds.
     :param write_concern: e.g. ``{"w": "majority", "j": True}``.
-    :param state_collection: exactly-once: write each batch and the pipeline's committable
-        position (in this collection of ``database``, keyed by pipeline name) in one
-        multi-document transaction (needs a replica set); resume with a
-        :class:`MongoCheckpointStore` on the same collection.
+    :param state_collection: ``TRANSACTIONAL``: write each batch and the pipeline's
+        checkpoint (in this collection of ``database``, keyed by pipeline name) in one
+        multi-document transaction (needs a replica set); :meth:`checkpoint_store` reads it.
 
     Change batches apply their ops: inserts and updates by the rules above (an update under
     ``fail`` replaces), deletes by key, truncate empties the collection.
@@ -78,10 +77,20 @@ class MongoSink(Sink):
         self.write_concern = dict(write_concern) if write_concern else None
         self.state_collection = state_collection
         self.name = name
+        self.capabilities = frozenset(
+            {Capability.CHANGES, Capability.KEYED}
+            | ({Capability.TRANSACTIONAL} if state_collection else set()))
         self._context: StageContext | None = None
         self._client: Any = None
         self._cleared: set[str] = set()
         self.log: Any = None
+
+    def checkpoint_store(self) -> MongoCheckpointStore | None:
+        """A store reading the checkpoints this sink writes (with ``state_collection``)."""
+        if not self.state_collection:
+            return None
+        return MongoCheckpointStore(self.connection, database=self.database,
+                                    collection=self.state_collection)
 
     async def open(self, context: StageContext) -> None:
         self._client = self.connection.client()
@@ -141,22 +150,20 @@ class MongoSink(Sink):
         return UpdateOne(flt, update, upsert=True)
 
     async def write(self, batch: Batch) -> None:
-        state: tuple[bool, Any] = (False, None)
-        if self.state_collection and self._context is not None:
-            state = self._context.position_after(batch)
-        if not batch.rows and not state[0]:
-            return
-        if not state[0]:
-            await self._apply(batch, None)
+        assert self._context is not None, "MongoSink.write before open"
+        checkpoint = self._context.checkpoint_for(batch) if self.state_collection else None
+        if checkpoint is None:
+            if len(batch):
+                await self._apply(batch, None)
             return
         async with self._client.start_session() as session, await session.start_transaction():
             await self._apply(batch, session)
-            assert self._context is not None and self.state_collection is not None
-            await write_position(self._client[self.database][self.state_collection],
-                                 self._context.pipeline, state[1], session=session)
+            assert self.state_collection is not None
+            await write_checkpoint(self._client[self.database][self.state_collection],
+                                   self._context.pipeline, checkpoint, session=session)
 
     async def _apply(self, batch: Batch, session: Any) -> None:
-        if not batch.rows:
+        if not len(batch):
             return
         from pymongo import DeleteOne
 
@@ -215,44 +222,3 @@ class MongoSink(Sink):
                     f"(write_mode={self.write_mode}, conflict={self.conflict}); "
                     f"{len(dup)} conflicting write(s) in this batch") from exc
             raise
-
-
-async def write_position(coll: Any, pipeline: str, position: Any, *, session: Any = None) -> None:
-    """Upsert ``pipeline``'s position (codec-encoded JSON) into a state collection."""
-    await coll.replace_one(
-        {"_id": pipeline},
-        {"_id": pipeline, "position": dumps(position).decode(), "updated_at": time.time()},
-        upsert=True, session=session)
-
-
-class MongoCheckpointStore:
-    """Pipeline positions in a MongoDB collection (one document per pipeline).
-
-    Point it at the ``state_collection`` of a :class:`MongoSink` for exactly-once runs (the
-    sink writes the position in each batch's transaction); on its own it is an ordinary
-    at-least-once store. ``commit`` is a single-document upsert, hence atomic.
-    """
-
-    def __init__(self, connection: MongoConnection | str | None = None, *, database: str,
-                 collection: str = "_etlsync_state") -> None:
-        self.connection = as_connection(connection)
-        self.database = database
-        self.collection = collection
-        self._client: Any = None
-
-    def _coll(self) -> Any:
-        if self._client is None:
-            self._client = self.connection.client()
-        return self._client[self.database][self.collection]
-
-    async def load(self, pipeline: str) -> Any | None:
-        doc = await self._coll().find_one({"_id": pipeline})
-        return None if doc is None else loads(doc["position"])
-
-    async def commit(self, pipeline: str, position: Any) -> None:
-        await write_position(self._coll(), pipeline, position)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None

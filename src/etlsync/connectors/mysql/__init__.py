@@ -6,8 +6,9 @@ Needs the ``mysql`` extra (``aiomysql`` pinned: the binlog reader uses its packe
 """
 
 from etlsync.connectors.mysql.cdc import MysqlCdcSource
+from etlsync.connectors.mysql.checkpoint import MysqlCheckpointStore
 from etlsync.connectors.mysql.config import MysqlOptions
-from etlsync.connectors.mysql.sink import MysqlCheckpointStore, MysqlSink
+from etlsync.connectors.mysql.sink import MysqlSink
 from etlsync.connectors.mysql.source import MysqlSource
 
 __all__ = ["MysqlCdcSource", "MysqlCheckpointStore", "MysqlOptions", "MysqlSink", "MysqlSource"]

@@ -20,6 +20,7 @@ from etlsync.connectors.mysql.config import (
 )
 from etlsync.connectors.mysql.source import snapshot_table, split_table
 from etlsync.core.batch import Batch, Op, Row
+from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ServiceNotReady
 from etlsync.core.schema import Column, ColumnType, Schema
 from etlsync.core.stages import Source
@@ -69,6 +70,8 @@ class MysqlCdcSource(Source):
     Positions: ``{"phase": "stream", "binlog": {"file", "pos", "gtid"}}`` at transaction
     boundaries, or ``{"phase": "snapshot", ...}`` with the table index and last key.
     """
+
+    capabilities = frozenset({Capability.CDC})
 
     def __init__(self, tables: Sequence[str], *, options: MysqlOptions | dict[str, Any] | None = None,
                  snapshot: bool = False, chunk_rows: int = 10_000, heartbeat: float = 1.0,

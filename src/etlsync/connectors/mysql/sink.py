@@ -1,5 +1,5 @@
-"""``MysqlSink`` (append / atomic overwrite / upsert, deletes, schema policies, exactly-once
-checkpoints on InnoDB) and ``MysqlCheckpointStore``."""
+"""``MysqlSink``: append / atomic overwrite / upsert, deletes, schema policies, and the
+pipeline's checkpoint in each batch's InnoDB transaction."""
 
 from __future__ import annotations
 
@@ -17,6 +17,12 @@ import pymysql
 from pymysql.converters import escape_string
 
 from etlsync.connectors.mysql import _wire
+from etlsync.connectors.mysql.checkpoint import (
+    DEFAULT_STATE_TABLE,
+    MysqlCheckpointStore,
+    state_ddl,
+    write_checkpoint,
+)
 from etlsync.connectors.mysql.config import (
     MysqlOptions,
     connect,
@@ -26,73 +32,12 @@ from etlsync.connectors.mysql.config import (
     quote,
 )
 from etlsync.core.batch import Batch, Op, Row
-from etlsync.core.codec import dumps, loads
+from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError, ConflictError, SchemaError
 from etlsync.core.modes import ConflictStrategy, SchemaPolicy, WriteMode
 from etlsync.core.schema import Column, ColumnType, Schema, infer_type
 from etlsync.core.stages import Sink, StageContext
-
-DEFAULT_STATE_TABLE = "_etlsync_state"
-_TRANSACTIONAL: set[tuple[str, int, str, str]] = set()
-
-
-def _state_key(o: MysqlOptions, database: str, table: str) -> tuple[str, int, str, str]:
-    return (o.host, o.port, database, table)
-
-
-def _state_ddl(database: str, table: str) -> str:
-    return (f"CREATE TABLE IF NOT EXISTS {qualified(database, table)} ("
-            "`pipeline` VARCHAR(255) NOT NULL PRIMARY KEY, `position` LONGBLOB NOT NULL, "
-            "`updated_at` TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) "
-            "ON UPDATE CURRENT_TIMESTAMP(6)) ENGINE=InnoDB")
-
-
-def _state_upsert(database: str, table: str) -> str:
-    return (f"INSERT INTO {qualified(database, table)} (`pipeline`, `position`) VALUES (%s, %s) "
-            "ON DUPLICATE KEY UPDATE `position` = VALUES(`position`)")
-
-
-class MysqlCheckpointStore:
-    """Positions in a MySQL/MariaDB table (``pipeline``, ``position``). When a
-    :class:`MysqlSink` with ``exactly_once`` writes the same table inside its batch
-    transactions, :meth:`commit` leaves it to the sink (so it never moves backwards)."""
-
-    def __init__(self, options: MysqlOptions | dict[str, Any] | None = None, *,
-                 table: str = DEFAULT_STATE_TABLE, **conn: Any) -> None:
-        self.options = MysqlOptions.from_params(options, **conn)
-        if not self.options.database:
-            raise ConfigError("MysqlCheckpointStore needs a database")
-        self.table = table
-
-    async def _conn(self) -> Any:
-        conn = await connect(self.options)
-        async with conn.cursor() as cur:
-            await cur.execute(_state_ddl(self.options.database or "", self.table))
-        return conn
-
-    async def load(self, pipeline: str) -> Any | None:
-        conn = await self._conn()
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(f"SELECT `position` FROM {quote(self.table)} WHERE `pipeline`=%s",
-                                  (pipeline,))
-                row = await cur.fetchone()
-            return None if row is None else loads(bytes(row[0]))
-        finally:
-            conn.close()
-
-    async def commit(self, pipeline: str, position: Any) -> None:
-        if _state_key(self.options, self.options.database or "", self.table) in _TRANSACTIONAL:
-            return
-        conn = await self._conn()
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(_state_upsert(self.options.database or "", self.table),
-                                  (pipeline, dumps(position)))
-        finally:
-            conn.close()
-
-
+from etlsync.core.tracker import TicketHold
 
 
 def _plain(v: Any) -> Any:
@@ -158,13 +103,13 @@ class MysqlSink(Sink):
 
     :param write_mode: ``append`` (LOAD DATA LOCAL from memory, or multi-row INSERT),
         ``overwrite`` (rows go to a staging table, renamed over the target in one atomic
-        ``RENAME TABLE`` when a batch position says ``"pass_complete": True``, or at
-        :meth:`close` after a clean run of a source without passes) or ``upsert``
-        (INSERT ... ON DUPLICATE KEY UPDATE on the primary key).
+        ``RENAME TABLE`` at the end of the pass, right after the transaction storing the
+        pass's last checkpoint) or ``upsert`` (INSERT ... ON DUPLICATE KEY UPDATE on the
+        primary key).
     :param conflict: for upserts: skip / overwrite / merge / fail (see ``core.modes``).
     :param schema_policy: evolve / freeze / discard for columns the table lacks.
-    :param exactly_once: store the pipeline position in ``state_table`` in the same
-        transaction as each batch; :class:`MysqlCheckpointStore` then resumes exactly.
+    :param exactly_once: ``TRANSACTIONAL``: store the pipeline's checkpoint in
+        ``state_table`` in the same transaction as each batch (:meth:`checkpoint_store`).
     :param load_method: ``auto`` (LOAD DATA when the server allows it), ``load_data`` or
         ``insert`` for appends.
     Change batches (ops) apply deletes by key and updates as upserts in every mode.
@@ -196,15 +141,22 @@ class MysqlSink(Sink):
         self.state_table = state_table
         self.load_method = load_method
         self.name = name
+        self.capabilities = frozenset(
+            {Capability.CHANGES, Capability.KEYED}
+            | ({Capability.TRANSACTIONAL} if exactly_once else set()))
         self.conn: Any = None
         self.pipeline = ""
         self.context: StageContext | None = None
         self._columns: list[str] | None = None
         self._target = table
         self._use_load = False
-        self._failed = False
-        self._wrote = False
-        self._pass_aware = False
+        self._held = TicketHold()
+
+    def checkpoint_store(self) -> MysqlCheckpointStore | None:
+        """A store reading the checkpoints this sink writes (``exactly_once``)."""
+        if not self.exactly_once:
+            return None
+        return MysqlCheckpointStore(self.options, table=self.state_table, database=self.database)
 
     async def open(self, context: StageContext) -> None:
         self.context = context
@@ -212,25 +164,17 @@ class MysqlSink(Sink):
         self.conn = await connect(self.options, database=False, local_infile=True)
         async with self.conn.cursor() as cur:
             if self.exactly_once:
-                await cur.execute(_state_ddl(self.database, self.state_table))
-                _TRANSACTIONAL.add(_state_key(self.options, self.database, self.state_table))
+                await cur.execute(state_ddl(self.database, self.state_table))
             await cur.execute("SELECT @@global.local_infile")
             allowed = bool((await cur.fetchone())[0])
         self._use_load = self.load_method == "load_data" or (self.load_method == "auto" and allowed)
         if self.write_mode == WriteMode.OVERWRITE:
             self._target = f"{self.table}__etlsync_new"
-            await self._prepare_staging()
+            await self._prepare_staging(context.resuming_pass)
 
-    async def _prepare_staging(self) -> None:
+    async def _prepare_staging(self, resume: bool) -> None:
+        """A fresh staging table, or the one a crashed run left open mid-pass."""
         self._columns = None
-        resume = False
-        if self.exactly_once:
-            async with self.conn.cursor() as cur:
-                await cur.execute(f"SELECT `position` FROM {qualified(self.database, self.state_table)}"
-                                  " WHERE `pipeline`=%s", (self.pipeline,))
-                row = await cur.fetchone()
-            pos = loads(bytes(row[0])) if row else None
-            resume = isinstance(pos, dict) and pos.get("pass_complete") is False
         async with self.conn.cursor() as cur:
             if not resume:
                 await cur.execute(f"DROP TABLE IF EXISTS {qualified(self.database, self._target)}")
@@ -301,40 +245,35 @@ class MysqlSink(Sink):
 
     # -- writes ----------------------------------------------------------------------------
     async def write(self, batch: Batch) -> None:
-        try:
-            await self._write(batch)
-        except BaseException:
-            self._failed = True
-            raise
+        ctx = self.context
+        assert ctx is not None
+        checkpoint = ctx.checkpoint_for(batch)
+        overwrite = self.write_mode == WriteMode.OVERWRITE
+        if len(batch) or checkpoint is not None:
+            await self._transaction(batch, checkpoint)
+        if overwrite and batch.end_of_pass:
+            await self._swap()
+            await self._prepare_staging(False)
+            self._held.release()
+        elif overwrite and not ctx.owns_checkpoint:
+            self._held.add(batch)  # nothing may be committed before the swap
 
-    async def _write(self, batch: Batch) -> None:
-        assert self.context is not None
-        found, position = self.context.position_after(batch) if self.exactly_once else (False, None)
-        if not len(batch) and not found:
-            return
+    async def _transaction(self, batch: Batch, checkpoint: Any) -> None:
         names = _column_names(batch) if len(batch) else []
         cols = await self._ensure_table(batch, names) if len(batch) else []
         await self.conn.begin()
         try:
             if len(batch):
                 await self._apply(batch, cols)
-            if found:
+            if checkpoint is not None:
                 async with self.conn.cursor() as cur:
-                    await cur.execute(_state_upsert(self.database, self.state_table),
-                                      (self.pipeline, dumps(position)))
+                    await write_checkpoint(cur, self.database, self.state_table, self.pipeline,
+                                           checkpoint)
             await self.conn.commit()
         except BaseException:
             self.conn.close()  # an interrupted transaction: the server rolls it back
             self.conn = None
             raise
-        self._wrote = True
-        if self.write_mode == WriteMode.OVERWRITE and isinstance(batch.position, dict) and \
-                "pass_complete" in batch.position:
-            self._pass_aware = True
-            if batch.position["pass_complete"] is True:
-                await self._swap()
-                self._wrote = False
-                await self._prepare_staging()
 
     async def _apply(self, batch: Batch, cols: list[str]) -> None:
         upsert = self.write_mode == WriteMode.UPSERT or batch.ops is not None
@@ -421,15 +360,10 @@ class MysqlSink(Sink):
         await _wire.load_data_stream(self.conn, sql, _tsv_lines(tuples, len(cols)))
 
     async def close(self) -> None:
-        try:
-            if (self.write_mode == WriteMode.OVERWRITE and self.conn is not None
-                    and not self._failed and self._wrote and not self._pass_aware):
-                await self._swap()
-        finally:
-            if self.conn is not None:
-                self.conn.close()
-                self.conn = None
-            _TRANSACTIONAL.discard(_state_key(self.options, self.database, self.state_table))
+        self._held.clear()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
     async def _swap(self) -> None:
         """Replace the target with the staging table in one atomic RENAME."""

@@ -16,13 +16,13 @@ from etlsync.connectors.mysql.config import (
     stream_name,
 )
 from etlsync.core.batch import Batch, Row
+from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError
 from etlsync.core.incremental import Watermark
 from etlsync.core.modes import SyncMode
 from etlsync.core.schema import ColumnType, Schema
 from etlsync.core.stages import Source
 
-PASS_COMPLETE = "pass_complete"
 """Position key marking the last batch of a complete pass (the project-wide convention:
 sinks that replace their target swap when they see it)."""
 
@@ -120,9 +120,11 @@ class MysqlSource(Source):
     :param sync_mode: ``full_refresh`` or ``incremental``.
     :param cursor_field: the growing column for incremental mode (pushed down as ``>=``).
 
-    The last batch of a pass is empty with ``"pass_complete": True`` in its position: the
-    next full refresh starts over; the next incremental run continues from the watermark.
+    The last batch of a pass is empty and marked ``end_of_pass`` (``PASSES``): the next full
+    refresh starts over; the next incremental run continues from the watermark.
     """
+
+    capabilities = frozenset({Capability.PASSES})
 
     def __init__(self, tables: Sequence[str] | str, *, options: MysqlOptions | dict[str, Any] | None = None,
                  sync_mode: SyncMode | str = SyncMode.FULL_REFRESH, cursor_field: str | None = None,
@@ -145,6 +147,11 @@ class MysqlSource(Source):
     async def discover(self) -> dict[str, Schema]:
         return await discover_tables(self.options, self.tables)
 
+    def next_pass(self, position: Any) -> Any | None:
+        if self.mode == SyncMode.INCREMENTAL and isinstance(position, dict):
+            return {"watermarks": position.get("watermarks", {})}
+        return None
+
     async def read(self, position: Any | None) -> AsyncIterator[Batch]:
         conn = await connect(self.options, database=False)
         try:
@@ -152,18 +159,18 @@ class MysqlSource(Source):
                 async for b in self._incremental(conn, position or {}):
                     yield b
                 return
-            if position is None or position.get(PASS_COMPLETE):
+            if position is None:
                 position = {"table": 0, "last_key": None}
             last_key = position.get("last_key")
             for i in range(position["table"], len(self.tables)):
                 d, t = self.tables[i]
                 async for rows, key, schema in snapshot_table(conn, d, t, last_key, self.chunk_rows):
                     yield Batch(rows, stream=self._stream(d, t), schema=schema,
-                                position={"table": i, "last_key": key, PASS_COMPLETE: False})
+                                position={"table": i, "last_key": key})
                 last_key = None
-                done = i + 1 == len(self.tables)
                 yield Batch([], stream=self._stream(d, t),
-                            position={"table": i + 1, "last_key": None, PASS_COMPLETE: done})
+                            position={"table": i + 1, "last_key": None},
+                            end_of_pass=i + 1 == len(self.tables))
         finally:
             conn.close()
 
@@ -209,7 +216,7 @@ class MysqlSource(Source):
                     admitted = wm.admit(rows)
                     state[stream] = wm.to_state()
                     yield Batch(admitted, stream=stream, schema=schema,
-                                position={"watermarks": dict(state), PASS_COMPLETE: False})
+                                position={"watermarks": dict(state)})
                     if len(rows) < self.chunk_rows:
                         break
-        yield Batch([], position={"watermarks": dict(state), PASS_COMPLETE: True})
+        yield Batch([], position={"watermarks": dict(state)}, end_of_pass=True)

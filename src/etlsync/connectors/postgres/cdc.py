@@ -41,6 +41,7 @@ from etlsync.connectors.postgres.replication.snapshot import TableReader, prepar
 from etlsync.connectors.postgres.replication.types import BUILTIN
 from etlsync.connectors.postgres.types import UNCHANGED
 from etlsync.core.batch import Batch, Op, Row, dict_maker
+from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError, ServiceNotReady
 from etlsync.core.schema import Schema
 from etlsync.core.stages import Source
@@ -88,6 +89,8 @@ class PostgresCdcSource(Source):
     :param replication_settings: extra settings for the walsender session, e.g.
         ``{"logical_decoding_work_mem": "64MB"}`` (the size above which it streams).
     """
+
+    capabilities = frozenset({Capability.CDC})
 
     def __init__(self, connection: PgConnectionConfig | str, *, slot: str, publication: str,
                  tables: list[str] | None = None, create_slot: bool = True,

@@ -20,10 +20,10 @@ from typing import Any
 from etlsync.connectors.postgres.checkpoint import (
     DEFAULT_STATE_TABLE,
     ensure_state_table,
-    write_position,
+    write_checkpoint,
 )
 from etlsync.connectors.postgres.connection import PgConnectionConfig, qualified
-from etlsync.core.codec import loads
+from etlsync.core.checkpoint import Checkpoint
 from etlsync.core.errors import ConfigError
 
 PIECE_BYTES = 1 << 20
@@ -131,7 +131,7 @@ async def copy_csv_file(
             raw = await conn.fetchval(f"SELECT position::text FROM "
                                       f"{qualified(state_schema, state_table)} "
                                       "WHERE pipeline = $1", pipeline)
-            pos = loads(raw) if raw is not None else None
+            pos = Checkpoint.decode(raw).position if raw is not None else None
             if isinstance(pos, dict) and pos.get("file") == file:
                 offset = max(offset, int(pos["offset"]))
                 rows_before = int(pos.get("rows", 0))
@@ -148,8 +148,8 @@ async def copy_csv_file(
                 total += int(status.split()[-1])
                 chunks += 1
                 if pipeline is not None:
-                    await write_position(conn, state_schema, state_table, pipeline,
-                                         {"file": file, "offset": chunker.offset, "rows": total})
+                    await write_checkpoint(conn, state_schema, state_table, pipeline, Checkpoint(
+                        {"file": file, "offset": chunker.offset, "rows": total}))
         return CopyResult(total - rows_before, chunker.offset - start, start, chunks)
     finally:
         await conn.close()
@@ -157,9 +157,10 @@ async def copy_csv_file(
 
 def pass_through_eligible(source: object, operators: Sequence[object],
                           sinks: Sequence[object]) -> bool:
-    """Whether a job may skip Python rows: a full-refresh CSV source reading every column,
-    no operator, and one :class:`PostgresSink` appending without a column map. The job
-    builder calls :func:`run_pass_through` instead of a :class:`Pipeline` when this holds."""
+    """Whether :func:`run_pass_through` can load this: a full-refresh CSV source reading
+    every column, no operator, and one :class:`PostgresSink` appending without a column map.
+    (A Python API: job files run through :class:`~etlsync.Pipeline`.)"""
+    from etlsync.connectors.files.csvfile import CsvSource
     from etlsync.connectors.postgres.sink import PostgresSink
     from etlsync.core.modes import SyncMode, WriteMode
 
@@ -168,10 +169,8 @@ def pass_through_eligible(source: object, operators: Sequence[object],
     sink = sinks[0]
     if sink.write_mode is not WriteMode.APPEND or sink.column_map:
         return False
-    return (type(source).__name__ == "CsvSource"
-            and all(hasattr(source, a) for a in ("files", "delimiter", "quotechar", "header"))
-            and getattr(source, "columns", None) is None
-            and getattr(source, "sync_mode", None) == SyncMode.FULL_REFRESH)
+    return (isinstance(source, CsvSource) and source.columns is None
+            and source.sync_mode == SyncMode.FULL_REFRESH)
 
 
 async def run_pass_through(source: Any, sink: Any, *, pipeline: str) -> CopyResult:
@@ -187,7 +186,7 @@ async def run_pass_through(source: Any, sink: Any, *, pipeline: str) -> CopyResu
             "WHERE pipeline = $1", pipeline)
     finally:
         await conn.close()
-    done = loads(raw) if raw is not None else None
+    done = Checkpoint.decode(raw).position if raw is not None else None
     start_file = done.get("file") if isinstance(done, dict) else None
     rows = size = chunks = 0
     first_offset: int | None = None

@@ -6,8 +6,6 @@ changes, schema policy, and the position written in each batch's transaction (ex
 from __future__ import annotations
 
 import itertools
-import sys
-from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,13 +21,12 @@ from etlsync.connectors.postgres.changes import (
 )
 from etlsync.connectors.postgres.checkpoint import (
     DEFAULT_STATE_TABLE,
+    PostgresCheckpointStore,
     ensure_state_table,
-    register_transactional,
-    write_position,
+    write_checkpoint,
 )
 from etlsync.connectors.postgres.connection import PgConnectionConfig, qualified, quote_ident
 from etlsync.connectors.postgres.payload import Rows, copy_rows
-from etlsync.connectors.postgres.source import PASS_COMPLETE
 from etlsync.connectors.postgres.types import (
     UNCHANGED,
     describe_table,
@@ -37,11 +34,12 @@ from etlsync.connectors.postgres.types import (
     table_oid,
 )
 from etlsync.core.batch import Batch, Row
-from etlsync.core.codec import loads
+from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError, ConflictError, SchemaError
 from etlsync.core.modes import ConflictStrategy, SchemaPolicy, WriteMode
 from etlsync.core.schema import Column, ColumnType, Schema, infer_type
 from etlsync.core.stages import Sink, StageContext
+from etlsync.core.tracker import TicketHold
 from etlsync.log import get_logger
 
 _stage_ids = itertools.count(1)
@@ -77,8 +75,7 @@ class PostgresSink(Sink):
         (``host``, ``password_env``, ``sslmode``, ``sslrootcert``, ...) are accepted too.
     :param write_mode: ``append`` (COPY), ``overwrite`` (load into a new table, swap
         it in atomically at the end of the source's pass, in the transaction that stores
-        the final position; for sources that do not mark passes, when the pipeline ends
-        without error) or ``upsert`` (on ``primary_key``).
+        the final checkpoint) or ``upsert`` (on ``primary_key``).
     :param primary_key: target key columns (default: the table's, or the batch schema's).
     :param conflict: for upserts: ``skip``, ``overwrite``, ``merge`` or ``fail``.
     :param schema_policy: for source columns the target lacks: ``evolve`` (add them),
@@ -88,8 +85,8 @@ class PostgresSink(Sink):
     :param create: create the table when it is missing.
     :param text_copy: render values into COPY text where every column's values render
         exactly (much cheaper than asyncpg's binary encoding); ``False`` always uses binary.
-    :param exactly_once: write the pipeline's position into ``state_table`` in each batch's
-        transaction (use :class:`PostgresCheckpointStore` on the same database to resume).
+    :param exactly_once: ``TRANSACTIONAL``: write the pipeline's checkpoint into
+        ``state_table`` in each batch's transaction; :meth:`checkpoint_store` reads it.
     """
 
     def __init__(
@@ -130,6 +127,9 @@ class PostgresSink(Sink):
         self.state_schema = state_schema or schema
         self.name = name
         self.text_copy = text_copy
+        self.capabilities = frozenset(
+            {Capability.CHANGES, Capability.KEYED}
+            | ({Capability.TRANSACTIONAL} if exactly_once else set()))
         self.log = get_logger(sink=name, table=table)
         self._conn: asyncpg.Connection | None = None
         self._context: StageContext | None = None
@@ -138,12 +138,10 @@ class PostgresSink(Sink):
         self._pk: tuple[str, ...] = ()
         self._stage: str | None = None
         self._stage_cols: tuple[str, ...] = ()
-        self._written: deque[bytes] | None = None
         self._last_cols: tuple[str, ...] | None = None
         self._last_pairs: list[tuple[str, str]] = []
         self._overwrite_ready = False
-        self._failed = False
-        self._pass_aware = False
+        self._held = TicketHold()
         self._warned_deletes = False
         self._key_guard: dict[str, bool] = {}
         self._keys_new = True  # the last insert-only attempt found only new keys
@@ -155,13 +153,18 @@ class PostgresSink(Sink):
             raise RuntimeError(f"sink {self.name!r} is not open")
         return self._conn
 
+    def checkpoint_store(self) -> PostgresCheckpointStore | None:
+        """A store reading the checkpoints this sink writes (``exactly_once``)."""
+        if not self.exactly_once:
+            return None
+        return PostgresCheckpointStore(self.config, schema=self.state_schema,
+                                       table=self.state_table)
+
     async def open(self, context: StageContext) -> None:
         self._context = context
         self._conn = conn = await self.config.connect()
         if self.exactly_once:
             await ensure_state_table(conn, self.state_schema, self.state_table)
-            self._written = register_transactional(
-                self.config, self.state_schema, self.state_table, context.pipeline, True)
         self._target = await describe_table(conn, self.schema, self.table)
         self._pk = self.primary_key or (self._target.primary_key if self._target else ())
         if self.write_mode is WriteMode.UPSERT and self._target is not None and not self._pk:
@@ -178,18 +181,8 @@ class PostgresSink(Sink):
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
-        if self._context is not None and self.exactly_once:
-            register_transactional(self.config, self.state_schema, self.state_table,
-                                   self._context.pipeline, False)
-        if conn is None:
-            return
-        try:
-            if (self.write_mode is WriteMode.OVERWRITE and self._overwrite_ready
-                    and not self._pass_aware and not self._failed and sys.exc_info()[0] is None
-                    and self._context is not None and self._context.source_exhausted):
-                async with conn.transaction():
-                    await self._swap_in(conn)
-        finally:
+        self._held.clear()
+        if conn is not None:
             await conn.close()
 
     # -- writing -----------------------------------------------------------------------
@@ -199,12 +192,9 @@ class PostgresSink(Sink):
         assert ctx is not None
         try:
             pairs = await self._prepare(conn, batch) if len(batch) else []
-            has_pos, position = ctx.position_after(batch) if self.exactly_once else (False, None)
-            pos = batch.position
-            self._pass_aware = self._pass_aware or (isinstance(pos, dict) and PASS_COMPLETE in pos)
-            end_of_pass = isinstance(pos, dict) and pos.get(PASS_COMPLETE) is True
-            if (end_of_pass and self.write_mode is WriteMode.OVERWRITE
-                    and not self._overwrite_ready and self._target is not None):
+            checkpoint = ctx.checkpoint_for(batch)
+            end_of_pass = batch.end_of_pass and self.write_mode is WriteMode.OVERWRITE
+            if end_of_pass and not self._overwrite_ready and self._target is not None:
                 await self._prepare_overwrite(conn)  # a resumed or empty pass still swaps
             async with conn.transaction():
                 if len(batch):
@@ -213,17 +203,19 @@ class PostgresSink(Sink):
                     else:
                         await self._append(conn, batch, pairs)
                 if end_of_pass and self._overwrite_ready:
-                    await self._swap_in(conn)  # atomic with the position: exactly-once
-                raw = None
-                if has_pos:
-                    raw = await write_position(conn, self.state_schema, self.state_table,
-                                               ctx.pipeline, position)
-            if raw is not None and self._written is not None:
-                self._written.append(raw)
+                    await self._swap_in(conn)  # atomic with the checkpoint: exactly-once
+                if checkpoint is not None:
+                    await write_checkpoint(conn, self.state_schema, self.state_table,
+                                           ctx.pipeline, checkpoint)
         except BaseException:
-            self._failed = True
             self._stage = None  # created in the rolled-back transaction, or still there
             raise
+        if self.write_mode is WriteMode.OVERWRITE and not ctx.owns_checkpoint:
+            # nothing may be committed before the new table is swapped in
+            if end_of_pass:
+                self._held.release()
+            else:
+                self._held.add(batch)
 
     async def _append(self, conn: asyncpg.Connection, batch: Batch,
                       pairs: list[tuple[str, str]]) -> None:
@@ -496,16 +488,10 @@ class PostgresSink(Sink):
         return f"{self.table[:40]}__etlsync_new"
 
     async def _prepare_overwrite(self, conn: asyncpg.Connection) -> None:
-        """Load into ``<table>__etlsync_new``; resume it when the pipeline has a stored
-        position (a crashed run), else start it empty."""
+        """Load into ``<table>__etlsync_new``; keep it when this run continues a pass a
+        crashed run left open (its rows are there), else start it empty."""
         new = self._new_table
-        resume = False
-        if self.exactly_once and self._context is not None:
-            raw = await conn.fetchval(
-                f"SELECT position::text FROM {qualified(self.state_schema, self.state_table)} "
-                "WHERE pipeline = $1", self._context.pipeline)
-            pos = loads(raw) if raw is not None else None
-            resume = pos is not None and not (isinstance(pos, dict) and pos.get(PASS_COMPLETE))
+        resume = self._context is not None and self._context.resuming_pass
         exists = await describe_table(conn, self.schema, new) is not None
         if exists and not resume:
             await conn.execute(f"DROP TABLE {qualified(self.schema, new)}")

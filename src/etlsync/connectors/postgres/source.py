@@ -16,6 +16,7 @@ import asyncpg
 from etlsync.connectors.postgres.connection import PgConnectionConfig, qualified, quote_ident
 from etlsync.connectors.postgres.types import describe_query, describe_table
 from etlsync.core.batch import Batch, Row
+from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError
 from etlsync.core.incremental import Watermark
 from etlsync.core.modes import SyncMode
@@ -24,7 +25,6 @@ from etlsync.core.stages import Source
 from etlsync.log import get_logger
 
 _DONE = object()
-PASS_COMPLETE = "pass_complete"
 """Position key shared with the file sources: ``True`` on the last (empty) batch of a pass,
 so sinks that replace their target know the new data set is complete."""
 
@@ -74,10 +74,9 @@ class PostgresSource(Source):
     :param poll_interval: incremental only: keep polling every so many seconds instead of
         ending once caught up.
 
-    The position is cumulative: ``{"streams": {name: progress}, "pass_complete": bool}``.
-    After every stream is read, an empty batch marks the end of the pass
-    (``pass_complete``): :class:`PostgresSink` in overwrite mode swaps its new table in with
-    it, and the next run of a full refresh starts a new pass.
+    The position is cumulative: ``{"streams": {name: progress}}``. After every stream is
+    read, an empty batch marks the end of the pass (``PASSES``): an overwrite sink swaps its
+    new table in there, and the next run of a full refresh starts a new pass.
     A table without a primary key (and none given) is paged by ``ctid``.
     """
 
@@ -154,11 +153,16 @@ class PostgresSource(Source):
         return found
 
     # -- reading -----------------------------------------------------------------------
+    capabilities = frozenset({Capability.PASSES})
+
+    def next_pass(self, position: Any) -> Any | None:
+        """A full refresh starts over; an incremental pass keeps every stream's watermark."""
+        if self.sync_mode is SyncMode.INCREMENTAL:
+            return position
+        return None
+
     async def read(self, position: Any | None) -> AsyncIterator[Batch]:
         progress: dict[str, Any] = dict((position or {}).get("streams", {}))
-        ended = isinstance(position, dict) and position.get(PASS_COMPLETE)
-        if ended and self.sync_mode is SyncMode.FULL_REFRESH:
-            progress = {}  # the last pass finished: a snapshot starts over
         pool = await self.config.create_pool(self.pool_size)
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.pool_size)
         tasks: list[asyncio.Task[None]] = []
@@ -181,9 +185,9 @@ class PostgresSource(Source):
                 stream, rows, state = item
                 progress[stream.name] = state
                 yield Batch(rows, stream=stream.name, schema=stream.columns,
-                            position={"streams": dict(progress), PASS_COMPLETE: False})
-            yield Batch([], stream=self.streams[-1].name,
-                        position={"streams": dict(progress), PASS_COMPLETE: True})
+                            position={"streams": dict(progress)})
+            yield Batch([], stream=self.streams[-1].name, position={"streams": dict(progress)},
+                        end_of_pass=True)
         finally:
             for t in tasks:
                 t.cancel()

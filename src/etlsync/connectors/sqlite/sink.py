@@ -12,22 +12,25 @@ from typing import Any
 
 import msgspec
 
-from etlsync.checkpoints.sqlite import (
+from etlsync.connectors.sqlite._values import DECLARED, NATIVE, adapt, type_of_value
+from etlsync.connectors.sqlite.checkpoint import (
     STATE_TABLE,
+    SqliteCheckpointStore,
     connect,
     ensure_state_table,
     quote,
     write_state,
 )
-from etlsync.connectors.files._common import is_end_of_pass, is_pass_aware
-from etlsync.connectors.sqlite._values import DECLARED, NATIVE, adapt, type_of_value
 from etlsync.connectors.sqlite.source import table_schema
-from etlsync.core.batch import Batch, Op, Row, TicketHold
+from etlsync.core.batch import Batch, Op, Row
+from etlsync.core.capabilities import Capability
+from etlsync.core.checkpoint import Checkpoint
 from etlsync.core.errors import ConfigError, ConflictError, DataError, SchemaError
 from etlsync.core.modes import ConflictStrategy, SchemaPolicy, WriteMode
 from etlsync.core.schema import ColumnType, Schema
 from etlsync.core.serial import SerialThread
 from etlsync.core.stages import Sink, StageContext
+from etlsync.core.tracker import TicketHold
 
 
 def _adapt_rows(tuples: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
@@ -79,15 +82,15 @@ def _getter(keys: Sequence[Any]) -> Any:
 class SqliteSink(Sink):
     """Writes batches into a SQLite table, one transaction per batch, in a worker thread.
 
-    Each transaction also records the pipeline's committable position in the state table
-    (``_etlsync_state``), so a :class:`~etlsync.checkpoints.sqlite.SqliteCheckpointStore` on the
-    same file resumes exactly where the data ends (exactly-once).
+    ``TRANSACTIONAL``: each transaction also records the pipeline's checkpoint in the state
+    table (``_etlsync_state``) of the same file, and :meth:`checkpoint_store` reads it, so a
+    pipeline into SQLite resumes exactly where the data ends (exactly-once).
 
     :param path: the database file (created if absent; WAL mode).
     :param table: the target table (created from the batch schema or the first rows when
         ``create``).
     :param write_mode: ``append``; ``overwrite`` (rows go to a staging table that replaces the
-        target in one transaction when the source's pass is complete); ``upsert`` on
+        target in one transaction at the end of the source's pass); ``upsert`` on
         ``primary_key`` with ``conflict``.
     :param primary_key: the key columns (default: the table's, or the batch schema's).
     :param conflict: ``skip``, ``overwrite``, ``merge`` or ``fail`` (see
@@ -106,6 +109,7 @@ class SqliteSink(Sink):
     """
 
     name = "sqlite"
+    capabilities = frozenset({Capability.TRANSACTIONAL, Capability.CHANGES, Capability.KEYED})
 
     def __init__(self, path: str | os.PathLike[str], *, table: str,
                  write_mode: WriteMode | str = WriteMode.APPEND, primary_key: Sequence[str] = (),
@@ -135,18 +139,21 @@ class SqliteSink(Sink):
         self._pk: tuple[str, ...] = self.primary_key
         self._sql: dict[Any, str] = {}
         self._held = TicketHold()
-        self._pass_aware = False
-        self._failed = False
         self._staged = False
         self._keyed: set[str] = set()
         self._max_variables = 999
 
     # -- lifecycle -------------------------------------------------------------------------
+    def checkpoint_store(self) -> SqliteCheckpointStore:
+        """A store reading the checkpoints this sink writes (its file, its state table)."""
+        return SqliteCheckpointStore(self.path, table=self.state_table, timeout=self.timeout,
+                                     synchronous=self.synchronous)
+
     async def open(self, context: StageContext) -> None:
         self._context = context
-        await self._serial.run(self._open_sync)
+        await self._serial.run(self._open_sync, context.resuming_pass)
 
-    def _open_sync(self) -> None:
+    def _open_sync(self, resuming_pass: bool) -> None:
         conn = connect(self.path, timeout=self.timeout, synchronous=self.synchronous)
         self._conn = conn
         self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
@@ -158,8 +165,13 @@ class SqliteSink(Sink):
         if not self._pk and existing is not None:
             self._pk = self._table_pk(self.table)
         if self.write_mode == WriteMode.OVERWRITE:
-            conn.execute(f"DROP TABLE IF EXISTS {quote(self.staging)}")
-            self._begin_stage()
+            if resuming_pass and self._columns(self.staging) is not None:
+                # the pass a crashed run left open goes on: its rows are in the staging table
+                self._target, self._cols, self._sql, self._staged = (
+                    self.staging, self._columns(self.staging), {}, True)
+            else:
+                conn.execute(f"DROP TABLE IF EXISTS {quote(self.staging)}")
+                self._begin_stage()
         else:
             self._cols = existing
             if existing is not None and self._pk and self._needs_key_index():
@@ -187,40 +199,30 @@ class SqliteSink(Sink):
     async def write(self, batch: Batch) -> None:
         assert self._context is not None, "SqliteSink.write before open"
         ctx = self._context
-        try:
-            if self.write_mode != WriteMode.OVERWRITE:
-                state = ctx.position_after(batch)
-                await self._serial.run(self._transaction, batch, state, False)
-                return
-            self._pass_aware = self._pass_aware or is_pass_aware(batch.position)
-            if not self._staged:
-                await self._serial.run(self._begin_stage)
-            if is_end_of_pass(batch.position):
-                state = ctx.position_after(Batch([], tickets=(*self._held.tickets, *batch.tickets)))
-                await self._serial.run(self._transaction, batch, state, True)
-                self._held.release()
-            else:
-                await self._serial.run(self._transaction, batch, (False, None), False)
-                self._held.add(batch)
-        except BaseException:
-            self._failed = True
-            raise
+        checkpoint = ctx.checkpoint_for(batch)
+        if self.write_mode != WriteMode.OVERWRITE:
+            await self._serial.run(self._transaction, batch, checkpoint, False)
+            return
+        if not self._staged:
+            await self._serial.run(self._begin_stage)
+        swap = batch.end_of_pass
+        if ctx.owns_checkpoint:  # checkpoints go with the staged rows: a crash resumes the pass
+            await self._serial.run(self._transaction, batch, checkpoint, swap)
+        elif swap:
+            await self._serial.run(self._transaction, batch, None, True)
+            self._held.release()
+        else:  # nothing may be committed before the new data set is installed
+            await self._serial.run(self._transaction, batch, None, False)
+            self._held.add(batch)
 
     async def close(self) -> None:
         conn = self._conn
         if conn is None:
             return
         try:
-            if self.write_mode == WriteMode.OVERWRITE and self._staged:
-                exhausted = self._context is not None and self._context.source_exhausted
-                if not self._failed and not self._pass_aware and exhausted:
-                    # a source without pass markers: swap what this run delivered; no position
-                    # is recorded, so the next overwrite run reads everything again
-                    await self._serial.run(self._transaction, Batch([]), (False, None), True)
-                    self._held.release()
-                else:
-                    await self._serial.run(
-                        conn.execute, f"DROP TABLE IF EXISTS {quote(self.staging)}")
+            if self._staged and not (self._context is not None
+                                     and self._context.owns_checkpoint):
+                await self._serial.run(conn.execute, f"DROP TABLE IF EXISTS {quote(self.staging)}")
         finally:
             self._held.clear()
             self._conn = None
@@ -228,7 +230,7 @@ class SqliteSink(Sink):
             self._serial.shutdown()
 
     # -- transactions ----------------------------------------------------------------------
-    def _transaction(self, batch: Batch, state: tuple[bool, Any], swap: bool) -> None:
+    def _transaction(self, batch: Batch, checkpoint: Checkpoint | None, swap: bool) -> None:
         conn = self._conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
@@ -237,9 +239,8 @@ class SqliteSink(Sink):
                 self._apply(batch)
             if swap:
                 self._swap()
-            if state[0] and self._context is not None:
-                write_state(conn, self._context.pipeline, state[1], writer="sink",
-                            table=self.state_table)
+            if checkpoint is not None and self._context is not None:
+                write_state(conn, self._context.pipeline, checkpoint, self.state_table)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from etlsync.checkpoints.sqlite import quote
-from etlsync.connectors.files._common import PASS_COMPLETE, is_end_of_pass
 from etlsync.connectors.sqlite._values import READERS, adapt, logical_type
+from etlsync.connectors.sqlite.checkpoint import quote
 from etlsync.core.batch import Batch, Row
+from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError
 from etlsync.core.incremental import Watermark
 from etlsync.core.modes import SyncMode
@@ -48,6 +48,7 @@ class SqliteSource(Source):
     """
 
     name = "sqlite"
+    capabilities = frozenset({Capability.PASSES})
 
     def __init__(self, path: str | os.PathLike[str], *, table: str | None = None,
                  query: str | None = None, stream: str | None = None, batch_size: int = 10_000,
@@ -103,11 +104,15 @@ class SqliteSource(Source):
                 conn.close()
         return {self.stream: await self._serial.run(run)}
 
+    def next_pass(self, position: Any) -> Any | None:
+        """A full refresh starts over; an incremental pass continues from the watermark."""
+        if self.sync_mode == SyncMode.INCREMENTAL and isinstance(position, dict):
+            return {"wm": position.get("wm")}
+        return None
+
     async def read(self, position: Any | None) -> AsyncIterator[Batch]:
         pos = dict(position) if isinstance(position, dict) else {}
         wm_state = pos.get("wm")
-        if is_end_of_pass(pos):
-            pos = {}
         conn = await self._serial.run(self._connect)
         try:
             schema = await self._serial.run(self._schema, conn)
@@ -118,15 +123,16 @@ class SqliteSource(Source):
                 wm = Watermark.from_state(self.cursor_field, pk, wm_state)
                 async for batch in self._incremental(conn, wm, schema, convert):
                     yield batch
-                end: dict[str, Any] = {"wm": wm.to_state(), PASS_COMPLETE: True}
+                end: dict[str, Any] = {"wm": wm.to_state()}
             else:
+                end = pos
                 async for batch in self._full(conn, pos, schema, convert):
+                    end = batch.position
                     yield batch
-                end = {PASS_COMPLETE: True}
         finally:
             await self._serial.run(conn.close)
             self._serial.shutdown()
-        yield Batch([], stream=self.stream, position=end, schema=schema)
+        yield Batch([], stream=self.stream, position=end, schema=schema, end_of_pass=True)
 
     @staticmethod
     def _rows(names: list[str], raw: list[Any], convert: list[tuple[str, Callable[[Any], Any]]],
@@ -165,10 +171,10 @@ class SqliteSource(Source):
             if not raw:
                 return
             if by_rowid:
-                p: dict[str, Any] = {"rowid": raw[-1][0], PASS_COMPLETE: False}
+                p: dict[str, Any] = {"rowid": raw[-1][0]}
             else:
                 offset += len(raw)
-                p = {"offset": offset, PASS_COMPLETE: False}
+                p = {"offset": offset}
             rows = self._rows(names, raw, convert, by_rowid)
             yield Batch(rows, stream=self.stream, position=p, schema=schema)
 
@@ -192,4 +198,4 @@ class SqliteSource(Source):
             rows = wm.admit(self._rows(names, raw, convert, False))
             if rows:
                 yield Batch(rows, stream=self.stream, schema=schema,
-                            position={"wm": wm.to_state(), PASS_COMPLETE: False})
+                            position={"wm": wm.to_state()})
