@@ -212,6 +212,9 @@ def normalize(qf: Any, calls: list[tuple[str, list[Any]]], results: list[Any]) -
     out = []
     for (name, _), res in zip(calls, results, strict=True):
         q = by_name[name]
+        from etlsync.codegen.naming import camel
+
+        names = {c.name: c.name for c in q.columns} | {camel(c.name): c.name for c in q.columns}
         types = {c.name: c.type.logical for c in q.columns}
         if q.kind == "execrows":
             out.append(int(res))
@@ -219,12 +222,20 @@ def normalize(qf: Any, calls: list[tuple[str, list[Any]]], results: list[Any]) -
             out.append(None)
         else:
             rows = res if q.kind == "many" else [res]
-            norm = [{k: normal(v, types[k]) for k, v in r.items()} for r in rows]
+            norm = [{names[k]: normal(v, types[names[k]]) for k, v in r.items()} for r in rows]
             out.append(norm if q.kind == "many" else norm[0])
     return out
 
 
-def encode_args(calls: list[tuple[str, list[Any]]]) -> str:
+def encode_args(qf: Any, calls: list[tuple[str, list[Any]]]) -> str:
+    """Runner input; a ``timestamptz`` parameter gets a UTC offset, a ``timestamp`` none."""
+    by_name = {q.name: q for q in qf.queries}
+
+    def typed(v: Any, logical: str) -> Any:
+        if isinstance(v, dt.datetime) and logical == "timestamptz":
+            return v.replace(tzinfo=dt.UTC)
+        return v
+
     def enc(v: Any) -> str:
         if v is None:
             return "\\N"
@@ -238,7 +249,9 @@ def encode_args(calls: list[tuple[str, list[Any]]]) -> str:
             return v.isoformat()
         return str(v)
 
-    return "".join("\t".join([name, *map(enc, args)]) + "\n" for name, args in calls)
+    return "".join("\t".join([name, *(enc(typed(a, by_name[name].params[i].type.logical))
+                                        for i, a in enumerate(args))]) + "\n"
+                   for name, args in calls)
 
 
 # -- building and running generated code ---------------------------------------------------------------

@@ -3,9 +3,10 @@ row (boxed types for nullable columns), ``PreparedStatement`` with ``?`` placeho
 
 from __future__ import annotations
 
+import json
+
 from etlsync.codegen import naming
 from etlsync.codegen.common import GenOptions, c_string, header, one_line, queries_of, rendered
-from etlsync.codegen.dialect import placeholder_style
 from etlsync.codegen.model import Param, Query, QueryFile, ResultColumn
 
 # logical -> (primitive or class, boxed, ResultSet getter expression with {i}, setter)
@@ -80,7 +81,7 @@ def _set(p: Param, name: str, i: int, dialect: str) -> str:
 
 def _queries_class(queries: list[Query], methods: list[str], texts: dict[str, str],
                    opts: GenOptions, package: str, qf: QueryFile) -> str:
-    style = placeholder_style(opts.target)
+    style = "qmark"  # JDBC: ? for every database
     out = [f"// {header(qf, opts)}", f"package {package};", "",
            "import java.math.BigDecimal;", "import java.sql.Connection;",
            "import java.sql.PreparedStatement;", "import java.sql.ResultSet;",
@@ -212,7 +213,7 @@ def _runner(queries: list[Query], methods: list[str], opts: GenOptions, package:
                 value = _json_value(c.type.logical, expr)
                 if c.nullable or TYPES[c.type.logical][0] == TYPES[c.type.logical][1]:
                     value = f'({expr} == null ? "null" : {value})'
-                parts.append(f"{c_string(c.name)} + \":\" + {value}")
+                parts.append(f"{c_string(json.dumps(c.name) + ':')} + {value}")
             body = ' + "," + '.join(parts) or '""'
             writers.append(f"    static String json{row}(Queries.{row} r) {{\n"
                            f"        return \"{{\" + {body} + \"}}\";\n    }}\n")

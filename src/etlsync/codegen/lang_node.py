@@ -101,7 +101,7 @@ def _module(queries: list[Query], funcs: list[str], texts: dict[str, str], opts:
                                "parameters", reserved_ok=True)
         args_type = "{ " + ", ".join(f"{n}: {ts_type(p.type.logical, p.nullable)}"
                                      for n, p in zip(pnames, q.params, strict=True)) + " }"
-        values = ", ".join(_value(pnames[i], q.params[i].type.logical) for i in r.args)
+        values = ", ".join(_value(pnames[i], q.params[i].type.logical, opts.target) for i in r.args)
         doc = ["/**", f" * Runs {q.name}.", " * @param {object} db a pg Client/Pool or a mysql2 "
                "promise Connection/Pool"]
         if q.params:
@@ -137,7 +137,9 @@ def _module(queries: list[Query], funcs: list[str], texts: dict[str, str], opts:
     return "\n".join(out)
 
 
-def _value(name: str, logical: str) -> str:
+def _value(name: str, logical: str, dialect: str) -> str:
+    if logical == "int64" and dialect == "mysql":  # a string would be quoted (LIMIT '10')
+        return f"args.{name} === null ? null : BigInt(args.{name})"
     if logical == "json":
         return f"args.{name} === null ? null : JSON.stringify(args.{name})"
     return f"args.{name}"
