@@ -138,8 +138,10 @@ def _module(queries: list[Query], funcs: list[str], texts: dict[str, str], opts:
 
 
 def _triple(sql: str) -> str:
-    text = sql.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-    return f'"""{text}"""' if "\n" not in text else f'"""\n{text}\n"""'
+    """A Python literal of ``sql``: triple-quoted when it spans lines and can be."""
+    if "\n" in sql and '"""' not in sql and "\\" not in sql and not sql.endswith('"'):
+        return f'"""\n{sql}\n"""'
+    return repr(sql)
 
 
 _PARSE = {"int16": "int", "int32": "int", "int64": "int", "float32": "float", "float64": "float",
