@@ -13,7 +13,8 @@ SCHEMA = str(harness.SQL_DIR / "schema_plain.sql")
 
 
 def test_syntax_error_names_query_line_and_column() -> None:
-    text = "-- name: Ok :one\nSELECT 1 AS x;\n\n-- name: Broken :many\nSELECT a,\n  b FROM t WHERE x = $1 AND y = = 2;\n"
+    text = ("-- name: Ok :one\nSELECT 1 AS x;\n\n-- name: Broken :many\nSELECT a,\n"
+            "  b FROM t WHERE x = $1 AND y = = 2;\n")
     with pytest.raises(CodegenError) as err:
         load_queries("q.sql", text=text)
     message = str(err.value)
@@ -48,11 +49,11 @@ def test_bad_files_are_refused(text: str, message: str) -> None:
 async def test_name_collisions_in_generated_code_are_refused() -> None:
     text = ("-- name: get_author :one\nSELECT id FROM authors WHERE id = :id;\n"
             "-- name: GetAuthor :one\nSELECT id FROM authors WHERE id = :id;\n")
-    with pytest.raises(CodegenError, match="both become 'GetAuthor' in go"):
+    with pytest.raises(CodegenError, match=r"both become 'GetAuthor' in go"):
         await generate_files("q.sql", "go", schema_file=SCHEMA, text=text, format_code=False)
     cols = "-- name: Cols :many\nSELECT created_at, name AS \"createdAt\" FROM authors;\n"
-    with pytest.raises(CodegenError, match="q.sql:2:1: query 'Cols': result columns 'created_at' "
-                                           "and 'createdAt' both become 'createdAt' in java"):
+    with pytest.raises(CodegenError, match=r"q.sql:2:1: query 'Cols': result columns 'created_at' "
+                                           r"and 'createdAt' both become 'createdAt' in java"):
         await generate_files("q.sql", "java", schema_file=SCHEMA, text=cols, format_code=False)
 
 

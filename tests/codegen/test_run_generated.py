@@ -17,8 +17,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.parametrize("dialect", ["postgres", "mysql"])
 @pytest.mark.parametrize("lang", ["python", "go", "java", "node"])
-async def test_generated_code_matches_direct_queries(lang: str, dialect: str, tmp_path: Path,
-                                                     unique_name: str, request: pytest.FixtureRequest) -> None:
+async def test_generated_code_matches_direct_queries(
+        lang: str, dialect: str, tmp_path: Path, unique_name: str,
+        request: pytest.FixtureRequest) -> None:
     need_toolchain(lang)
     where = request.getfixturevalue("pg_dsn" if dialect == "postgres" else "mysql_params")
     url = f"{where}?sslmode=disable" if dialect == "postgres" else request.getfixturevalue("mysql_url")
@@ -31,7 +32,7 @@ async def test_generated_code_matches_direct_queries(lang: str, dialect: str, tm
                                      database_url=url, package="gen", main=True, text=text)
         src = tmp_path / "src"
         write_files(files, src)
-        cmd = harness.build(lang, src if lang != "java" else src, tmp_path)
+        cmd = harness.build(lang, src, tmp_path)
         qf = load_queries("queries.sql", "postgres", text)
         texts = await analyze(qf, dialect, database_url=url)
         expected = harness.normalize(qf, harness.CALLS,

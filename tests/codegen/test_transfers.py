@@ -57,7 +57,7 @@ async def test_transfer_program_copies_in_batches_and_resumes(
         write_files(files, src)
         if lang == "go":
             exe = tmp_path / "copy"
-            subprocess.run(["go", "build", "-o", str(exe), "."], cwd=src / "copy_books", check=True,
+            subprocess.run(["go", "build", "-o", str(exe), "."], cwd=src / "copy_books", check=True,  # noqa: ASYNC221
                            env=harness.go_env(tmp_path), capture_output=True, timeout=300)
             cmd = [str(exe)]
         else:

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from etlsync.codegen import generate_files, write_files
+    from etlsync.codegen import generate_files
 
     if args.job:
         from etlsync.codegen.jobfile import job_from_file

@@ -87,9 +87,7 @@ def render(q: Query, sql: str, style: str) -> Rendered:
         last = m.end()
     tail = sql[last:]
     pieces.append(tail.replace("%", "%%") if style == "pyformat" else tail)
-    if style == "dollar":
-        args = [p.index for p in q.params]
-    elif style == "pyformat":
+    if style == "dollar" or style == "pyformat":
         args = [p.index for p in q.params]
     return Rendered("".join(pieces), args, shifts)
 

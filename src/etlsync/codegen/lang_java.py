@@ -195,7 +195,7 @@ def _runner(queries: list[Query], methods: list[str], opts: GenOptions, package:
             lines.append(f'                return {call}.map(Main::json{row}).orElse("null");')
         else:
             row = naming.pascal(q.name) + "Row"
-            lines.append(f"                StringBuilder sb = new StringBuilder(\"[\");")
+            lines.append("                StringBuilder sb = new StringBuilder(\"[\");")
             lines.append(f"                for (Queries.{row} r : {call}) {{")
             lines.append('                    if (sb.length() > 1) sb.append(",");')
             lines.append(f"                    sb.append(json{row}(r));")

@@ -59,10 +59,8 @@ def transfer_sql(q: Query, select_text: str, source: str, sink: str) -> Transfer
                  zip(marks, positions, strict=True)]
     else:
         casts = ["?"] * n
-    if n == 1:
-        cond = f"{src_keys[0]} > {casts[0]}"
-    else:
-        cond = f"({', '.join(src_keys)}) > ({', '.join(casts)})"
+    cond = f"{src_keys[0]} > {casts[0]}" if n == 1 else \
+        f"({', '.join(src_keys)}) > ({', '.join(casts)})"
     limit = f" ORDER BY {order} LIMIT {spec.batch_size}"
     cols = ", ".join(quote(c, sink) for c in spec.columns)
     head = f"INSERT INTO {_qualified(spec.table, sink)} ({cols}) VALUES "
