@@ -24,10 +24,11 @@ T1 = dt.datetime(2024, 1, 2, 3, 4, 5, 123000)
 T3 = dt.datetime(2024, 3, 4, 12, 0, 0, 500000)
 AUTHORS = [
     (1, "Ada", "first", dt.date(1990, 5, 1), 4.5, True, 10, Decimal("1234.50"),
-     {"tags": ["a", "b"], "n": 1}, b"\x00\x01\xff", U1, T1, T1),
+     {"tags": ["a", "b"], "n": 1}, b"\x00\x01\xff", U1, T1, T1, dt.time(7, 30)),
     (2, "Bob", None, dt.date(1985, 12, 31), None, True, 20, Decimal("99.99"), None, None, U2,
-     dt.datetime(2024, 2, 3), None),
-    (3, 'Cy "q"\ttab', "ünïcode", None, 3.25, False, None, None, [1, 2], b"abc", U3, T3, T3),
+     dt.datetime(2024, 2, 3), None, None),
+    (3, 'Cy "q"\ttab', "ünïcode", None, 3.25, False, None, None, [1, 2], b"abc", U3, T3, T3,
+     dt.time(23, 59, 59, 250000)),
 ]
 BOOKS = [(1, 1, "B1", Decimal("10.00"), dt.date(2020, 1, 1)), (2, 1, "B2", Decimal("15.50"), None),
          (3, 2, "B3", Decimal("7.25"), dt.date(2021, 6, 1))]
@@ -38,6 +39,7 @@ CALLS: list[tuple[str, list[Any]]] = [
     ("TopAuthors", [Decimal("5"), 10]),
     ("AuthorsByNumbers", [20, 4.0]),
     ("AuthorsCreatedBetween", [dt.datetime(2024, 1, 1), dt.datetime(2024, 2, 28)]),
+    ("AuthorsAwakeBefore", [dt.time(23, 59, 59, 500000)]),
     ("AuthorsByAvatar", [b"\x00\x01\xff"]),
     ("CountBooks", [1]),
     ("CreateBook", [100, 2, "new 'book' 100%", Decimal("1.10"), None]),
@@ -67,9 +69,10 @@ async def create_pg(dsn: str, tables: dict[str, str]) -> None:
     try:
         await conn.execute(sql_file("schema_postgres.sql", tables))
         await conn.executemany(
-            f"INSERT INTO {tables['authors']} VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9::jsonb,$10,$11,$12,$13)",
+            f"INSERT INTO {tables['authors']} VALUES "
+            "($1,$2,$3,$4,$5,$6,$7,$8,$9::jsonb,$10,$11,$12,$13,$14)",
             [(*r[:8], None if r[8] is None else json.dumps(r[8]), *r[9:12],
-              None if r[12] is None else r[12].replace(tzinfo=dt.UTC)) for r in AUTHORS])
+              None if r[12] is None else r[12].replace(tzinfo=dt.UTC), r[13]) for r in AUTHORS])
         await conn.executemany(f"INSERT INTO {tables['books']} VALUES ($1,$2,$3,$4,$5)", BOOKS)
     finally:
         await conn.close()
@@ -85,7 +88,7 @@ async def create_mysql(params: dict[str, Any], tables: dict[str, str]) -> None:
                 if statement.strip():
                     await cur.execute(statement)
             await cur.executemany(
-                f"INSERT INTO {tables['authors']} VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                f"INSERT INTO {tables['authors']} VALUES ({', '.join(['%s'] * 14)})",
                 [(*r[:8], None if r[8] is None else json.dumps(r[8]), r[9], str(r[10]), *r[11:])
                  for r in AUTHORS])
             await cur.executemany(f"INSERT INTO {tables['books']} VALUES (%s,%s,%s,%s,%s)", BOOKS)
@@ -196,6 +199,10 @@ def normal(v: Any, logical: str) -> Any:
         return v in (True, 1, "1", "true", "t") if not isinstance(v, bool) else v
     if logical == "date":
         return str(v)[:10]
+    if logical == "time":  # aiomysql and PyMySQL read TIME as a timedelta
+        if isinstance(v, dt.timedelta):
+            return (dt.datetime.min + v).time()
+        return v if isinstance(v, dt.time) else dt.time.fromisoformat(str(v))
     if logical in ("timestamp", "timestamptz"):
         return _ts(v, logical == "timestamptz")
     if logical == "bytes":
@@ -283,7 +290,7 @@ def build(lang: str, src: Path, work: Path) -> list[str]:
                "javac")
         main = next(src.rglob("Main.java")).relative_to(src).with_suffix("")
         return ["java", "-cp", f"{classes}:{cp}", str(main).replace("/", ".")]
-    if lang == "node":
+    if lang in ("node", "knex"):
         for f in src.glob("*.js"):
             _check(subprocess.run(["node", "--check", str(f)], capture_output=True, text=True,
                                   timeout=60, check=False), f"node --check {f.name}")
@@ -295,10 +302,37 @@ def build(lang: str, src: Path, work: Path) -> list[str]:
 
 def run_runner(lang: str, cmd: list[str], src: Path, url: str, stdin: str) -> list[Any]:
     env = {**os.environ, "DATABASE_URL": url}
-    if lang == "node":
+    if lang in ("node", "knex"):
         env["NODE_PATH"] = str(NODE_DIR / "node_modules")
     if lang == "python":
         env["PYTHONPATH"] = str(src)
     out = _check(subprocess.run(cmd, input=stdin, env=env, capture_output=True, text=True,
                                 timeout=120, check=False), f"{lang} runner")
     return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def build_program(lang: str, src: Path, work: Path, name: str) -> tuple[list[str], dict[str, str]]:
+    """Compile the transfer program ``name`` (``CopyBooks``) generated into ``src`` (Java in
+    package ``gen``); returns the command that runs it and its environment. ``knex`` is Node.js."""
+    from etlsync.codegen.naming import snake
+
+    env = dict(os.environ)
+    if lang == "go":
+        exe = work / snake(name)
+        _check(subprocess.run(["go", "build", "-o", str(exe), "."], cwd=src / snake(name),
+                              env=go_env(work), capture_output=True, text=True, timeout=300,
+                              check=False), "go build")
+        return [str(exe)], env
+    if lang == "java":
+        classes = work / "classes"
+        cp = ":".join(str(j) for j in JARS)
+        _check(subprocess.run(["javac", "-Xlint:all", "-Werror", "-cp", cp, "-d", str(classes),
+                               str(src / "gen" / f"{name}.java")], capture_output=True, text=True,
+                              timeout=300, check=False), "javac")
+        return ["java", "-cp", f"{classes}:{cp}", f"gen.{name}"], env
+    if lang in ("node", "knex"):
+        script = src / f"{snake(name)}.js"
+        _check(subprocess.run(["node", "--check", str(script)], capture_output=True, text=True,
+                              timeout=60, check=False), f"node --check {script.name}")
+        return ["node", str(script)], env | {"NODE_PATH": str(NODE_DIR / "node_modules")}
+    return ["python3", str(src / f"{snake(name)}.py")], env

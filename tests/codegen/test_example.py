@@ -31,6 +31,15 @@ def test_cli_codegen_and_job(tmp_path: Path) -> None:
                  "--schema", str(ROOT / "examples/codegen/schema.sql"), "-o", str(tmp_path)]) == 0
     assert "public static int renameAuthor(Connection conn, String name, long id)" in \
         (tmp_path / "queries/Queries.java").read_text()
+    schema = ["--schema", str(ROOT / "examples/codegen/schema.sql")]
+    queries = str(ROOT / "examples/codegen/queries.sql")
+    assert main(["codegen", queries, "--lang", "node", "--node-driver", "knex", "--no-format",
+                 *schema, "-o", str(tmp_path / "knex")]) == 0
+    assert "await db.raw(sql, values).options({ types })" in (tmp_path / "knex/queries.js").read_text()
+    assert main(["codegen", queries, "--lang", "python", "--python-dataframes", *schema,
+                 "-o", str(tmp_path / "frames")]) == 0
+    assert "def top_authors_df(conn: Connection, *, total: decimal.Decimal, limit: int) -> " \
+        "pandas.DataFrame:" in (tmp_path / "frames/queries.py").read_text()
     job_sql = tmp_path / "job.sql"
     job_sql.write_text("-- name: Recent :many\nSELECT id, name, created_at FROM authors "
                        "WHERE created_at > :since AND active;\n")

@@ -19,13 +19,19 @@ TRANSFERS = harness.fill((harness.SQL_DIR / "transfers.sql").read_text(), {
     "authors": "authors", "books": "books", "books_copy": "books_copy"})
 
 
-@pytest.mark.parametrize("lang", ["python", "go", "java", "node"])
+@pytest.mark.parametrize("lang", ["python", "python-dataframes", "go", "java", "node", "node-knex"])
 async def test_generated_code_matches_golden_files(lang: str) -> None:
-    if lang in ("go", "node"):
-        need_toolchain(lang)  # gofmt / prettier shape the golden files
-    text = QUERIES + ("\n" + TRANSFERS if lang in ("python", "go") else "")
-    files = await generate_files("queries.sql", lang, schema_file=harness.SQL_DIR / "schema_plain.sql",
-                                 package="gen", main=True, text=text)
+    """``node-knex``: Node.js with ``node_driver="knex"``; ``python-dataframes``: with
+    ``dataframes=True``."""
+    base = lang.split("-")[0]
+    if base in ("go", "node"):
+        need_toolchain(base)  # gofmt / prettier shape the golden files
+    frames = lang == "python-dataframes"  # only queries.py differs
+    files = await generate_files("queries.sql", base, schema_file=harness.SQL_DIR / "schema_plain.sql",
+                                 package="gen", main=not frames,
+                                 text=QUERIES + ("" if frames else "\n" + TRANSFERS),
+                                 node_driver="knex" if lang == "node-knex" else "plain",
+                                 dataframes=frames)
     folder = GOLDEN / lang
     if os.environ.get("ETLSYNC_UPDATE_GOLDEN") == "1":
         for name, content in files.items():

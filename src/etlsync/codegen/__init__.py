@@ -26,8 +26,12 @@ async def generate_files(path: str | Path, lang: str, *, dialect: str = "postgre
                          target: str | None = None, sink_dialect: str | None = None,
                          schema_file: str | Path | None = None, database_url: str | None = None,
                          package: str = "", main: bool = False, format_code: bool = True,
+                         node_driver: str = "plain", dataframes: bool = False,
                          text: str | None = None) -> dict[str, str]:
     """Generated files (relative path -> content) for the queries of ``path``.
+
+    ``node_driver``: ``plain`` (pg / mysql2) or ``knex``; ``dataframes``: Python ``:many``
+    queries also get a ``<name>_df`` function returning a pandas DataFrame.
 
     :raises CodegenError: bad input, naming the query, line and column.
     """
@@ -44,7 +48,7 @@ async def generate_files(path: str | Path, lang: str, *, dialect: str = "postgre
     target = target or dialect
     texts = await analyze(qf, target, schema_file=schema_file, database_url=database_url)
     opts = GenOptions(target=target, sink_dialect=sink_dialect, package=package, main=main,
-                      source_name=Path(path).name)
+                      source_name=Path(path).name, node_driver=node_driver, dataframes=dataframes)
     files = generators[lang](qf, texts, opts)
     return format_files(files, lang) if format_code else files
 

@@ -15,9 +15,9 @@ from etlsync.codegen.model import UNKNOWN, CodegenError, Query, QueryFile, Resul
 from etlsync.codegen.parse import parse_canonical
 
 
-def statement_of(q: Query, tree: exp.Expression) -> exp.Expression:
+def statement_of(q: Query, tree: exp.Expr) -> exp.Expr:
     """What is typed: the SELECT of a ``:transfer``, else the statement itself."""
-    if q.kind == "transfer" and isinstance(tree, exp.Insert):
+    if q.kind == "transfer" and isinstance(tree, exp.Insert) and isinstance(tree.expression, exp.Query):
         return tree.expression
     return tree
 
@@ -33,7 +33,7 @@ async def analyze(qf: QueryFile, target: str, *, schema_file: str | Path | None 
         raise CodegenError("types: give a schema file (--schema) or a database URL "
                            "(--database-url / ETLSYNC_CODEGEN_DATABASE_URL), exactly one")
     texts: dict[str, str] = {}
-    trees: dict[str, exp.Expression] = {}
+    trees: dict[str, exp.Expr] = {}
     for q in qf.queries:
         text = target_sql(q, qf.dialect, target)
         tree = statement_of(q, parse_canonical(q, target, text))
@@ -57,13 +57,13 @@ async def analyze(qf: QueryFile, target: str, *, schema_file: str | Path | None 
     return texts
 
 
-def _offline(q: Query, tree: exp.Expression, schema: infer.Schema, dialect: str) -> None:
+def _offline(q: Query, tree: exp.Expr, schema: infer.Schema, dialect: str) -> None:
     q.columns = infer.result_columns(q, tree, schema, dialect)
     for index, typ in infer.param_types(q, tree, schema, dialect).items():
         q.params[index].type = typ
 
 
-async def _live(q: Query, text: str, tree: exp.Expression, db: LiveDatabase, dialect: str) -> None:
+async def _live(q: Query, text: str, tree: exp.Expr, db: LiveDatabase, dialect: str) -> None:
     rendered = render(q, text, placeholder_style(dialect))
     same = text == q.canonical
     prepared = await db.prepare(q, rendered.sql, infer.referenced_tables(tree),
@@ -81,8 +81,8 @@ async def _live(q: Query, text: str, tree: exp.Expression, db: LiveDatabase, dia
     elif dialect == "postgres":
         for i, col in enumerate(infer.result_columns(q, tree, prepared.schema, dialect)):
             by_index[i] = col.nullable
-    q.columns = [ResultColumn(name, typ, by_index.get(i, True) if server_null is None else server_null)
-                 for i, (name, typ, server_null, _, _) in enumerate(prepared.columns)]
+    q.columns = [ResultColumn(c.name, c.type, by_index.get(i, True) if c.nullable is None else c.nullable)
+                 for i, c in enumerate(prepared.columns)]
     context = infer.param_types(q, tree, prepared.schema, dialect)
     for p in q.params:
         server = prepared.params[p.index] if p.index < len(prepared.params) else None
@@ -90,7 +90,7 @@ async def _live(q: Query, text: str, tree: exp.Expression, db: LiveDatabase, dia
             context.get(p.index, server or UNKNOWN)
 
 
-def _finish(q: Query, tree: exp.Expression) -> None:
+def _finish(q: Query, tree: exp.Expr) -> None:
     """Name unnamed parameters from their use; mark those the annotation says may be NULL."""
     taken = {p.name for p in q.params if p.named}
     for p in q.params:

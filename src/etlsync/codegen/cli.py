@@ -38,6 +38,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--main", action="store_true",
                    help="also write a runner: stdin lines 'QUERY<TAB>ARG...', JSON results")
     p.add_argument("--no-format", action="store_true", help="do not run the language's formatter")
+    p.add_argument("--node-driver", choices=("plain", "knex"), default="plain",
+                   help="node: plain drivers (pg / mysql2, the default) or knex.raw")
+    p.add_argument("--python-dataframes", action="store_true",
+                   help="python: also a <query>_df function per :many query returning a pandas "
+                        "DataFrame")
     p.add_argument("--job", action="store_true",
                    help="write an etlsync job file for the first SELECT (needs --sink-url-env)")
     p.add_argument("--job-sink", default="sqlite", help="--job: sink type (default sqlite)")
@@ -74,7 +79,8 @@ async def _run(args: argparse.Namespace) -> int:
     files = await generate_files(args.file, args.lang, dialect=args.dialect, target=args.target,
                                  sink_dialect=args.sink_dialect, schema_file=args.schema,
                                  database_url=url, package=args.package, main=args.main,
-                                 format_code=not args.no_format)
+                                 format_code=not args.no_format, node_driver=args.node_driver,
+                                 dataframes=args.python_dataframes)
     return _emit(files, args.out)
 
 

@@ -14,9 +14,10 @@ from sqlglot.errors import ErrorLevel, UnsupportedError
 from etlsync.codegen.model import Query
 from etlsync.codegen.parse import SENTINEL, parse_canonical
 
-STYLES = ("dollar", "qmark", "pyformat")
+STYLES = ("dollar", "qmark", "pyformat", "knex")
 """``dollar``: ``$1`` (PostgreSQL drivers); ``qmark``: ``?`` per occurrence (JDBC, MySQL
-drivers); ``pyformat``: ``%(name)s`` (Python DB-API; a literal ``%`` is doubled)."""
+drivers); ``pyformat``: ``%(name)s`` (Python DB-API; a literal ``%`` is doubled); ``knex``:
+``?`` per occurrence for ``knex.raw`` (a literal ``?`` is written ``\\?``)."""
 
 _CANON = re.compile(r":" + SENTINEL + r"(\d+)\b")
 _MARK = re.compile(r"ETLP(\d+)X")
@@ -47,7 +48,7 @@ def target_sql(q: Query, source: str, target: str) -> str:
     return transpile_tree(q, tree, target)
 
 
-def transpile_tree(q: Query, tree: exp.Expression, target: str) -> str:
+def transpile_tree(q: Query, tree: exp.Expr, target: str) -> str:
     _refuse_untranslatable(q, tree, target)
     tree = tree.copy()
     for ph in list(tree.find_all(exp.Placeholder)):
@@ -71,25 +72,37 @@ def render(q: Query, sql: str, style: str) -> Rendered:
     shifts: list[tuple[int, int]] = []
     last = size = 0
     for m in _CANON.finditer(sql):
-        text = sql[last:m.start()]
-        text = text.replace("%", "%%") if style == "pyformat" else text
+        text = escape_text(sql[last:m.start()], style)
         index = int(m[1])
-        if style == "dollar":
-            mark = f"${index + 1}"
-        elif style == "qmark":
-            mark = "?"
+        placeholder = mark(style, index, q.params[index].name)
+        if style in ("qmark", "knex"):
             args.append(index)
-        else:
-            mark = f"%({q.params[index].name})s"
-        pieces += [text, mark]
-        size += len(text) + len(mark)
+        pieces += [text, placeholder]
+        size += len(text) + len(placeholder)
         shifts.append((size, size - m.end()))
         last = m.end()
-    tail = sql[last:]
-    pieces.append(tail.replace("%", "%%") if style == "pyformat" else tail)
-    if style == "dollar" or style == "pyformat":
+    pieces.append(escape_text(sql[last:], style))
+    if style in ("dollar", "pyformat"):
         args = [p.index for p in q.params]
     return Rendered("".join(pieces), args, shifts)
+
+
+def mark(style: str, index: int, name: str) -> str:
+    """The placeholder of parameter ``index`` (0-based) named ``name`` in ``style``."""
+    if style == "dollar":
+        return f"${index + 1}"
+    if style == "pyformat":
+        return f"%({name})s"
+    return "?"
+
+
+def escape_text(text: str, style: str) -> str:
+    """SQL text (no placeholders in it) as ``style``'s driver must see it to keep it literal."""
+    if style == "pyformat":
+        return text.replace("%", "%%")
+    if style == "knex":
+        return text.replace("?", "\\?")
+    return text
 
 
 def placeholder_style(dialect: str) -> str:
@@ -97,7 +110,7 @@ def placeholder_style(dialect: str) -> str:
 
 
 # -- what does not translate -------------------------------------------------------------------
-_REFUSED: dict[str, list[tuple[type[exp.Expression], str]]] = {
+_REFUSED: dict[str, list[tuple[type[exp.Expr], str]]] = {
     "mysql": [
         (exp.Array, "arrays (MySQL/MariaDB have none)"),
         (exp.Lateral, "LATERAL joins"),
@@ -111,7 +124,7 @@ _REFUSED: dict[str, list[tuple[type[exp.Expression], str]]] = {
 }
 
 
-def _refuse_untranslatable(q: Query, tree: exp.Expression, target: str) -> None:
+def _refuse_untranslatable(q: Query, tree: exp.Expr, target: str) -> None:
     for node in tree.walk():
         for kind, what in _REFUSED.get(target, []):
             if isinstance(node, kind):
@@ -123,7 +136,7 @@ def _refuse_untranslatable(q: Query, tree: exp.Expression, target: str) -> None:
                           "INSERT ... ON CONFLICT (key) DO UPDATE for PostgreSQL)", _start(node))
 
 
-def _unsupported_node(tree: exp.Expression, target: str) -> exp.Expression:
+def _unsupported_node(tree: exp.Expr, target: str) -> exp.Expr:
     """The smallest node whose SQL alone does not translate (for the error's position)."""
     found = tree
     for node in tree.walk():
@@ -136,7 +149,7 @@ def _unsupported_node(tree: exp.Expression, target: str) -> exp.Expression:
     return found
 
 
-def _start(node: exp.Expression) -> int | None:
+def _start(node: exp.Expr) -> int | None:
     starts = [n.meta["start"] for n in node.walk() if isinstance(n.meta.get("start"), int)]
     return min(starts) if starts else None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import sqlglot
 from sqlglot import exp
@@ -29,6 +30,8 @@ class ColumnInfo:
 
 Schema = dict[str, dict[str, ColumnInfo]]
 """Lower-case table name -> column name -> what is known of it, in column order."""
+
+E = TypeVar("E", bound=exp.Expr)
 
 
 def load_schema_file(path: str | Path, dialect: str) -> Schema:
@@ -91,16 +94,17 @@ def _json_checks(node: exp.Schema) -> set[str]:
     return out
 
 
-def sqlglot_schema(schema: Schema) -> dict[str, dict[str, str]]:
+def sqlglot_schema(schema: Schema) -> dict[str, object]:
+    """The schema as sqlglot's optimizer takes it: table -> column -> declared type."""
     return {t: {c: info.sql for c, info in cols.items()} for t, cols in schema.items()}
 
 
-def referenced_tables(tree: exp.Expression) -> set[str]:
+def referenced_tables(tree: exp.Expr) -> set[str]:
     ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
     return {t.name.lower() for t in tree.find_all(exp.Table) if t.name.lower() not in ctes}
 
 
-def annotated(q: Query, tree: exp.Expression, schema: Schema, dialect: str) -> exp.Expression:
+def annotated(q: Query, tree: E, schema: Schema, dialect: str) -> E:
     """The tree qualified and type-annotated against ``schema``.
 
     :raises CodegenError: a table the schema does not have, an unknown or ambiguous column.
@@ -119,7 +123,7 @@ def annotated(q: Query, tree: exp.Expression, schema: Schema, dialect: str) -> e
 
 
 # -- result columns ------------------------------------------------------------------------
-def result_columns(q: Query, tree: exp.Expression, schema: Schema, dialect: str) -> list[ResultColumn]:
+def result_columns(q: Query, tree: exp.Expr, schema: Schema, dialect: str) -> list[ResultColumn]:
     """Names, types and nullability of what the statement returns (empty for plain DML)."""
     if isinstance(tree, exp.Query):
         typed = annotated(q, tree, schema, dialect)
@@ -147,7 +151,7 @@ def result_columns(q: Query, tree: exp.Expression, schema: Schema, dialect: str)
     return out
 
 
-def output_name(e: exp.Expression, i: int) -> str:
+def output_name(e: exp.Expr, i: int) -> str:
     """The column name the server would report: alias, column name, or function name."""
     if isinstance(e, exp.Alias | exp.Column) and e.alias_or_name:
         return e.alias_or_name
@@ -156,7 +160,7 @@ def output_name(e: exp.Expression, i: int) -> str:
     return f"column_{i + 1}"
 
 
-def dml_table(tree: exp.Expression) -> str:
+def dml_table(tree: exp.Expr) -> str:
     target = tree.this
     if isinstance(target, exp.Schema):
         target = target.this
@@ -168,7 +172,7 @@ _NEVER_NULL = (exp.Count, exp.RowNumber, exp.Rank, exp.DenseRank, exp.CurrentTim
 _AGGREGATES = (exp.Sum, exp.Avg, exp.Min, exp.Max)
 
 
-def nullable(e: exp.Expression, scope: Scope, schema: Schema) -> bool:
+def nullable(e: exp.Expr, scope: Scope, schema: Schema) -> bool:
     """Whether ``e`` (a projection of ``scope``) may be NULL; ``True`` unless proven not."""
     if isinstance(e, exp.Alias | exp.Paren | exp.Cast):
         return nullable(e.this, scope, schema)
@@ -203,9 +207,10 @@ def _column_nullable(col: exp.Column, scope: Scope, schema: Schema) -> bool:
         info = schema.get(source.name.lower(), {}).get(col.name)
         return info is None or info.nullable
     if isinstance(source, Scope):
-        if isinstance(source.expression, exp.SetOperation):
+        select = source.expression
+        if not isinstance(select, exp.Query) or isinstance(select, exp.SetOperation):
             return True
-        for proj in source.expression.selects:
+        for proj in select.selects:
             if proj.alias_or_name == col.name:
                 return nullable(proj, source, schema)
     return True
@@ -233,7 +238,7 @@ def _outer_side(scope: Scope) -> set[str]:
 
 
 # -- parameters ----------------------------------------------------------------------------
-def param_types(q: Query, tree: exp.Expression, schema: Schema, dialect: str) -> dict[int, SqlType]:
+def param_types(q: Query, tree: exp.Expr, schema: Schema, dialect: str) -> dict[int, SqlType]:
     """The type of each parameter from where it is used: compared with or assigned to a
     column, cast, in LIMIT/OFFSET, or a value of an INSERT. Unknown ones are left out."""
     try:
@@ -253,7 +258,7 @@ def param_types(q: Query, tree: exp.Expression, schema: Schema, dialect: str) ->
     return out
 
 
-def _context_type(ph: exp.Expression, target: dict[str, ColumnInfo], dialect: str,
+def _context_type(ph: exp.Expr, target: dict[str, ColumnInfo], dialect: str,
                   schema: Schema) -> SqlType | None:
     node, parent = ph, ph.parent
     while isinstance(parent, exp.Paren):
@@ -284,7 +289,7 @@ def _context_type(ph: exp.Expression, target: dict[str, ColumnInfo], dialect: st
     return None
 
 
-def _typed(e: exp.Expression, target: dict[str, ColumnInfo], dialect: str,
+def _typed(e: exp.Expr, target: dict[str, ColumnInfo], dialect: str,
            schema: Schema) -> SqlType | None:
     if isinstance(e, exp.Column):
         table = schema.get(e.table.lower()) if e.table else None
@@ -298,13 +303,14 @@ def _typed(e: exp.Expression, target: dict[str, ColumnInfo], dialect: str,
     return typ if typ is not None and typ.logical != "unknown" else None
 
 
-def param_name_hint(tree: exp.Expression, index: int) -> str | None:
+def param_name_hint(tree: exp.Expr, index: int) -> str | None:
     """A name for an unnamed parameter from where it is first used (the column it is
     compared with or assigned to, ``limit``, ``offset``)."""
     for ph in tree.find_all(exp.Placeholder):
         if str(ph.this or "") != f"{SENTINEL}{index}":
             continue
-        node, parent = ph, ph.parent
+        node: exp.Expr = ph
+        parent = ph.parent
         while isinstance(parent, exp.Paren | exp.Cast):
             node, parent = parent, parent.parent
         if isinstance(parent, exp.Limit | exp.Fetch) or node.arg_key == "limit":
@@ -320,6 +326,7 @@ def param_name_hint(tree: exp.Expression, index: int) -> str | None:
             if isinstance(insert, exp.Insert) and isinstance(insert.this, exp.Schema):
                 pos = parent.expressions.index(node)
                 cols = insert.this.expressions
-                if pos < len(cols):
-                    return cols[pos].name
+                column = cols[pos] if pos < len(cols) else None
+                if isinstance(column, exp.Expr):
+                    return column.name
     return None

@@ -62,7 +62,7 @@ def job_from_file(path: str, *, dialect: str = "postgres", sink: str = "sqlite",
             + yaml.safe_dump(job, sort_keys=False, default_flow_style=False))
 
 
-def _cursor_predicate(tree: exp.Select) -> tuple[exp.Expression, str] | None:
+def _cursor_predicate(tree: exp.Select) -> tuple[exp.Expr, str] | None:
     where = tree.args.get("where")
     if where is None:
         return None
@@ -72,7 +72,7 @@ def _cursor_predicate(tree: exp.Select) -> tuple[exp.Expression, str] | None:
     return None
 
 
-def _remove(tree: exp.Select, pred: exp.Expression) -> None:
+def _remove(tree: exp.Select, pred: exp.Expr) -> None:
     parent = pred.parent
     if isinstance(parent, exp.Where):
         tree.set("where", None)

@@ -105,10 +105,13 @@ def _queries_file(queries: list[Query], funcs: list[str], texts: dict[str, str],
                         f"\titems := []{row}{{}}\n\tfor rows.Next() {{\n\t\tr, err := scan{row}(rows)\n"
                         "\t\tif err != nil {\n\t\t\treturn nil, err\n\t\t}\n\t\titems = append(items, r)\n"
                         "\t}\n\treturn items, rows.Err()\n}\n")
+    times = any(c.type.logical == "time" for q in queries for c in q.columns)
     imports = ["context", "database/sql"]
     if "json.RawMessage" in used:
         imports.append("encoding/json")
-    if "time.Time" in used:
+    if times:
+        imports.append("fmt")
+    if "time.Time" in used or times:
         imports.append("time")
     head = f"// {header(qf, opts)}\n\npackage {package}\n\nimport (\n" + \
         "".join(f'\t"{i}"\n' for i in imports) + ")\n\n"
@@ -121,7 +124,21 @@ def _queries_file(queries: list[Query], funcs: list[str], texts: dict[str, str],
               "func jsonArg(v json.RawMessage) any {\n\tif v == nil {\n\t\treturn nil\n\t}\n"
               "\treturn string(v)\n}\n\n") if "json.RawMessage" in {go_type(p.type.logical, False)
                                                                for q in queries for p in q.params} else ""
-    return head + dbtx + helper + "\n".join(body)
+    return head + dbtx + helper + (_TIME_TEXT if times else "") + "\n".join(body)
+
+
+_TIME_TEXT = """// timeText is a time of day as text (15:04:05.999999), whatever the driver scanned.
+func timeText(v any) string {
+	switch t := v.(type) {
+	case time.Time:
+		return t.Format("15:04:05.999999")
+	case []byte:
+		return string(t)
+	}
+	return fmt.Sprint(v)
+}
+
+"""
 
 
 def _arg(name: str, p: Param) -> str:
@@ -135,6 +152,11 @@ def _scan_func(func: str, row: str, fields: list[str], columns: list[ResultColum
             temps.append(f"\tvar c{i} []byte")
             targets.append(f"&c{i}")
             assigns.append(f"\tif c{i} != nil {{\n\t\tr.{f} = json.RawMessage(c{i})\n\t}}")
+        elif c.type.logical == "time":  # lib/pq scans a time into a time.Time, MySQL into text
+            temps.append(f"\tvar c{i} any")
+            targets.append(f"&c{i}")
+            assigns.append(f"\tif c{i} != nil {{\n\t\tt := timeText(c{i})\n\t\tr.{f} = &t\n\t}}"
+                           if c.nullable else f"\tr.{f} = timeText(c{i})")
         else:
             targets.append(f"&r.{f}")
     lines = [f"func scan{row}(rows *sql.Rows) ({row}, error) {{", f"\tvar r {row}", *temps,
@@ -143,20 +165,24 @@ def _scan_func(func: str, row: str, fields: list[str], columns: list[ResultColum
 
 
 # -- the runner --------------------------------------------------------------------------------
-_RUNNER_HELPERS = r'''
+_OPEN_DB = r'''
+// openDB opens a postgres:// or mysql:// URL (the error never repeats the URL: it may hold a password).
 func openDB(raw string) (*sql.DB, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bad database URL")
 	}
 	if u.Scheme == "mysql" || u.Scheme == "mariadb" {
 		pass, _ := u.User.Password()
-		dsn := fmt.Sprintf("%s:%s@tcp(%s)%s?parseTime=true&loc=UTC", u.User.Username(), pass, u.Host, u.Path)
+		dsn := fmt.Sprintf("%s:%s@tcp(%s)%s?parseTime=true&loc=UTC",
+			u.User.Username(), pass, u.Host, u.Path)
 		return sql.Open("mysql", dsn)
 	}
 	return sql.Open("postgres", raw)
 }
+'''
 
+_RUNNER_HELPERS = _OPEN_DB + r'''
 func isNull(s string) bool { return s == `\N` }
 
 func parseInt64(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) }
@@ -267,9 +293,14 @@ def _transfer_program(q: Query, ts: TransferSql, opts: GenOptions, qf: QueryFile
     n = len(ts.columns)
     decls, ptrs, vals = [], [], []
     for i, c in enumerate(ts.columns):
-        decls.append(f"\t\t\tvar c{i} {go_type(c.type.logical, True)}")
+        time_of_day = c.type.logical == "time"
+        decls.append(f"\t\t\tvar c{i} " + ("any" if time_of_day else go_type(c.type.logical, True)))
         ptrs.append(f"&c{i}")
-        vals.append(f"jsonText(c{i})" if c.type.logical == "json" else f"c{i}")
+        vals.append(f"jsonText(c{i})" if c.type.logical == "json" else
+                    f"timeValue(c{i})" if time_of_day else f"c{i}")
+    times = _TIME_TEXT + ("// timeValue is a scanned time of day as text, NULL as nil.\n"
+                          "func timeValue(v any) any {\n\tif v == nil {\n\t\treturn nil\n\t}\n"
+                          "\treturn timeText(v)\n}\n\n") if "timeValue(" in "".join(vals) else ""
     keys = ", ".join(f"keyText(c{p})" for p in ts.key_positions)
     placeholder = ('fmt.Sprintf("$%d", len(args)+j+1)' if opts.sink == "postgres" else '"?"')
     drivers = sorted({DRIVERS[opts.target][1], DRIVERS[opts.sink][1]})
@@ -306,18 +337,7 @@ type keyList []string
 func (k *keyList) String() string     {{ return strings.Join(*k, ",") }}
 func (k *keyList) Set(v string) error {{ *k = append(*k, v); return nil }}
 
-func openDB(raw string) (*sql.DB, error) {{
-	u, err := url.Parse(raw)
-	if err != nil {{
-		return nil, fmt.Errorf("bad database URL")
-	}}
-	if u.Scheme == "mysql" || u.Scheme == "mariadb" {{
-		pass, _ := u.User.Password()
-		dsn := fmt.Sprintf("%s:%s@tcp(%s)%s?parseTime=true&loc=UTC", u.User.Username(), pass, u.Host, u.Path)
-		return sql.Open("mysql", dsn)
-	}}
-	return sql.Open("postgres", raw)
-}}
+{_OPEN_DB.strip()}
 
 func jsonText(v json.RawMessage) any {{
 	if v == nil {{
@@ -326,7 +346,7 @@ func jsonText(v json.RawMessage) any {{
 	return string(v)
 }}
 
-func keyText(v any) string {{
+{times}func keyText(v any) string {{
 	switch x := v.(type) {{
 	case *int64:
 		return strconv.FormatInt(*x, 10)
@@ -423,7 +443,8 @@ func run(ctx context.Context, after []string, maxBatches int, rep *report) error
 		if err != nil {{
 			return err
 		}}
-		if _, err := tx.ExecContext(ctx, insertHead+strings.Join(marks, ", ")+insertTail, args...); err != nil {{
+		stmt := insertHead + strings.Join(marks, ", ") + insertTail
+		if _, err := tx.ExecContext(ctx, stmt, args...); err != nil {{
 			tx.Rollback()
 			return err
 		}}

@@ -8,6 +8,7 @@ import json
 
 from etlsync.codegen import naming
 from etlsync.codegen.common import GenOptions, header, queries_of, rendered, transfers_of
+from etlsync.codegen.dialect import escape_text
 from etlsync.codegen.model import Query, QueryFile
 from etlsync.codegen.transfer import TransferSql, transfer_sql
 
@@ -40,13 +41,16 @@ def generate(qf: QueryFile, texts: dict[str, str], opts: GenOptions) -> dict[str
 
 
 def _convert(logical: str, expr: str, dialect: str) -> str:
-    """Driver value -> declared type (PyMySQL returns JSON and UUID as text, bools as ints)."""
+    """Driver value -> declared type (PyMySQL returns JSON and UUID as text, bools as ints,
+    TIME as a timedelta)."""
     if dialect == "mysql" and logical == "json":
         return f"_json({expr})"
     if dialect == "mysql" and logical == "uuid":
         return f"_uuid({expr})"
     if dialect == "mysql" and logical == "bool":
         return f"_bool({expr})"
+    if dialect == "mysql" and logical == "time":
+        return f"_time({expr})"
     if logical == "bytes":
         return f"_bytes({expr})"
     return expr
@@ -84,6 +88,14 @@ def _bool(v: Any) -> bool | None:
 
 def _bytes(v: Any) -> bytes | None:
     return None if v is None else bytes(v)
+
+
+def _time(v: Any) -> datetime.time | None:
+    if v is None or isinstance(v, datetime.time):
+        return v
+    if not datetime.timedelta(0) <= v < datetime.timedelta(days=1):
+        raise ValueError(f"TIME value {v} is not a time of day")
+    return (datetime.datetime.min + v).time()
 '''
 
 
@@ -134,7 +146,33 @@ def _module(queries: list[Query], funcs: list[str], texts: dict[str, str], opts:
         else:
             out += [f"\n{sig} -> list[{row}]:", f'    """Run {q.name}."""',
                     f"    return [{row}.from_row(r) for r in conn.exec_driver_sql({const}, {args})]", ""]
+            if opts.dataframes:
+                out += _dataframe_func(q, func, fields, params, star)
+    if opts.dataframes:
+        at = out.index("from sqlalchemy import Connection")
+        out[at] = "import pandas\nfrom sqlalchemy import Connection"
     return "\n".join(out).rstrip() + "\n"
+
+
+# pandas' nullable dtypes where one fits (an int column with NULLs stays an int column);
+# timestamps in microseconds (NaT for NULL), aware ones in UTC; the rest stays Python objects
+_DTYPES = {"int16": "Int16", "int32": "Int32", "int64": "Int64", "float32": "Float32",
+           "float64": "Float64", "bool": "boolean", "text": "string", "unknown": "string",
+           "timestamp": "datetime64[us]", "timestamptz": "datetime64[us, UTC]"}
+
+
+def _dataframe_func(q: Query, func: str, fields: list[str], params: str, star: str) -> list[str]:
+    """``<func>_df``: the rows of ``func`` as a DataFrame, a column per result column."""
+    dtypes = "{" + ", ".join(f"{json.dumps(c.name)}: {json.dumps(_DTYPES.get(c.type.logical, 'object'))}"
+                             for c in q.columns) + "}"
+    const = f"_{func.upper()}_DTYPES"
+    values = ", ".join(f"r.{f}" for f in fields) + ("," if len(fields) == 1 else "")
+    kwargs = ", ".join(f"{p.name}={p.name}" for p in q.params)
+    return [f"\n{const}: dict[str, str] = {dtypes}\n",
+            f"\ndef {func}_df(conn: Connection{star}{params}) -> pandas.DataFrame:",
+            f'    """Run {q.name} into a DataFrame (nullable dtypes for numbers, bools and text)."""',
+            f"    rows = [({values}) for r in {func}(conn{', ' + kwargs if kwargs else ''})]",
+            f"    return pandas.DataFrame.from_records(rows, columns=list({const})).astype({const})", ""]
 
 
 def _triple(sql: str) -> str:
@@ -217,13 +255,8 @@ def _transfer(q: Query, ts: TransferSql, opts: GenOptions, qf: QueryFile) -> str
     convs = ", ".join(_param(c.type.logical, _convert(c.type.logical, f"r[{i}]", opts.target), opts.sink)
                       for i, c in enumerate(ts.columns))
     keys = ", ".join(f"str(r[{p}])" for p in ts.key_positions)
-    first = ts.first.replace("%", "%%")
-    nxt = ts.next.replace("%", "%%")
-    marks = [f"${i + 1}" for i in range(len(ts.key_positions))] if opts.target == "postgres" else \
-        ["?"] * len(ts.key_positions)
-    for i, m in enumerate(marks):
-        nxt = nxt.replace(m, f"%(k{i})s", 1) if opts.target == "postgres" else \
-            nxt.replace("?", f"%(k{i})s", 1)
+    first = escape_text(ts.first, "pyformat")
+    nxt = ts.next_in("pyformat")
     return f'''"""{header(qf, opts)}
 
 Transfer {q.name}: copies ({ts.spec.write_mode}) into {ts.spec.table} in batches of {ts.spec.batch_size} rows,
@@ -234,6 +267,7 @@ one transaction per batch, from SOURCE_URL to TARGET_URL. Prints
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -244,8 +278,8 @@ import sqlalchemy
 
 FIRST_SQL = {_triple(first)}
 NEXT_SQL = {_triple(nxt)}
-INSERT_HEAD = {_triple(ts.insert_head.replace("%", "%%"))}
-INSERT_TAIL = {_triple(ts.insert_tail.replace("%", "%%"))}
+INSERT_HEAD = {_triple(escape_text(ts.insert_head, "pyformat"))}
+INSERT_TAIL = {_triple(escape_text(ts.insert_tail, "pyformat"))}
 WIDTH = {len(ts.columns)}
 {_HELPERS}
 
@@ -291,7 +325,8 @@ def main() -> int:
     try:
         copy(a.after, a.max_batches, report)
     except Exception as exc:
-        report["error"] = f"{{type(exc).__name__}}: {{exc}}"
+        cause = getattr(exc, "orig", None) or exc  # the driver's error, not the batch's values
+        report["error"] = f"{{type(cause).__name__}}: {{cause}}"
         print(json.dumps(report))
         return 1
     print(json.dumps(report))

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from etlsync.codegen import sqltypes
@@ -16,12 +17,24 @@ from etlsync.codegen.model import CodegenError, Query, SqlType
 from etlsync.connectors.mysql.events import lenenc as _lenenc
 
 
+class PreparedColumn(NamedTuple):
+    """A result column as the server reports it; ``nullable`` is ``None`` when it does not say
+    (PostgreSQL); ``table``/``column``: where it comes from, when the server says (MariaDB)."""
+
+    name: str
+    type: SqlType
+    nullable: bool | None
+    table: str = ""
+    column: str = ""
+
+
 @dataclass(slots=True)
 class Prepared:
-    """What the server said about one statement."""
+    """What the server said about one statement (a parameter type is ``None`` when it does not
+    say: MariaDB reports every parameter as a string)."""
 
-    params: list[SqlType | None]
-    columns: list[tuple[str, SqlType, bool | None, str, str]]  # name, type, nullable, table, column
+    params: Sequence[SqlType | None]
+    columns: list[PreparedColumn]
     schema: Schema = field(default_factory=dict)
 
 
@@ -75,7 +88,7 @@ class LiveDatabase:
                 self._conn.close()
 
     async def prepare(self, q: Query, sql: str, tables: set[str],
-                      offset_of: Any = None) -> Prepared:
+                      offset_of: Callable[[int], int] | None = None) -> Prepared:
         """Prepare ``sql`` (the driver's placeholders); ``offset_of`` maps an offset in
         ``sql`` to one in the query's canonical text, for the server's error position."""
         if self.dialect == "postgres":
@@ -83,7 +96,8 @@ class LiveDatabase:
         return await self._prepare_mysql(q, sql, tables)
 
     # -- PostgreSQL --------------------------------------------------------------------------
-    async def _prepare_pg(self, q: Query, sql: str, tables: set[str], offset_of: Any) -> Prepared:
+    async def _prepare_pg(self, q: Query, sql: str, tables: set[str],
+                          offset_of: Callable[[int], int] | None) -> Prepared:
         import asyncpg
 
         try:
@@ -93,7 +107,8 @@ class LiveDatabase:
             offset = offset_of(int(pos) - 1) if pos and offset_of is not None else None
             raise q.error(f"the server rejected it: {exc.sqlstate}: {exc}", offset) from None
         params = [_pg_type(t) for t in stmt.get_parameters()]
-        columns = [(a.name, _pg_type(a.type), None, "", "") for a in stmt.get_attributes()]
+        columns = [PreparedColumn(str(a.name), _pg_type(a.type), None)
+                   for a in stmt.get_attributes()]
         schema = await self._pg_schema(tables)
         return Prepared(params, columns, schema)
 
@@ -133,13 +148,13 @@ class LiveDatabase:
         await _wire.send_command(conn, 0x19, struct.pack("<I", stmt_id))  # COM_STMT_CLOSE
         del param_defs  # MariaDB reports every parameter as a string: types come from use
         schema = await self._mysql_schema(tables)
-        columns = []
+        columns: list[PreparedColumn] = []
         for d in col_defs:
-            origin = schema.get(d["org_table"].lower(), {}).get(d["org_name"])
+            origin = schema.get(d.org_table.lower(), {}).get(d.org_name)
             typ = _mysql_type(d)
             if origin is not None and origin.type.logical in ("json", "uuid", "bool"):
                 typ = origin.type
-            columns.append((d["name"], typ, not d["flags"] & 1, d["org_table"], d["org_name"]))
+            columns.append(PreparedColumn(d.name, typ, not d.flags & 1, d.org_table, d.org_name))
         return Prepared([None] * n_params, columns, schema)
 
     async def _mysql_schema(self, tables: set[str]) -> Schema:
@@ -184,18 +199,31 @@ _MYSQL_CODES = {1: "tinyint", 2: "smallint", 3: "int", 4: "float", 5: "double", 
                 253: "varchar", 254: "char"}
 
 
-def _mysql_type(d: dict[str, Any]) -> SqlType:
-    name = _MYSQL_CODES.get(d["type"], f"type {d['type']}")
-    binary = d["charset"] == 63
-    if d["type"] in (15, 249, 250, 251, 252, 253, 254):
-        name = ("varbinary" if d["type"] in (15, 253, 254) else "blob") if binary else \
-            ("text" if d["type"] >= 249 else "varchar")
-    if d["type"] == 1 and d["length"] == 1:
+class ColumnDefinition(NamedTuple):
+    """A MySQL protocol column definition (the fields we use)."""
+
+    table: str
+    org_table: str
+    name: str
+    org_name: str
+    charset: int
+    length: int
+    type: int
+    flags: int
+
+
+def _mysql_type(d: ColumnDefinition) -> SqlType:
+    name = _MYSQL_CODES.get(d.type, f"type {d.type}")
+    binary = d.charset == 63
+    if d.type in (15, 249, 250, 251, 252, 253, 254):
+        name = ("varbinary" if d.type in (15, 253, 254) else "blob") if binary else \
+            ("text" if d.type >= 249 else "varchar")
+    if d.type == 1 and d.length == 1:
         return SqlType("bool", "tinyint(1)")
-    return sqltypes.from_name(name, unsigned=bool(d["flags"] & 32))
+    return sqltypes.from_name(name, unsigned=bool(d.flags & 32))
 
 
-def _column_def(packet: bytes) -> dict[str, Any]:
+def _column_def(packet: bytes) -> ColumnDefinition:
     pos = 0
     texts = []
     for _ in range(6):  # catalog, schema, table, org_table, name, org_name
@@ -203,10 +231,8 @@ def _column_def(packet: bytes) -> dict[str, Any]:
         texts.append(packet[pos:pos + n].decode("utf-8", "replace"))
         pos += n
     _, pos = _lenenc(packet, pos)  # length of the fixed fields (0x0c)
-    charset, length, typ, flags, decimals = struct.unpack_from("<HIBHB", packet, pos)
-    return {"table": texts[2], "org_table": texts[3], "name": texts[4], "org_name": texts[5],
-            "charset": charset, "length": length, "type": typ, "flags": flags,
-            "decimals": decimals}
+    charset, length, typ, flags = struct.unpack_from("<HIBH", packet, pos)
+    return ColumnDefinition(texts[2], texts[3], texts[4], texts[5], charset, length, typ, flags)
 
 
 def _no_secrets(text: str, url: str) -> str:

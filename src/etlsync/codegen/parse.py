@@ -156,7 +156,7 @@ def _find_params(q: Query, dialect: str) -> None:
     q.params = sorted(params.values(), key=lambda p: p.index)
 
 
-def parse_canonical(q: Query, dialect: str, text: str | None = None) -> exp.Expression:
+def parse_canonical(q: Query, dialect: str, text: str | None = None) -> exp.Expr:
     """The query's syntax tree (parameters are ``Placeholder(etlp_<i>)``); ``text``: the
     query transpiled to ``dialect`` instead of its canonical text.
 
@@ -183,7 +183,7 @@ def parse_canonical(q: Query, dialect: str, text: str | None = None) -> exp.Expr
     return tree
 
 
-def _check_kind(q: Query, tree: exp.Expression) -> None:
+def _check_kind(q: Query, tree: exp.Expr) -> None:
     returns_rows = isinstance(tree, exp.Query) or tree.args.get("returning") is not None
     if q.kind in ("one", "many") and not returns_rows:
         raise q.error(f":{q.kind} needs a statement that returns rows (SELECT, or RETURNING)")
@@ -191,7 +191,7 @@ def _check_kind(q: Query, tree: exp.Expression) -> None:
         q.transfer = transfer_spec(q, tree)
 
 
-def transfer_spec(q: Query, tree: exp.Expression) -> TransferSpec:
+def transfer_spec(q: Query, tree: exp.Expr) -> TransferSpec:
     """A ``:transfer`` is ``INSERT INTO target [(cols)] SELECT ...``; options ``mode``
     (append, upsert), ``key`` (comma separated) and ``batch`` (rows per transaction)."""
     if not isinstance(tree, exp.Insert) or not isinstance(tree.expression, exp.Query):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from etlsync.codegen.dialect import escape_text, mark
 from etlsync.codegen.model import Query, ResultColumn, TransferSpec
 
 KEY_TYPES = ("int16", "int32", "int64", "text", "uuid", "decimal")
@@ -14,7 +15,8 @@ KEY_TYPES = ("int16", "int32", "int64", "text", "uuid", "decimal")
 @dataclass(frozen=True, slots=True)
 class TransferSql:
     """``first``/``next``: the page queries (``next`` binds the last key, one placeholder per
-    key column, in ``source``'s placeholder style); ``insert_head`` + rows + ``insert_tail``."""
+    key column, in ``source``'s placeholder style; :meth:`next_in` gives another style);
+    ``insert_head`` + rows + ``insert_tail``."""
 
     first: str
     next: str
@@ -23,6 +25,24 @@ class TransferSql:
     key_positions: list[int]  # indexes of the key columns among the selected columns
     columns: list[ResultColumn]
     spec: TransferSpec
+    base: str = ""  # the paged SELECT without WHERE and ORDER BY
+    order_limit: str = ""
+    key_sql: tuple[str, ...] = ()  # quoted key columns
+    key_casts: tuple[str, ...] = ()  # PostgreSQL: the type each key parameter is cast to
+
+    def next_in(self, style: str) -> str:
+        """``next`` with the placeholders of ``style`` (see :func:`etlsync.codegen.dialect.mark`),
+        the rest of the text escaped for it."""
+        marks = [mark(style, i, f"k{i}") for i in range(len(self.key_sql))]
+        if self.key_casts:
+            marks = [f"CAST({m} AS {c})" for m, c in zip(marks, self.key_casts, strict=True)]
+        keys = [escape_text(k, style) for k in self.key_sql]
+        cond = f"{keys[0]} > {marks[0]}" if len(keys) == 1 else \
+            f"({', '.join(keys)}) > ({', '.join(marks)})"
+        return f"{escape_text(self.base, style)} WHERE {cond}{escape_text(self.order_limit, style)}"
+
+    def key_count(self) -> int:
+        return len(self.key_positions)
 
 
 def quote(name: str, dialect: str) -> str:
@@ -74,8 +94,11 @@ def transfer_sql(q: Query, select_text: str, source: str, sink: str) -> Transfer
         else:
             sets = ", ".join(f"{quote(c, sink)} = VALUES({quote(c, sink)})" for c in others or spec.key)
             tail = f" ON DUPLICATE KEY UPDATE {sets}"
+    key_casts = tuple(_pg_cast(q.columns[p].type.logical) for p in positions) \
+        if source == "postgres" else ()
     return TransferSql(first=base + limit, next=f"{base} WHERE {cond}{limit}", insert_head=head,
-                       insert_tail=tail, key_positions=positions, columns=q.columns, spec=spec)
+                       insert_tail=tail, key_positions=positions, columns=q.columns, spec=spec,
+                       base=base, order_limit=limit, key_sql=tuple(src_keys), key_casts=key_casts)
 
 
 def _pg_cast(logical: str) -> str:

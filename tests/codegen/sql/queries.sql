@@ -2,7 +2,8 @@
 -- the MariaDB runs use its transpilation). Table names in braces are replaced by the tests.
 
 -- name: GetAuthor :one
-SELECT id, name, bio, born, rating, active, score, balance, meta, avatar, uid, created_at, seen_at
+SELECT id, name, bio, born, rating, active, score, balance, meta, avatar, uid, created_at, seen_at,
+       wake_at
 FROM {authors}
 WHERE id = :id;
 
@@ -41,6 +42,9 @@ SELECT id, created_at, seen_at
 FROM {authors}
 WHERE created_at BETWEEN :start AND :stop
 ORDER BY id;
+
+-- name: AuthorsAwakeBefore :many
+SELECT id, wake_at FROM {authors} WHERE wake_at < :wake ORDER BY id;
 
 -- name: AuthorsByAvatar :many
 SELECT id, avatar FROM {authors} WHERE avatar = :avatar ORDER BY id;

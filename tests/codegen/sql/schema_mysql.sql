@@ -11,7 +11,8 @@ CREATE TABLE {authors} (
   avatar BLOB,
   uid UUID NOT NULL,
   created_at DATETIME(6) NOT NULL,
-  seen_at DATETIME(6)
+  seen_at DATETIME(6),
+  wake_at TIME(6)
 );
 CREATE TABLE {books} (
   id BIGINT PRIMARY KEY,

@@ -11,7 +11,8 @@ CREATE TABLE {authors} (
   avatar bytea,
   uid uuid NOT NULL,
   created_at timestamp NOT NULL,
-  seen_at timestamptz
+  seen_at timestamptz,
+  wake_at time
 );
 CREATE TABLE {books} (
   id bigint PRIMARY KEY,

@@ -20,14 +20,16 @@ import (
 	_ "github.com/lib/pq"
 )
 
+// openDB opens a postgres:// or mysql:// URL (the error never repeats the URL: it may hold a password).
 func openDB(raw string) (*sql.DB, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bad database URL")
 	}
 	if u.Scheme == "mysql" || u.Scheme == "mariadb" {
 		pass, _ := u.User.Password()
-		dsn := fmt.Sprintf("%s:%s@tcp(%s)%s?parseTime=true&loc=UTC", u.User.Username(), pass, u.Host, u.Path)
+		dsn := fmt.Sprintf("%s:%s@tcp(%s)%s?parseTime=true&loc=UTC",
+			u.User.Username(), pass, u.Host, u.Path)
 		return sql.Open("mysql", dsn)
 	}
 	return sql.Open("postgres", raw)
@@ -169,6 +171,15 @@ func call(ctx context.Context, db DBTX, name string, a []string) (any, error) {
 			return nil, err
 		}
 		return AuthorsCreatedBetween(ctx, db, p0, p1)
+	case `AuthorsAwakeBefore`:
+		if len(a) != 1 {
+			return nil, fmt.Errorf("expected 1 arguments, got %d", len(a))
+		}
+		p0, err := parseString(a[0])
+		if err != nil {
+			return nil, err
+		}
+		return AuthorsAwakeBefore(ctx, db, p0)
 	case `AuthorsByAvatar`:
 		if len(a) != 1 {
 			return nil, fmt.Errorf("expected 1 arguments, got %d", len(a))

@@ -6,6 +6,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -23,7 +24,19 @@ func jsonArg(v json.RawMessage) any {
 	return string(v)
 }
 
-const getAuthorSQL = `SELECT id, name, bio, born, rating, active, score, balance, meta, avatar, uid, created_at, seen_at
+// timeText is a time of day as text (15:04:05.999999), whatever the driver scanned.
+func timeText(v any) string {
+	switch t := v.(type) {
+	case time.Time:
+		return t.Format("15:04:05.999999")
+	case []byte:
+		return string(t)
+	}
+	return fmt.Sprint(v)
+}
+
+const getAuthorSQL = `SELECT id, name, bio, born, rating, active, score, balance, meta, avatar, uid, created_at, seen_at,
+       wake_at
 FROM authors
 WHERE id = $1`
 
@@ -42,14 +55,20 @@ type GetAuthorRow struct {
 	Uid       string          `json:"uid"`
 	CreatedAt time.Time       `json:"created_at"`
 	SeenAt    *time.Time      `json:"seen_at"`
+	WakeAt    *string         `json:"wake_at"`
 }
 
 func scanGetAuthorRow(rows *sql.Rows) (GetAuthorRow, error) {
 	var r GetAuthorRow
 	var c8 []byte
-	err := rows.Scan(&r.ID, &r.Name, &r.Bio, &r.Born, &r.Rating, &r.Active, &r.Score, &r.Balance, &c8, &r.Avatar, &r.Uid, &r.CreatedAt, &r.SeenAt)
+	var c13 any
+	err := rows.Scan(&r.ID, &r.Name, &r.Bio, &r.Born, &r.Rating, &r.Active, &r.Score, &r.Balance, &c8, &r.Avatar, &r.Uid, &r.CreatedAt, &r.SeenAt, &c13)
 	if c8 != nil {
 		r.Meta = json.RawMessage(c8)
+	}
+	if c13 != nil {
+		t := timeText(c13)
+		r.WakeAt = &t
 	}
 	return r, err
 }
@@ -252,6 +271,43 @@ func AuthorsCreatedBetween(ctx context.Context, db DBTX, start time.Time, stop t
 	items := []AuthorsCreatedBetweenRow{}
 	for rows.Next() {
 		r, err := scanAuthorsCreatedBetweenRow(rows)
+		if err != nil {
+			return nil, err
+		}
+		items = append(items, r)
+	}
+	return items, rows.Err()
+}
+
+const authorsAwakeBeforeSQL = `SELECT id, wake_at FROM authors WHERE wake_at < $1 ORDER BY id`
+
+// AuthorsAwakeBeforeRow is a row of AuthorsAwakeBefore.
+type AuthorsAwakeBeforeRow struct {
+	ID     int64   `json:"id"`
+	WakeAt *string `json:"wake_at"`
+}
+
+func scanAuthorsAwakeBeforeRow(rows *sql.Rows) (AuthorsAwakeBeforeRow, error) {
+	var r AuthorsAwakeBeforeRow
+	var c1 any
+	err := rows.Scan(&r.ID, &c1)
+	if c1 != nil {
+		t := timeText(c1)
+		r.WakeAt = &t
+	}
+	return r, err
+}
+
+// AuthorsAwakeBefore runs AuthorsAwakeBefore.
+func AuthorsAwakeBefore(ctx context.Context, db DBTX, wake string) ([]AuthorsAwakeBeforeRow, error) {
+	rows, err := db.QueryContext(ctx, authorsAwakeBeforeSQL, wake)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []AuthorsAwakeBeforeRow{}
+	for rows.Next() {
+		r, err := scanAuthorsAwakeBeforeRow(rows)
 		if err != nil {
 			return nil, err
 		}

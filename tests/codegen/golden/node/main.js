@@ -43,6 +43,10 @@ const calls = {
         stop: arg(a[1], (s) => s),
       }),
   ],
+  AuthorsAwakeBefore: [
+    1,
+    (db, a) => q.authorsAwakeBefore(db, { wake: arg(a[0], (s) => s) }),
+  ],
   AuthorsByAvatar: [
     1,
     (db, a) =>

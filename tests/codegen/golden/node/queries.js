@@ -20,7 +20,7 @@ async function exec(db, text, values) {
 }
 
 const getAuthorSql =
-  "SELECT id, name, bio, born, rating, active, score, balance, meta, avatar, uid, created_at, seen_at\nFROM authors\nWHERE id = $1";
+  "SELECT id, name, bio, born, rating, active, score, balance, meta, avatar, uid, created_at, seen_at,\n       wake_at\nFROM authors\nWHERE id = $1";
 
 /**
  * A row of GetAuthor.
@@ -38,6 +38,7 @@ const getAuthorSql =
  * @property {string} uid
  * @property {string} createdAt
  * @property {Date | null} seenAt
+ * @property {string | null} wakeAt
  */
 
 function toGetAuthorRow(r) {
@@ -55,6 +56,7 @@ function toGetAuthorRow(r) {
     uid: r["uid"],
     createdAt: r["created_at"],
     seenAt: r["seen_at"],
+    wakeAt: r["wake_at"],
   };
 }
 
@@ -228,6 +230,35 @@ async function authorsCreatedBetween(db, args) {
   );
 }
 
+const authorsAwakeBeforeSql =
+  "SELECT id, wake_at FROM authors WHERE wake_at < $1 ORDER BY id";
+
+/**
+ * A row of AuthorsAwakeBefore.
+ * @typedef {object} AuthorsAwakeBeforeRow
+ * @property {string} id
+ * @property {string | null} wakeAt
+ */
+
+function toAuthorsAwakeBeforeRow(r) {
+  return {
+    id: r["id"] === null ? null : String(r["id"]),
+    wakeAt: r["wake_at"],
+  };
+}
+
+/**
+ * Runs AuthorsAwakeBefore.
+ * @param {object} db a pg Client/Pool or a mysql2 promise Connection/Pool
+ * @param {{ wake: string }} args
+ * @returns {Promise<AuthorsAwakeBeforeRow[]>}
+ */
+async function authorsAwakeBefore(db, args) {
+  return (await run(db, authorsAwakeBeforeSql, [args.wake])).map(
+    toAuthorsAwakeBeforeRow,
+  );
+}
+
 const authorsByAvatarSql =
   "SELECT id, avatar FROM authors WHERE avatar = $1 ORDER BY id";
 
@@ -320,6 +351,7 @@ module.exports = {
   topAuthors,
   authorsByNumbers,
   authorsCreatedBetween,
+  authorsAwakeBefore,
   authorsByAvatar,
   countBooks,
   createBook,

@@ -8,6 +8,7 @@ one transaction per batch, from SOURCE_URL to TARGET_URL. Prints
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -45,6 +46,14 @@ def _bool(v: Any) -> bool | None:
 
 def _bytes(v: Any) -> bytes | None:
     return None if v is None else bytes(v)
+
+
+def _time(v: Any) -> datetime.time | None:
+    if v is None or isinstance(v, datetime.time):
+        return v
+    if not datetime.timedelta(0) <= v < datetime.timedelta(days=1):
+        raise ValueError(f"TIME value {v} is not a time of day")
+    return (datetime.datetime.min + v).time()
 
 
 def engine_url(url: str) -> str:
@@ -89,7 +98,8 @@ def main() -> int:
     try:
         copy(a.after, a.max_batches, report)
     except Exception as exc:
-        report["error"] = f"{type(exc).__name__}: {exc}"
+        cause = getattr(exc, "orig", None) or exc  # the driver's error, not the batch's values
+        report["error"] = f"{type(cause).__name__}: {cause}"
         print(json.dumps(report))
         return 1
     print(json.dumps(report))

@@ -27,6 +27,7 @@ CALLS: dict[str, tuple[int, Any]] = {
     "TopAuthors": (2, lambda conn, a: queries.top_authors(conn, total=_arg(a[0], decimal.Decimal), limit=_arg(a[1], int))),
     "AuthorsByNumbers": (2, lambda conn, a: queries.authors_by_numbers(conn, score=_arg(a[0], int), min_rating=_arg(a[1], float))),
     "AuthorsCreatedBetween": (2, lambda conn, a: queries.authors_created_between(conn, start=_arg(a[0], datetime.datetime.fromisoformat), stop=_arg(a[1], datetime.datetime.fromisoformat))),
+    "AuthorsAwakeBefore": (1, lambda conn, a: queries.authors_awake_before(conn, wake=_arg(a[0], datetime.time.fromisoformat))),
     "AuthorsByAvatar": (1, lambda conn, a: queries.authors_by_avatar(conn, avatar=_arg(a[0], base64.b64decode))),
     "CountBooks": (1, lambda conn, a: queries.count_books(conn, author_id=_arg(a[0], int))),
     "CreateBook": (5, lambda conn, a: queries.create_book(conn, id=_arg(a[0], int), author_id=_arg(a[1], int), title=_arg(a[2], str), price=_arg(a[3], decimal.Decimal), published=_arg(a[4], datetime.date.fromisoformat))),

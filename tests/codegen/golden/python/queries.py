@@ -36,8 +36,17 @@ def _bytes(v: Any) -> bytes | None:
     return None if v is None else bytes(v)
 
 
+def _time(v: Any) -> datetime.time | None:
+    if v is None or isinstance(v, datetime.time):
+        return v
+    if not datetime.timedelta(0) <= v < datetime.timedelta(days=1):
+        raise ValueError(f"TIME value {v} is not a time of day")
+    return (datetime.datetime.min + v).time()
+
+
 GET_AUTHOR_SQL = """
-SELECT id, name, bio, born, rating, active, score, balance, meta, avatar, uid, created_at, seen_at
+SELECT id, name, bio, born, rating, active, score, balance, meta, avatar, uid, created_at, seen_at,
+       wake_at
 FROM authors
 WHERE id = %(id)s
 """
@@ -60,10 +69,11 @@ class GetAuthorRow:
     uid: uuid.UUID
     created_at: datetime.datetime
     seen_at: datetime.datetime | None
+    wake_at: datetime.time | None
 
     @classmethod
     def from_row(cls, r: Any) -> GetAuthorRow:
-        return cls(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], _bytes(r[9]), r[10], r[11], r[12])
+        return cls(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], _bytes(r[9]), r[10], r[11], r[12], r[13])
 
 
 def get_author(conn: Connection, *, id: int) -> GetAuthorRow | None:
@@ -209,6 +219,26 @@ class AuthorsCreatedBetweenRow:
 def authors_created_between(conn: Connection, *, start: datetime.datetime, stop: datetime.datetime) -> list[AuthorsCreatedBetweenRow]:
     """Run AuthorsCreatedBetween."""
     return [AuthorsCreatedBetweenRow.from_row(r) for r in conn.exec_driver_sql(AUTHORS_CREATED_BETWEEN_SQL, {"start": start, "stop": stop})]
+
+
+AUTHORS_AWAKE_BEFORE_SQL = 'SELECT id, wake_at FROM authors WHERE wake_at < %(wake)s ORDER BY id'
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuthorsAwakeBeforeRow:
+    """A row of AuthorsAwakeBefore."""
+
+    id: int
+    wake_at: datetime.time | None
+
+    @classmethod
+    def from_row(cls, r: Any) -> AuthorsAwakeBeforeRow:
+        return cls(r[0], r[1])
+
+
+def authors_awake_before(conn: Connection, *, wake: datetime.time) -> list[AuthorsAwakeBeforeRow]:
+    """Run AuthorsAwakeBefore."""
+    return [AuthorsAwakeBeforeRow.from_row(r) for r in conn.exec_driver_sql(AUTHORS_AWAKE_BEFORE_SQL, {"wake": wake})]
 
 
 AUTHORS_BY_AVATAR_SQL = 'SELECT id, avatar FROM authors WHERE avatar = %(avatar)s ORDER BY id'

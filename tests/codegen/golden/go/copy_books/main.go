@@ -32,6 +32,7 @@ type keyList []string
 func (k *keyList) String() string     { return strings.Join(*k, ",") }
 func (k *keyList) Set(v string) error { *k = append(*k, v); return nil }
 
+// openDB opens a postgres:// or mysql:// URL (the error never repeats the URL: it may hold a password).
 func openDB(raw string) (*sql.DB, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -39,7 +40,8 @@ func openDB(raw string) (*sql.DB, error) {
 	}
 	if u.Scheme == "mysql" || u.Scheme == "mariadb" {
 		pass, _ := u.User.Password()
-		dsn := fmt.Sprintf("%s:%s@tcp(%s)%s?parseTime=true&loc=UTC", u.User.Username(), pass, u.Host, u.Path)
+		dsn := fmt.Sprintf("%s:%s@tcp(%s)%s?parseTime=true&loc=UTC",
+			u.User.Username(), pass, u.Host, u.Path)
 		return sql.Open("mysql", dsn)
 	}
 	return sql.Open("postgres", raw)
@@ -153,7 +155,8 @@ func run(ctx context.Context, after []string, maxBatches int, rep *report) error
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, insertHead+strings.Join(marks, ", ")+insertTail, args...); err != nil {
+		stmt := insertHead + strings.Join(marks, ", ") + insertTail
+		if _, err := tx.ExecContext(ctx, stmt, args...); err != nil {
 			tx.Rollback()
 			return err
 		}

@@ -5,9 +5,11 @@ import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.math.BigDecimal;
 import java.net.URI;
+import java.net.URLDecoder;
 import java.nio.charset.StandardCharsets;
 import java.sql.Connection;
 import java.sql.DriverManager;
+import java.sql.SQLException;
 import java.time.LocalDate;
 import java.time.LocalDateTime;
 import java.time.LocalTime;
@@ -22,16 +24,9 @@ public final class Main {
     private Main() {}
 
     public static void main(String[] argv) throws Exception {
-        URI url = URI.create(System.getenv("DATABASE_URL"));
-        Properties props = new Properties();
-        String[] user = (url.getRawUserInfo() == null ? "" : url.getRawUserInfo()).split(":", 2);
-        props.setProperty("user", java.net.URLDecoder.decode(user[0], StandardCharsets.UTF_8));
-        if (user.length > 1) props.setProperty("password", java.net.URLDecoder.decode(user[1], StandardCharsets.UTF_8));
-        boolean mysql = url.getScheme().startsWith("mysql") || url.getScheme().startsWith("mariadb");
-        String jdbc = (mysql ? "jdbc:mariadb://" : "jdbc:postgresql://") + url.getHost()
-            + (url.getPort() > 0 ? ":" + url.getPort() : "") + url.getPath();
-        try (Connection conn = DriverManager.getConnection(jdbc, props);
-             BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8))) {
+        try (Connection conn = connect(System.getenv("DATABASE_URL"));
+             BufferedReader in = new BufferedReader(
+                 new InputStreamReader(System.in, StandardCharsets.UTF_8))) {
             String line;
             while ((line = in.readLine()) != null) {
                 String[] f = line.split("\t", -1);
@@ -41,14 +36,39 @@ public final class Main {
         }
     }
 
+    /** A JDBC connection for a postgresql:// or mysql:// URL (user and password from it). */
+    static Connection connect(String raw) throws SQLException {
+        URI url;
+        try {
+            url = URI.create(raw == null ? "" : raw);
+        } catch (IllegalArgumentException e) {
+            throw new SQLException("bad database URL"); // the URL may hold a password: not repeated
+        }
+        Properties props = new Properties();
+        String info = url.getRawUserInfo() == null ? "" : url.getRawUserInfo();
+        String[] user = info.split(":", 2);
+        props.setProperty("user", URLDecoder.decode(user[0], StandardCharsets.UTF_8));
+        if (user.length > 1) {
+            props.setProperty("password", URLDecoder.decode(user[1], StandardCharsets.UTF_8));
+        }
+        String scheme = url.getScheme() == null ? "" : url.getScheme();
+        boolean mysql = scheme.startsWith("mysql") || scheme.startsWith("mariadb");
+        String jdbc = (mysql ? "jdbc:mariadb://" : "jdbc:postgresql://") + url.getHost()
+            + (url.getPort() > 0 ? ":" + url.getPort() : "") + url.getPath();
+        return DriverManager.getConnection(jdbc, props);
+    }
+
     static boolean isNull(String s) {
         return s.equals("\\N");
     }
 
     static void need(String[] a, int n) {
-        if (a.length != n) throw new IllegalArgumentException("expected " + n + " arguments, got " + a.length);
+        if (a.length != n) {
+            throw new IllegalArgumentException("expected " + n + " arguments, got " + a.length);
+        }
     }
 
+    /** A JSON string literal. */
     static String quote(String s) {
         StringBuilder sb = new StringBuilder("\"");
         for (char c : s.toCharArray()) {
@@ -127,6 +147,16 @@ public final class Main {
                 }
                 return sb.append("]").toString();
             }
+            case "AuthorsAwakeBefore": {
+                need(a, 1);
+                LocalTime p0 = LocalTime.parse(a[0]);
+                StringBuilder sb = new StringBuilder("[");
+                for (Queries.AuthorsAwakeBeforeRow r : Queries.authorsAwakeBefore(conn, p0)) {
+                    if (sb.length() > 1) sb.append(",");
+                    sb.append(jsonAuthorsAwakeBeforeRow(r));
+                }
+                return sb.append("]").toString();
+            }
             case "AuthorsByAvatar": {
                 need(a, 1);
                 byte[] p0 = Base64.getDecoder().decode(a[0]);
@@ -165,7 +195,7 @@ public final class Main {
     }
 
     static String jsonGetAuthorRow(Queries.GetAuthorRow r) {
-        return "{" + "\"id\":" + String.valueOf(r.id()) + "," + "\"name\":" + (r.name() == null ? "null" : quote(String.valueOf(r.name()))) + "," + "\"bio\":" + (r.bio() == null ? "null" : quote(String.valueOf(r.bio()))) + "," + "\"born\":" + (r.born() == null ? "null" : quote(String.valueOf(r.born()))) + "," + "\"rating\":" + (r.rating() == null ? "null" : String.valueOf(r.rating())) + "," + "\"active\":" + String.valueOf(r.active()) + "," + "\"score\":" + (r.score() == null ? "null" : String.valueOf(r.score())) + "," + "\"balance\":" + (r.balance() == null ? "null" : quote(String.valueOf(r.balance()))) + "," + "\"meta\":" + (r.meta() == null ? "null" : r.meta()) + "," + "\"avatar\":" + (r.avatar() == null ? "null" : quote(Base64.getEncoder().encodeToString(r.avatar()))) + "," + "\"uid\":" + (r.uid() == null ? "null" : quote(String.valueOf(r.uid()))) + "," + "\"created_at\":" + (r.createdAt() == null ? "null" : quote(String.valueOf(r.createdAt()))) + "," + "\"seen_at\":" + (r.seenAt() == null ? "null" : quote(String.valueOf(r.seenAt()))) + "}";
+        return "{" + "\"id\":" + String.valueOf(r.id()) + "," + "\"name\":" + (r.name() == null ? "null" : quote(String.valueOf(r.name()))) + "," + "\"bio\":" + (r.bio() == null ? "null" : quote(String.valueOf(r.bio()))) + "," + "\"born\":" + (r.born() == null ? "null" : quote(String.valueOf(r.born()))) + "," + "\"rating\":" + (r.rating() == null ? "null" : String.valueOf(r.rating())) + "," + "\"active\":" + String.valueOf(r.active()) + "," + "\"score\":" + (r.score() == null ? "null" : String.valueOf(r.score())) + "," + "\"balance\":" + (r.balance() == null ? "null" : quote(String.valueOf(r.balance()))) + "," + "\"meta\":" + (r.meta() == null ? "null" : r.meta()) + "," + "\"avatar\":" + (r.avatar() == null ? "null" : quote(Base64.getEncoder().encodeToString(r.avatar()))) + "," + "\"uid\":" + (r.uid() == null ? "null" : quote(String.valueOf(r.uid()))) + "," + "\"created_at\":" + (r.createdAt() == null ? "null" : quote(String.valueOf(r.createdAt()))) + "," + "\"seen_at\":" + (r.seenAt() == null ? "null" : quote(String.valueOf(r.seenAt()))) + "," + "\"wake_at\":" + (r.wakeAt() == null ? "null" : quote(String.valueOf(r.wakeAt()))) + "}";
     }
 
     static String jsonListAuthorsFilteredRow(Queries.ListAuthorsFilteredRow r) {
@@ -186,6 +216,10 @@ public final class Main {
 
     static String jsonAuthorsCreatedBetweenRow(Queries.AuthorsCreatedBetweenRow r) {
         return "{" + "\"id\":" + String.valueOf(r.id()) + "," + "\"created_at\":" + (r.createdAt() == null ? "null" : quote(String.valueOf(r.createdAt()))) + "," + "\"seen_at\":" + (r.seenAt() == null ? "null" : quote(String.valueOf(r.seenAt()))) + "}";
+    }
+
+    static String jsonAuthorsAwakeBeforeRow(Queries.AuthorsAwakeBeforeRow r) {
+        return "{" + "\"id\":" + String.valueOf(r.id()) + "," + "\"wake_at\":" + (r.wakeAt() == null ? "null" : quote(String.valueOf(r.wakeAt()))) + "}";
     }
 
     static String jsonAuthorsByAvatarRow(Queries.AuthorsByAvatarRow r) {

@@ -21,15 +21,16 @@ public final class Queries {
     private Queries() {}
 
     public static final String GET_AUTHOR_SQL =
-        "SELECT id, name, bio, born, rating, active, score, balance, meta, avatar, uid, created_at, seen_at\n" +
+        "SELECT id, name, bio, born, rating, active, score, balance, meta, avatar, uid, created_at, seen_at,\n" +
+        "       wake_at\n" +
         "FROM authors\n" +
         "WHERE id = ?";
 
     /** A row of GetAuthor. */
-    public record GetAuthorRow(long id, String name, String bio, LocalDate born, Double rating, boolean active, Integer score, BigDecimal balance, String meta, byte[] avatar, UUID uid, LocalDateTime createdAt, OffsetDateTime seenAt) {}
+    public record GetAuthorRow(long id, String name, String bio, LocalDate born, Double rating, boolean active, Integer score, BigDecimal balance, String meta, byte[] avatar, UUID uid, LocalDateTime createdAt, OffsetDateTime seenAt, LocalTime wakeAt) {}
 
     static GetAuthorRow readGetAuthorRow(ResultSet rs) throws SQLException {
-        return new GetAuthorRow(rs.getLong(1), rs.getString(2), rs.getString(3), rs.getObject(4, LocalDate.class), nullable(rs, rs.getDouble(5)), rs.getBoolean(6), nullable(rs, rs.getInt(7)), rs.getBigDecimal(8), rs.getString(9), rs.getBytes(10), uuid(rs.getString(11)), rs.getObject(12, LocalDateTime.class), rs.getObject(13, OffsetDateTime.class));
+        return new GetAuthorRow(rs.getLong(1), rs.getString(2), rs.getString(3), rs.getObject(4, LocalDate.class), nullable(rs, rs.getDouble(5)), rs.getBoolean(6), nullable(rs, rs.getInt(7)), rs.getBigDecimal(8), rs.getString(9), rs.getBytes(10), uuid(rs.getString(11)), rs.getObject(12, LocalDateTime.class), rs.getObject(13, OffsetDateTime.class), rs.getObject(14, LocalTime.class));
     }
 
     /** Runs GetAuthor; empty when no row matches. */
@@ -173,6 +174,28 @@ public final class Queries {
             try (ResultSet rs = ps.executeQuery()) {
                 List<AuthorsCreatedBetweenRow> items = new ArrayList<>();
                 while (rs.next()) items.add(readAuthorsCreatedBetweenRow(rs));
+                return items;
+            }
+        }
+    }
+
+    public static final String AUTHORS_AWAKE_BEFORE_SQL =
+        "SELECT id, wake_at FROM authors WHERE wake_at < ? ORDER BY id";
+
+    /** A row of AuthorsAwakeBefore. */
+    public record AuthorsAwakeBeforeRow(long id, LocalTime wakeAt) {}
+
+    static AuthorsAwakeBeforeRow readAuthorsAwakeBeforeRow(ResultSet rs) throws SQLException {
+        return new AuthorsAwakeBeforeRow(rs.getLong(1), rs.getObject(2, LocalTime.class));
+    }
+
+    /** Runs AuthorsAwakeBefore. */
+    public static List<AuthorsAwakeBeforeRow> authorsAwakeBefore(Connection conn, LocalTime wake) throws SQLException {
+        try (PreparedStatement ps = conn.prepareStatement(AUTHORS_AWAKE_BEFORE_SQL)) {
+            if (wake == null) ps.setNull(1, Types.TIME); else ps.setObject(1, wake);
+            try (ResultSet rs = ps.executeQuery()) {
+                List<AuthorsAwakeBeforeRow> items = new ArrayList<>();
+                while (rs.next()) items.add(readAuthorsAwakeBeforeRow(rs));
                 return items;
             }
         }
