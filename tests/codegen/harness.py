@@ -44,13 +44,13 @@ CALLS: list[tuple[str, list[Any]]] = [
     ("CountBooks", [1]),
     ("CreateBook", [100, 2, "new 'book' 100%", Decimal("1.10"), None]),
     ("CountBooks", [2]),
-    ("SetAuthorMeta", [{"k": "v", "x": [True, None]}, T1, 2]),
-    ("GetAuthor", [2]),
+    ("SetAuthorMeta", [{"k": "v", "x": [True, None]}, T1, None, 1]),
+    ("GetAuthor", [1]),
 ]
 
 
 def names(unique: str) -> dict[str, str]:
-    return {t: f"{unique}_{t}" for t in ("authors", "books", "books_copy")}
+    return {t: f"{unique}_{t}" for t in ("authors", "books", "books_copy", "authors_copy")}
 
 
 def fill(template: str, tables: dict[str, str]) -> str:

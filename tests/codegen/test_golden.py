@@ -13,10 +13,9 @@ from tests.codegen import harness
 from tests.codegen.conftest import need_toolchain
 
 GOLDEN = Path(__file__).parent / "golden"
-QUERIES = harness.fill((harness.SQL_DIR / "queries.sql").read_text(), {
-    "authors": "authors", "books": "books", "books_copy": "books_copy"})
-TRANSFERS = harness.fill((harness.SQL_DIR / "transfers.sql").read_text(), {
-    "authors": "authors", "books": "books", "books_copy": "books_copy"})
+PLAIN = {t: t for t in harness.names("x")}
+QUERIES = harness.fill((harness.SQL_DIR / "queries.sql").read_text(), PLAIN)
+TRANSFERS = harness.fill((harness.SQL_DIR / "transfers.sql").read_text(), PLAIN)
 
 
 @pytest.mark.parametrize("lang", ["python", "python-dataframes", "go", "java", "node", "node-knex"])

@@ -51,6 +51,7 @@ async def test_generated_code_matches_direct_queries(
         assert results["CountBooks#12"] == {"n": 2}
         assert results["SetAuthorMeta#13"] == 1
         assert results["GetAuthor#14"]["meta"] == {"k": "v", "x": [True, None]}
+        assert results["GetAuthor#14"]["avatar"] is None  # a NULL bytes parameter is NULL
         # time values and a time parameter with a fraction of a second
         assert results["AuthorsAwakeBefore#8"] == [
             {"id": 1, "wake_at": dt.time(7, 30)}, {"id": 3, "wake_at": dt.time(23, 59, 59, 250000)}]

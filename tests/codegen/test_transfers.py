@@ -42,6 +42,14 @@ TRANSFER_CASES = [(lang, source) for lang in ("go", "python", "java", "node", "k
                   for source in ("postgres", "mysql")]
 
 
+AUTHOR_TYPES = ["int64", "text", "text", "date", "float64", "bool", "int32", "decimal", "json",
+                "bytes", "uuid", "timestamp", "timestamptz", "time"]
+
+
+def _normal(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    return [[harness.normal(v, t) for v, t in zip(r, AUTHOR_TYPES, strict=True)] for r in rows]
+
+
 async def _execute(dialect: str, where: Any, sql: str) -> None:
     if dialect == "postgres":
         import asyncpg
@@ -113,6 +121,13 @@ async def test_transfer_program_copies_in_batches_and_resumes(
         assert failed["error"] and "@" not in failed["error"]  # no URL (with its user) in it
         assert await _rows(sink, where[sink], copy_table) == []
         assert run("--after", "2") == {"position": ["3"], "rows": 1, "batches": 1}
+        # every type of the suite, copied across: the same values arrive
+        cmd, env = harness.build_program(lang, src, tmp_path, "CopyAuthors")
+        env |= {"SOURCE_URL": urls[source], "TARGET_URL": urls[sink]}
+        assert run() == {"position": ["3"], "rows": 3, "batches": 2}
+        copied = await _rows(sink, where[sink], tables["authors_copy"])
+        original = await _rows(source, where[source], tables["authors"])
+        assert _normal(copied) == _normal(original)
     finally:
         await harness.drop("postgres", pg_dsn, tables)
         await harness.drop("mysql", mysql_params, tables)

@@ -4,7 +4,7 @@ where we may (root with apt-get; npm from the committed lockfile), else reported
 Go: Debian's ``golang-go`` with the packaged drivers ``golang-github-lib-pq-dev`` and
 ``golang-github-go-sql-driver-mysql-dev`` (GOPATH mode, offline). Java: ``javac`` with
 ``libpostgresql-jdbc-java`` and ``libmariadb-java`` (jars in /usr/share/java). Node.js: ``node``
-and ``npm ci`` in tests/codegen/node (pg, mysql2, prettier from package-lock.json).
+and ``npm ci`` in tests/codegen/node (pg, mysql2, knex, prettier from package-lock.json).
 Run as ``python -m tests.support.toolchains`` to install and print the status.
 """
 
@@ -72,7 +72,7 @@ def _node_ready() -> bool:
     lock = NODE_DIR / "package-lock.json"
     stamp = NODE_DIR / "node_modules" / ".package-lock.json"
     return stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime and \
-        (NODE_DIR / "node_modules" / "pg").is_dir() and (NODE_DIR / "node_modules" / "mysql2").is_dir()
+        all((NODE_DIR / "node_modules" / name).is_dir() for name in ("pg", "mysql2", "knex"))
 
 
 @functools.cache

@@ -120,10 +120,11 @@ def _queries_file(queries: list[Query], funcs: list[str], texts: dict[str, str],
             "\tExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)\n"
             "\tQueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)\n"
             "}\n\n")
+    param_types = {p.type.logical for q in queries for p in q.params}
     helper = ("// jsonArg passes JSON as text (drivers would send []byte as binary).\n"
               "func jsonArg(v json.RawMessage) any {\n\tif v == nil {\n\t\treturn nil\n\t}\n"
-              "\treturn string(v)\n}\n\n") if "json.RawMessage" in {go_type(p.type.logical, False)
-                                                               for q in queries for p in q.params} else ""
+              "\treturn string(v)\n}\n\n") if "json" in param_types else ""
+    helper += _BYTES_ARG if "bytes" in param_types else ""
     return head + dbtx + helper + (_TIME_TEXT if times else "") + "\n".join(body)
 
 
@@ -141,8 +142,19 @@ func timeText(v any) string {
 """
 
 
+_BYTES_ARG = """// bytesArg passes a nil []byte as NULL (lib/pq would send an empty bytea).
+func bytesArg(v []byte) any {
+	if v == nil {
+		return nil
+	}
+	return v
+}
+
+"""
+
+
 def _arg(name: str, p: Param) -> str:
-    return f"jsonArg({name})" if p.type.logical == "json" else name
+    return {"json": f"jsonArg({name})", "bytes": f"bytesArg({name})"}.get(p.type.logical, name)
 
 
 def _scan_func(func: str, row: str, fields: list[str], columns: list[ResultColumn]) -> str:
@@ -294,13 +306,16 @@ def _transfer_program(q: Query, ts: TransferSql, opts: GenOptions, qf: QueryFile
     decls, ptrs, vals = [], [], []
     for i, c in enumerate(ts.columns):
         time_of_day = c.type.logical == "time"
-        decls.append(f"\t\t\tvar c{i} " + ("any" if time_of_day else go_type(c.type.logical, True)))
+        scan_type = "any" if time_of_day else "[]byte" if c.type.logical == "json" else \
+            go_type(c.type.logical, True)  # database/sql scans NULL into []byte, not json.RawMessage
+        decls.append(f"\t\t\tvar c{i} {scan_type}")
         ptrs.append(f"&c{i}")
-        vals.append(f"jsonText(c{i})" if c.type.logical == "json" else
-                    f"timeValue(c{i})" if time_of_day else f"c{i}")
+        vals.append({"json": f"jsonText(c{i})", "bytes": f"bytesArg(c{i})",
+                     "time": f"timeValue(c{i})"}.get(c.type.logical, f"c{i}"))
     times = _TIME_TEXT + ("// timeValue is a scanned time of day as text, NULL as nil.\n"
                           "func timeValue(v any) any {\n\tif v == nil {\n\t\treturn nil\n\t}\n"
                           "\treturn timeText(v)\n}\n\n") if "timeValue(" in "".join(vals) else ""
+    times += _BYTES_ARG if "bytesArg(" in "".join(vals) else ""
     keys = ", ".join(f"keyText(c{p})" for p in ts.key_positions)
     placeholder = ('fmt.Sprintf("$%d", len(args)+j+1)' if opts.sink == "postgres" else '"?"')
     drivers = sorted({DRIVERS[opts.target][1], DRIVERS[opts.sink][1]})

@@ -64,10 +64,13 @@ const types = {
 };
 """
 
-_MYSQL_TYPES = """// BIGINT, dates and times stay text; TINYINT(1) is a boolean
+_MYSQL_TYPES = """// BIGINT, dates and times stay text, JSON is parsed once below; TINYINT(1) is a boolean
 function typeCast(field, next) {
   if (['LONGLONG', 'DATE', 'DATETIME', 'TIMESTAMP', 'TIME', 'NEWDECIMAL'].includes(field.type)) {
     return field.string();
+  }
+  if (field.type === 'JSON' || field.extendedFormat === 'json') {
+    return field.string('utf8');
   }
   if (field.type === 'TINY' && field.length === 1) {
     const v = field.string();
@@ -280,10 +283,14 @@ const types = {
 };
 """
 
-_TRANSFER_MYSQL_TYPES = """// BIGINT, DECIMAL, dates, times and JSON stay text; TINYINT(1) is a boolean
+_TRANSFER_MYSQL_TYPES = """// BIGINT, DECIMAL, dates, times and JSON (MariaDB marks its JSON columns) stay
+// text; TINYINT(1) is a boolean
 function typeCast(field, next) {
-  if (['LONGLONG', 'DATE', 'DATETIME', 'TIMESTAMP', 'TIME', 'NEWDECIMAL', 'JSON'].includes(field.type)) {
+  if (['LONGLONG', 'DATE', 'DATETIME', 'TIMESTAMP', 'TIME', 'NEWDECIMAL'].includes(field.type)) {
     return field.string();
+  }
+  if (field.type === 'JSON' || field.extendedFormat === 'json') {
+    return field.string('utf8');
   }
   if (field.type === 'TINY' && field.length === 1) {
     const v = field.string();

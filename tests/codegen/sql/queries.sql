@@ -56,5 +56,5 @@ SELECT count(*) AS n FROM {books} WHERE author_id = :author_id;
 INSERT INTO {books} (id, author_id, title, price, published)
 VALUES (:id, :author_id, :title, :price, :published);
 
--- name: SetAuthorMeta :execrows
-UPDATE {authors} SET meta = :meta, seen_at = :seen_at WHERE id = :id;
+-- name: SetAuthorMeta :execrows nullable=avatar
+UPDATE {authors} SET meta = :meta, seen_at = :seen_at, avatar = :avatar WHERE id = :id;

@@ -228,8 +228,8 @@ func call(ctx context.Context, db DBTX, name string, a []string) (any, error) {
 		}
 		return nil, CreateBook(ctx, db, p0, p1, p2, p3, p4)
 	case `SetAuthorMeta`:
-		if len(a) != 3 {
-			return nil, fmt.Errorf("expected 3 arguments, got %d", len(a))
+		if len(a) != 4 {
+			return nil, fmt.Errorf("expected 4 arguments, got %d", len(a))
 		}
 		p0, err := parseJSON(a[0])
 		if err != nil {
@@ -239,11 +239,19 @@ func call(ctx context.Context, db DBTX, name string, a []string) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		p2, err := parseInt64(a[2])
+		var p2 []byte
+		if !isNull(a[2]) {
+			v, err := parseBytes(a[2])
+			if err != nil {
+				return nil, err
+			}
+			p2 = v
+		}
+		p3, err := parseInt64(a[3])
 		if err != nil {
 			return nil, err
 		}
-		return SetAuthorMeta(ctx, db, p0, p1, p2)
+		return SetAuthorMeta(ctx, db, p0, p1, p2, p3)
 	}
 	return nil, fmt.Errorf("unknown query %q", name)
 }

@@ -24,6 +24,14 @@ func jsonArg(v json.RawMessage) any {
 	return string(v)
 }
 
+// bytesArg passes a nil []byte as NULL (lib/pq would send an empty bytea).
+func bytesArg(v []byte) any {
+	if v == nil {
+		return nil
+	}
+	return v
+}
+
 // timeText is a time of day as text (15:04:05.999999), whatever the driver scanned.
 func timeText(v any) string {
 	switch t := v.(type) {
@@ -332,7 +340,7 @@ func scanAuthorsByAvatarRow(rows *sql.Rows) (AuthorsByAvatarRow, error) {
 
 // AuthorsByAvatar runs AuthorsByAvatar.
 func AuthorsByAvatar(ctx context.Context, db DBTX, avatar []byte) ([]AuthorsByAvatarRow, error) {
-	rows, err := db.QueryContext(ctx, authorsByAvatarSQL, avatar)
+	rows, err := db.QueryContext(ctx, authorsByAvatarSQL, bytesArg(avatar))
 	if err != nil {
 		return nil, err
 	}
@@ -387,11 +395,11 @@ func CreateBook(ctx context.Context, db DBTX, id int64, authorId int64, title st
 	return err
 }
 
-const setAuthorMetaSQL = `UPDATE authors SET meta = $1, seen_at = $2 WHERE id = $3`
+const setAuthorMetaSQL = `UPDATE authors SET meta = $1, seen_at = $2, avatar = $3 WHERE id = $4`
 
 // SetAuthorMeta runs SetAuthorMeta and returns the number of rows it changed.
-func SetAuthorMeta(ctx context.Context, db DBTX, meta json.RawMessage, seenAt time.Time, id int64) (int64, error) {
-	res, err := db.ExecContext(ctx, setAuthorMetaSQL, jsonArg(meta), seenAt, id)
+func SetAuthorMeta(ctx context.Context, db DBTX, meta json.RawMessage, seenAt time.Time, avatar []byte, id int64) (int64, error) {
+	res, err := db.ExecContext(ctx, setAuthorMetaSQL, jsonArg(meta), seenAt, bytesArg(avatar), id)
 	if err != nil {
 		return 0, err
 	}

@@ -328,18 +328,19 @@ async function createBook(db, args) {
 }
 
 const setAuthorMetaSql =
-  "UPDATE authors SET meta = ?, seen_at = ? WHERE id = ?";
+  "UPDATE authors SET meta = ?, seen_at = ?, avatar = ? WHERE id = ?";
 
 /**
  * Runs SetAuthorMeta.
  * @param {object} db a Knex instance or transaction (pg or mysql2 client)
- * @param {{ meta: unknown, seenAt: Date, id: string }} args
+ * @param {{ meta: unknown, seenAt: Date, avatar: Buffer | null, id: string }} args
  * @returns {Promise<number>}
  */
 async function setAuthorMeta(db, args) {
   return exec(db, setAuthorMetaSql, [
     args.meta === null ? null : JSON.stringify(args.meta),
     args.seenAt,
+    args.avatar,
     args.id,
   ]);
 }

@@ -70,12 +70,13 @@ const calls = {
       }),
   ],
   SetAuthorMeta: [
-    3,
+    4,
     (db, a) =>
       q.setAuthorMeta(db, {
         meta: arg(a[0], (s) => JSON.parse(s)),
         seenAt: arg(a[1], (s) => new Date(s)),
-        id: arg(a[2], (s) => s),
+        avatar: arg(a[2], (s) => Buffer.from(s, "base64")),
+        id: arg(a[3], (s) => s),
       }),
   ],
 };

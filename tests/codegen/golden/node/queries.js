@@ -328,18 +328,19 @@ async function createBook(db, args) {
 }
 
 const setAuthorMetaSql =
-  "UPDATE authors SET meta = $1, seen_at = $2 WHERE id = $3";
+  "UPDATE authors SET meta = $1, seen_at = $2, avatar = $3 WHERE id = $4";
 
 /**
  * Runs SetAuthorMeta.
  * @param {object} db a pg Client/Pool or a mysql2 promise Connection/Pool
- * @param {{ meta: unknown, seenAt: Date, id: string }} args
+ * @param {{ meta: unknown, seenAt: Date, avatar: Buffer | null, id: string }} args
  * @returns {Promise<number>}
  */
 async function setAuthorMeta(db, args) {
   return exec(db, setAuthorMetaSql, [
     args.meta === null ? null : JSON.stringify(args.meta),
     args.seenAt,
+    args.avatar,
     args.id,
   ]);
 }

@@ -356,9 +356,9 @@ def create_book(conn: Connection, *, id: int, author_id: int, title: str, price:
     conn.exec_driver_sql(CREATE_BOOK_SQL, {"id": id, "author_id": author_id, "title": title, "price": price, "published": published})
 
 
-SET_AUTHOR_META_SQL = 'UPDATE authors SET meta = %(meta)s, seen_at = %(seen_at)s WHERE id = %(id)s'
+SET_AUTHOR_META_SQL = 'UPDATE authors SET meta = %(meta)s, seen_at = %(seen_at)s, avatar = %(avatar)s WHERE id = %(id)s'
 
 
-def set_author_meta(conn: Connection, *, meta: Any, seen_at: datetime.datetime, id: int) -> int:
+def set_author_meta(conn: Connection, *, meta: Any, seen_at: datetime.datetime, avatar: bytes | None, id: int) -> int:
     """Run SetAuthorMeta."""
-    return int(conn.exec_driver_sql(SET_AUTHOR_META_SQL, {"meta": _dump(meta), "seen_at": seen_at, "id": id}).rowcount)
+    return int(conn.exec_driver_sql(SET_AUTHOR_META_SQL, {"meta": _dump(meta), "seen_at": seen_at, "avatar": avatar, "id": id}).rowcount)

@@ -31,7 +31,7 @@ CALLS: dict[str, tuple[int, Any]] = {
     "AuthorsByAvatar": (1, lambda conn, a: queries.authors_by_avatar(conn, avatar=_arg(a[0], base64.b64decode))),
     "CountBooks": (1, lambda conn, a: queries.count_books(conn, author_id=_arg(a[0], int))),
     "CreateBook": (5, lambda conn, a: queries.create_book(conn, id=_arg(a[0], int), author_id=_arg(a[1], int), title=_arg(a[2], str), price=_arg(a[3], decimal.Decimal), published=_arg(a[4], datetime.date.fromisoformat))),
-    "SetAuthorMeta": (3, lambda conn, a: queries.set_author_meta(conn, meta=_arg(a[0], json.loads), seen_at=_arg(a[1], datetime.datetime.fromisoformat), id=_arg(a[2], int))),
+    "SetAuthorMeta": (4, lambda conn, a: queries.set_author_meta(conn, meta=_arg(a[0], json.loads), seen_at=_arg(a[1], datetime.datetime.fromisoformat), avatar=_arg(a[2], base64.b64decode), id=_arg(a[3], int))),
 }
 
 def _parse_bool(s: str) -> bool:

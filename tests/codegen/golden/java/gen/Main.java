@@ -183,11 +183,12 @@ public final class Main {
                 return "null";
             }
             case "SetAuthorMeta": {
-                need(a, 3);
+                need(a, 4);
                 String p0 = a[0];
                 OffsetDateTime p1 = OffsetDateTime.parse(a[1]);
-                long p2 = Long.parseLong(a[2]);
-                return String.valueOf(Queries.setAuthorMeta(conn, p0, p1, p2));
+                byte[] p2 = isNull(a[2]) ? null : Base64.getDecoder().decode(a[2]);
+                long p3 = Long.parseLong(a[3]);
+                return String.valueOf(Queries.setAuthorMeta(conn, p0, p1, p2, p3));
             }
             default:
                 throw new IllegalArgumentException("unknown query " + name);

@@ -260,14 +260,15 @@ public final class Queries {
     }
 
     public static final String SET_AUTHOR_META_SQL =
-        "UPDATE authors SET meta = ?, seen_at = ? WHERE id = ?";
+        "UPDATE authors SET meta = ?, seen_at = ?, avatar = ? WHERE id = ?";
 
     /** Runs SetAuthorMeta; returns the number of rows it changed. */
-    public static int setAuthorMeta(Connection conn, String meta, OffsetDateTime seenAt, long id) throws SQLException {
+    public static int setAuthorMeta(Connection conn, String meta, OffsetDateTime seenAt, byte[] avatar, long id) throws SQLException {
         try (PreparedStatement ps = conn.prepareStatement(SET_AUTHOR_META_SQL)) {
             ps.setObject(1, meta, Types.OTHER);
             if (seenAt == null) ps.setNull(2, Types.TIMESTAMP_WITH_TIMEZONE); else ps.setObject(2, seenAt);
-            ps.setLong(3, id);
+            if (avatar == null) ps.setNull(3, Types.VARBINARY); else ps.setObject(3, avatar);
+            ps.setLong(4, id);
             return ps.executeUpdate();
         }
     }
