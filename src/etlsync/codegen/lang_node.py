@@ -55,11 +55,13 @@ def generate(qf: QueryFile, texts: dict[str, str], opts: GenOptions) -> dict[str
 
 _PG_TYPES = """const pg = require('pg');
 
-// dates and timestamps without time zone stay text (a JS Date would shift or truncate them)
-const TEXT_OIDS = new Set([1082, 1083, 1114]);
+// pg parses the types this code maps (bool, bytea, numbers, JSON, uuid, timestamptz); dates and
+// timestamps without time zone stay text (a JS Date would shift or truncate them), and so does
+// every type it does not map (intervals, arrays, ranges: read as text)
+const PARSED_OIDS = new Set([16, 17, 20, 21, 23, 114, 700, 701, 1184, 1700, 2950, 3802]);
 const types = {
   getTypeParser(oid, format) {
-    return TEXT_OIDS.has(oid) ? (v) => v : pg.types.getTypeParser(oid, format);
+    return PARSED_OIDS.has(oid) ? pg.types.getTypeParser(oid, format) : (v) => v;
   },
 };
 """
@@ -273,12 +275,12 @@ main().catch((err) => {{
 # -- transfers ---------------------------------------------------------------------------------
 _TRANSFER_PG_TYPES = """const pg = require('pg');
 
-// what the sink reads back as text stays text: dates, times, timestamps (the session is in
-// UTC), JSON; bigint and numeric are text in pg already
-const TEXT_OIDS = new Set([114, 1082, 1083, 1114, 1184, 3802]);
+// pg parses bool, bytea, numbers and uuid; the rest stays text the sink reads back: dates,
+// times, timestamps (the session is in UTC), JSON, and types not mapped
+const PARSED_OIDS = new Set([16, 17, 20, 21, 23, 700, 701, 1700, 2950]);
 const types = {
   getTypeParser(oid, format) {
-    return TEXT_OIDS.has(oid) ? (v) => v : pg.types.getTypeParser(oid, format);
+    return PARSED_OIDS.has(oid) ? pg.types.getTypeParser(oid, format) : (v) => v;
   },
 };
 """

@@ -53,6 +53,8 @@ def _convert(logical: str, expr: str, dialect: str) -> str:
         return f"_time({expr})"
     if logical == "bytes":
         return f"_bytes({expr})"
+    if logical == "unknown":  # declared str: the driver may have parsed it (interval, array)
+        return f"_str({expr})"
     return expr
 
 

@@ -16,12 +16,14 @@ const KEYS = 1;
 
 const pg = require("pg");
 
-// what the sink reads back as text stays text: dates, times, timestamps (the session is in
-// UTC), JSON; bigint and numeric are text in pg already
-const TEXT_OIDS = new Set([114, 1082, 1083, 1114, 1184, 3802]);
+// pg parses bool, bytea, numbers and uuid; the rest stays text the sink reads back: dates,
+// times, timestamps (the session is in UTC), JSON, and types not mapped
+const PARSED_OIDS = new Set([16, 17, 20, 21, 23, 700, 701, 1700, 2950]);
 const types = {
   getTypeParser(oid, format) {
-    return TEXT_OIDS.has(oid) ? (v) => v : pg.types.getTypeParser(oid, format);
+    return PARSED_OIDS.has(oid)
+      ? pg.types.getTypeParser(oid, format)
+      : (v) => v;
   },
 };
 

@@ -3,11 +3,17 @@
 
 const pg = require("pg");
 
-// dates and timestamps without time zone stay text (a JS Date would shift or truncate them)
-const TEXT_OIDS = new Set([1082, 1083, 1114]);
+// pg parses the types this code maps (bool, bytea, numbers, JSON, uuid, timestamptz); dates and
+// timestamps without time zone stay text (a JS Date would shift or truncate them), and so does
+// every type it does not map (intervals, arrays, ranges: read as text)
+const PARSED_OIDS = new Set([
+  16, 17, 20, 21, 23, 114, 700, 701, 1184, 1700, 2950, 3802,
+]);
 const types = {
   getTypeParser(oid, format) {
-    return TEXT_OIDS.has(oid) ? (v) => v : pg.types.getTypeParser(oid, format);
+    return PARSED_OIDS.has(oid)
+      ? pg.types.getTypeParser(oid, format)
+      : (v) => v;
   },
 };
 
