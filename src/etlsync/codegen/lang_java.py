@@ -196,7 +196,8 @@ def _json_value(logical: str, expr: str) -> str:
     return f"quote(String.valueOf({expr}))"
 
 
-_CONNECT = """    /** A JDBC connection for a postgresql:// or mysql:// URL (user and password from it). */
+_CONNECT = """    /** A JDBC connection for a postgresql:// or mysql:// URL (user, password and driver
+     * options such as TLS from it). */
     static Connection connect(String raw) throws SQLException {
         URI url;
         try {
@@ -214,7 +215,8 @@ _CONNECT = """    /** A JDBC connection for a postgresql:// or mysql:// URL (use
         String scheme = url.getScheme() == null ? "" : url.getScheme();
         boolean mysql = scheme.startsWith("mysql") || scheme.startsWith("mariadb");
         String jdbc = (mysql ? "jdbc:mariadb://" : "jdbc:postgresql://") + url.getHost()
-            + (url.getPort() > 0 ? ":" + url.getPort() : "") + url.getPath();
+            + (url.getPort() > 0 ? ":" + url.getPort() : "") + url.getPath()
+            + (url.getRawQuery() == null ? "" : "?" + url.getRawQuery()); // sslmode=, sslMode=...
         return DriverManager.getConnection(jdbc, props);
     }
 """

@@ -20,7 +20,8 @@ import (
 	_ "github.com/lib/pq"
 )
 
-// openDB opens a postgres:// or mysql:// URL (the error never repeats the URL: it may hold a password).
+// openDB opens a postgres:// or mysql:// URL; its query (sslmode=..., tls=...) goes to the driver.
+// The error never repeats the URL: it may hold a password.
 func openDB(raw string) (*sql.DB, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -30,6 +31,9 @@ func openDB(raw string) (*sql.DB, error) {
 		pass, _ := u.User.Password()
 		dsn := fmt.Sprintf("%s:%s@tcp(%s)%s?parseTime=true&loc=UTC",
 			u.User.Username(), pass, u.Host, u.Path)
+		if u.RawQuery != "" {
+			dsn += "&" + u.RawQuery
+		}
 		return sql.Open("mysql", dsn)
 	}
 	return sql.Open("postgres", raw)

@@ -32,7 +32,8 @@ type keyList []string
 func (k *keyList) String() string     { return strings.Join(*k, ",") }
 func (k *keyList) Set(v string) error { *k = append(*k, v); return nil }
 
-// openDB opens a postgres:// or mysql:// URL (the error never repeats the URL: it may hold a password).
+// openDB opens a postgres:// or mysql:// URL; its query (sslmode=..., tls=...) goes to the driver.
+// The error never repeats the URL: it may hold a password.
 func openDB(raw string) (*sql.DB, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -42,6 +43,9 @@ func openDB(raw string) (*sql.DB, error) {
 		pass, _ := u.User.Password()
 		dsn := fmt.Sprintf("%s:%s@tcp(%s)%s?parseTime=true&loc=UTC",
 			u.User.Username(), pass, u.Host, u.Path)
+		if u.RawQuery != "" {
+			dsn += "&" + u.RawQuery
+		}
 		return sql.Open("mysql", dsn)
 	}
 	return sql.Open("postgres", raw)

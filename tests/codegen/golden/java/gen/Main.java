@@ -36,7 +36,8 @@ public final class Main {
         }
     }
 
-    /** A JDBC connection for a postgresql:// or mysql:// URL (user and password from it). */
+    /** A JDBC connection for a postgresql:// or mysql:// URL (user, password and driver
+     * options such as TLS from it). */
     static Connection connect(String raw) throws SQLException {
         URI url;
         try {
@@ -54,7 +55,8 @@ public final class Main {
         String scheme = url.getScheme() == null ? "" : url.getScheme();
         boolean mysql = scheme.startsWith("mysql") || scheme.startsWith("mariadb");
         String jdbc = (mysql ? "jdbc:mariadb://" : "jdbc:postgresql://") + url.getHost()
-            + (url.getPort() > 0 ? ":" + url.getPort() : "") + url.getPath();
+            + (url.getPort() > 0 ? ":" + url.getPort() : "") + url.getPath()
+            + (url.getRawQuery() == null ? "" : "?" + url.getRawQuery()); // sslmode=, sslMode=...
         return DriverManager.getConnection(jdbc, props);
     }
 
