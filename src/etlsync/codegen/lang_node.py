@@ -66,7 +66,8 @@ const types = {
 };
 """
 
-_MYSQL_TYPES = """// BIGINT, dates and times stay text, JSON is parsed once below; TINYINT(1) is a boolean
+_MYSQL_TYPES = """// BIGINT, DECIMAL, dates, times and JSON (MariaDB marks its JSON columns) stay text;
+// TINYINT(1) is a boolean
 function typeCast(field, next) {
   if (['LONGLONG', 'DATE', 'DATETIME', 'TIMESTAMP', 'TIME', 'NEWDECIMAL'].includes(field.type)) {
     return field.string();
@@ -285,23 +286,6 @@ const types = {
 };
 """
 
-_TRANSFER_MYSQL_TYPES = """// BIGINT, DECIMAL, dates, times and JSON (MariaDB marks its JSON columns) stay
-// text; TINYINT(1) is a boolean
-function typeCast(field, next) {
-  if (['LONGLONG', 'DATE', 'DATETIME', 'TIMESTAMP', 'TIME', 'NEWDECIMAL'].includes(field.type)) {
-    return field.string();
-  }
-  if (field.type === 'JSON' || field.extendedFormat === 'json') {
-    return field.string('utf8');
-  }
-  if (field.type === 'TINY' && field.length === 1) {
-    const v = field.string();
-    return v === null ? null : v === '1';
-  }
-  return next();
-}
-"""
-
 _OPEN = {
     ("postgres", "plain"): """
 async function openPostgres(url) {
@@ -387,7 +371,7 @@ def _transfer(q: Query, ts: TransferSql, opts: GenOptions, qf: QueryFile) -> str
              "INSERT_TAIL": escape_text(ts.insert_tail, write_style)}
     consts = "\n".join(f"const {k} = {c_string(v)};" for k, v in texts.items())
     dialects = sorted({source, sink}, reverse=True)  # postgres first
-    preludes = "".join({"postgres": _TRANSFER_PG_TYPES, "mysql": _TRANSFER_MYSQL_TYPES}[d] for d in dialects)
+    preludes = "".join({"postgres": _TRANSFER_PG_TYPES, "mysql": _MYSQL_TYPES}[d] for d in dialects)
     opens = (_OPEN_KNEX if knex else "") + "".join(_OPEN[(d, driver)] for d in dialects)
     opener = {"postgres": "openPostgres", "mysql": "openMysql"}
     values = ", ".join(_transfer_value(c.type.logical, f"r[{json.dumps(c.name)}]", source, sink)

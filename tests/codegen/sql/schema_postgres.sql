@@ -28,19 +28,4 @@ CREATE TABLE {books_copy} (
   price numeric(10,2) NOT NULL,
   published date
 );
-CREATE TABLE {authors_copy} (
-  id bigint PRIMARY KEY,
-  name text NOT NULL,
-  bio text,
-  born date,
-  rating double precision,
-  active boolean NOT NULL,
-  score integer,
-  balance numeric(12,2),
-  meta jsonb,
-  avatar bytea,
-  uid uuid NOT NULL,
-  created_at timestamp NOT NULL,
-  seen_at timestamptz,
-  wake_at time
-);
+CREATE TABLE {authors_copy} (LIKE {authors} INCLUDING ALL);
