@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import os
 import re
 import subprocess
+import tempfile
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -59,6 +61,14 @@ def fill(template: str, tables: dict[str, str]) -> str:
 
 def sql_file(name: str, tables: dict[str, str]) -> str:
     return fill((SQL_DIR / name).read_text(), tables)
+
+
+@functools.cache
+def plain_schema() -> Path:
+    """schema_postgres.sql with the tables' plain names (offline typing: golden files, errors)."""
+    path = Path(tempfile.mkdtemp(prefix="etlsync-codegen-")) / "schema.sql"
+    path.write_text(sql_file("schema_postgres.sql", {t: t for t in names("x")}))
+    return path
 
 
 # -- the database side --------------------------------------------------------------------------

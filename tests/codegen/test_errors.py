@@ -9,7 +9,7 @@ from etlsync.codegen import CodegenError, generate_files, load_queries
 from etlsync.codegen.dialect import target_sql
 from tests.codegen import harness
 
-SCHEMA = str(harness.SQL_DIR / "schema_plain.sql")
+SCHEMA = str(harness.plain_schema())
 
 
 def test_syntax_error_names_query_line_and_column() -> None:

@@ -26,7 +26,7 @@ async def test_generated_code_matches_golden_files(lang: str) -> None:
     if base in ("go", "node"):
         need_toolchain(base)  # gofmt / prettier shape the golden files
     frames = lang == "python-dataframes"  # only queries.py differs
-    files = await generate_files("queries.sql", base, schema_file=harness.SQL_DIR / "schema_plain.sql",
+    files = await generate_files("queries.sql", base, schema_file=harness.plain_schema(),
                                  package="gen", main=not frames,
                                  text=QUERIES + ("" if frames else "\n" + TRANSFERS),
                                  node_driver="knex" if lang == "node-knex" else "plain",
@@ -44,7 +44,7 @@ async def test_generated_code_matches_golden_files(lang: str) -> None:
 
 async def test_mysql_target_rewrites_parameters_itself() -> None:
     files = await generate_files("queries.sql", "go", target="mysql", format_code=False,
-                                 schema_file=harness.SQL_DIR / "schema_plain.sql", text=QUERIES)
+                                 schema_file=harness.plain_schema(), text=QUERIES)
     code = files["queries.go"]
     assert "WHERE t.total > ?" in code and "LIMIT ?" in code
     assert "@1" not in code and "$1" not in code  # sqlglot alone would write MySQL @1

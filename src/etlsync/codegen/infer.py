@@ -53,7 +53,16 @@ def load_schema_file(path: str | Path, dialect: str) -> Schema:
                            f"{info.get('description', exc)}") from None
     schema: Schema = {}
     for st in statements:
-        if not isinstance(st, exp.Create) or st.kind != "TABLE" or not isinstance(st.this, exp.Schema):
+        if not isinstance(st, exp.Create) or st.kind != "TABLE":
+            continue
+        like = st.find(exp.LikeProperty)
+        if like is not None and isinstance(like.this, exp.Table) and isinstance(st.this, exp.Expr):
+            # CREATE TABLE t (LIKE other ...) / CREATE TABLE t LIKE other: other's columns
+            target = st.this.this if isinstance(st.this, exp.Schema) else st.this
+            if like.this.name.lower() in schema and isinstance(target, exp.Table):
+                schema[target.name.lower()] = dict(schema[like.this.name.lower()])
+            continue
+        if not isinstance(st.this, exp.Schema):
             continue
         table = st.this.this
         keys = _table_keys(st.this)
