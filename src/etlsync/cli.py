@@ -21,6 +21,7 @@ import structlog
 import yaml
 
 from etlsync import __version__
+from etlsync.codegen import cli as codegen_cli
 from etlsync.core.errors import ConfigError, EtlsyncError, StageError
 from etlsync.jobs import registry
 from etlsync.jobs.build import build_job
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("-y", "--yes", action="store_true",
                       help="ask nothing: use the flags and defaults")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    codegen_cli.add_parser(sub)
     return p
 
 
@@ -115,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "init":
             return _init(args)
+        if args.command == "codegen":
+            return codegen_cli.run(args)
         return asyncio.run(_run(args, redact))
     except ConfigError as exc:
         _err(redact(f"error: {exc}"))
