@@ -54,7 +54,7 @@ async def main() -> None:
     if args.demo:
         await create_demo(options, args.table)
         args.seconds = args.seconds or 3.0
-    source = MysqlCdcSource([args.table], options=options, snapshot=True,
+    source = MysqlCdcSource([args.table], connection=options, snapshot=True,
                             chunk_rows=args.chunk_rows, heartbeat=0.5)
     sink = SqliteSink(args.target, table=args.table, write_mode="upsert")
     pipeline = Pipeline(source, sinks=[sink], name=f"mysql-{args.database}-{args.table}",

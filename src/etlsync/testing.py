@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any
+from typing import Annotated, Any, ClassVar
+
+from msgspec import Meta
 
 from etlsync.core.batch import Batch, Row
 from etlsync.core.capabilities import Capability
 from etlsync.core.stages import Sink, Source, StageContext
+from etlsync.manifest import Kind, Manifest, Options, StageType
 
 
 class MemorySource(Source):
@@ -93,3 +96,40 @@ class CollectingSink(Sink):
     @property
     def rows(self) -> list[Row]:
         return [r for b in self.batches for r in b.rows]
+
+
+# -- the manifest of these stages (job files: ``type: memory`` / ``type: collect``) ---------
+
+class MemorySourceOptions(Options, kw_only=True):
+    positional: ClassVar[tuple[str, ...]] = ("rows",)
+
+    rows: Annotated[list[dict[str, Any]], Meta(description="The rows")]
+    batch_size: Annotated[int, Meta(ge=1, description="Rows per batch")] = 1000
+    stream: Annotated[str, Meta(description="Stream name")] = "memory"
+    follow: Annotated[bool, Meta(description="Keep waiting after the rows (until stopped)")] = \
+        False
+    record_form: Annotated[bool, Meta(description="Yield record-form batches")] = False
+
+
+class CollectingSinkOptions(Options, kw_only=True):
+    delay: Annotated[float, Meta(ge=0, description="Seconds each write waits")] = 0.0
+
+
+class NoOptions(Options, kw_only=True):
+    pass
+
+
+MANIFEST = Manifest(
+    family="memory",
+    summary="In-memory stages for tests, examples and checkpoints that need no resume",
+    stages=(
+        StageType(Kind.SOURCE, "memory", "etlsync.testing:MemorySource", MemorySourceOptions,
+                  "Rows given in the job file", frozenset({Capability.PASSES})),
+        StageType(Kind.SINK, "collect", "etlsync.testing:CollectingSink", CollectingSinkOptions,
+                  "Keeps the rows in memory"),
+        StageType(Kind.CHECKPOINT, "memory", "etlsync.core.checkpoint:MemoryCheckpointStore",
+                  NoOptions, "Checkpoints in process memory (no resume)"),
+        StageType(Kind.DEAD_LETTER, "memory", "etlsync.resilience.deadletter:MemoryDeadLetterSink",
+                  NoOptions, "Dead letters in process memory"),
+    ),
+)

@@ -156,7 +156,8 @@ def test_init_non_interactive_flags_and_no_overwrite(
     assert main(argv) == 2
     assert "exists already" in capsys.readouterr().err
     assert main(["init", str(tmp_path / "x.yaml"), "--yes", "--sink", "sqlite"]) == 2
-    assert "source path: no value" in capsys.readouterr().err
+    assert "source path - a file, or a glob read in sorted path order: no value" in \
+        capsys.readouterr().err
 
 
 class FakeTty(io.StringIO):

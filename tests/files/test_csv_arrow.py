@@ -284,7 +284,7 @@ async def test_yaml_job_with_engine_arrow(tmp_path: Path) -> None:
     assert len(sink.rows) == 30
     job.write_text("source: {type: csv, path: orders.csv, engine: duckdb}\n"
                    "sink: {type: collect}\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"source: CsvSource: unknown engine 'duckdb'"):
+    with pytest.raises(ConfigError, match=r"source.engine: invalid value 'duckdb'; expected one of"):
         build_job(load_job(job, {}))
 
 

@@ -62,7 +62,7 @@ def test_unknown_option_names_the_key_path_and_suggests(tmp_path: Path) -> None:
     msg = config_error(tmp_path, "source: {type: memory, rows: [], options: {batchsize: 3}}\n"
                                  "sink: {type: collect}\n")
     assert "job.yaml: source.options.batchsize: unknown option; did you mean 'batch_size'?" in msg
-    assert "valid options: rows, batch_size, stream, follow, name" in msg
+    assert "valid options: rows, batch_size, stream, follow, record_form" in msg
     msg = config_error(tmp_path, "source: {type: memory, rows: [], folow: true}\n"
                                  "sink: {type: collect}\n")
     assert "source.folow: unknown option; did you mean 'follow'?" in msg
@@ -73,7 +73,7 @@ def test_wrong_option_type_and_missing_required(tmp_path: Path) -> None:
                                  "sink: {type: collect}\n")
     assert "job.yaml: source.batch_size: expected int, got str" in msg
     msg = config_error(tmp_path, "source: {type: memory}\nsink: {type: collect}\n")
-    assert "job.yaml: source: missing required option(s) rows" in msg
+    assert "job.yaml: source: missing required option 'rows'" in msg
 
 
 def test_unknown_type_suggests_and_lists(tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ operators:
   - cast: {oid: integer}
   - cast: {types: {oid: integer}, on_error: skip}
   - filter: "oid > 0"
-  - filter: {expr: "oid > 0"}
+  - filter: {expression: "oid > 0"}
   - filter: {callable: "jobfns:big"}
   - map: "jobfns:double"
   - {type: select, columns: [oid, n]}
@@ -178,9 +178,9 @@ batch_size: 7
 
 def test_settings_a_stage_does_not_support_are_errors(tmp_path: Path) -> None:
     msg = config_error(tmp_path, MEM + "write: {conflict: merge}\n")
-    assert "write.conflict: sink type 'collect' does not support conflict" in msg
+    assert "write.conflict: sink type 'collect' does not take conflict" in msg
     msg = config_error(tmp_path, MEM + "sync: {sync_mode: incremental, cursor_field: id}\n")
-    assert "sync.sync_mode: source type 'memory' does not support sync_mode" in msg
+    assert "sync.sync_mode: source type 'memory' does not take sync_mode" in msg
 
 
 def test_conflicting_duplicate_settings(tmp_path: Path, recorder: type[Recorder]) -> None:

@@ -21,7 +21,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 @pytest.mark.parametrize("kind", registry.KINDS)
 def test_every_builtin_type_imports(kind: str) -> None:
     for name in registry.names(kind):
-        factory = registry.resolve(kind, name, f"{kind}.type")
+        factory = registry.resolve(kind, name, f"{kind}.type").load()
         assert callable(factory), (kind, name)
 
 
@@ -34,11 +34,11 @@ def plan_of(tmp_path: Path, body: str) -> dict[str, dict[str, object]]:
 
 def test_postgres_job_settings_and_masked_dsn(tmp_path: Path) -> None:
     stages = plan_of(tmp_path, """
-source: {type: postgres, dsn: "postgresql://etl:${PW}@127.0.0.1/db", table: orders}
+source: {type: postgres, connection: "postgresql://etl:${PW}@127.0.0.1/db", table: orders}
 sync: {sync_mode: incremental, cursor_field: updated_at, primary_key: id}
-sink: {type: postgres, dsn: "postgresql://etl:${PW}@127.0.0.1/db", table: copy}
+sink: {type: postgres, connection: "postgresql://etl:${PW}@127.0.0.1/db", table: copy}
 write: {write_mode: upsert, conflict: merge}
-checkpoint: {type: postgres, dsn: "postgresql://etl:${PW}@127.0.0.1/db"}
+checkpoint: {type: postgres, connection: "postgresql://etl:${PW}@127.0.0.1/db"}
 batch_size: 500
 """)
     assert stages["source"]["sync_mode"] == "incremental"
@@ -47,21 +47,22 @@ batch_size: 500
     assert "pw-from-env" not in json.dumps(stages)
 
 
-def test_mysql_job_uses_the_connectors_own_option_names(tmp_path: Path) -> None:
-    stages = plan_of(tmp_path, """
+def test_mysql_job_old_option_names_still_work_with_a_warning(tmp_path: Path) -> None:
+    with pytest.warns(DeprecationWarning, match="now called 'connection'"):
+        stages = plan_of(tmp_path, """
 source:
   type: mysql
   tables: [shop.orders]
-  options: {host: 127.0.0.1, port: 3306, user: root, password: "${PW}", db: shop}
+  options: {host: 127.0.0.1, port: 3306, user: root, password: "${PW}", database: shop}
 sync: {sync_mode: incremental, cursor_field: updated_at}
 sink: {type: mysql, table: orders2, database: shop, options: {host: 127.0.0.1, user: root}}
 write: {write_mode: upsert}
 batch_size: 500
 """)
     src = stages["source"]
-    assert src["sync_mode"] == "incremental" and src["chunk_rows"] == 500  # aliases
-    assert isinstance(src["options"], dict) and src["options"]["host"] == "127.0.0.1"
-    assert src["options"]["password"] == "***"
+    assert src["sync_mode"] == "incremental" and src["batch_size"] == 500  # one name everywhere
+    assert isinstance(src["connection"], dict) and src["connection"]["host"] == "127.0.0.1"
+    assert src["connection"]["password"] == "***" and src["connection"]["database"] == "shop"
     assert stages["sink"]["write_mode"] == "upsert"
 
 
@@ -75,7 +76,7 @@ sinks:
   - {type: sqlite, path: out.db, table: t}
 write: {write_mode: upsert}
 """)
-    assert stages["sinks[0]"]["key"] == ["_id"]
+    assert stages["sinks[0]"]["primary_key"] == ["_id"]
     assert stages["sinks[1]"]["primary_key"] == ["_id"]
     p = tmp_path / "bad.yaml"
     p.write_text("source: {type: postgres_cdc, connection: x, slot: s, publication: p}\n"
@@ -109,9 +110,9 @@ sync: {{sync_mode: incremental, cursor_field: updated_at, primary_key: id}}
 operators:
   - cast: {{id: integer, quantity: integer, price: decimal, order_date: date,
             updated_at: datetime}}
-sink: {{type: postgres, dsn: "${{ETLSYNC_JOB_TEST_DSN}}", table: {unique_name}}}
+sink: {{type: postgres, connection: "${{ETLSYNC_JOB_TEST_DSN}}", table: {unique_name}}}
 write: {{write_mode: upsert}}
-checkpoint: {{type: postgres, dsn: "${{ETLSYNC_JOB_TEST_DSN}}"}}
+checkpoint: {{type: postgres, connection: "${{ETLSYNC_JOB_TEST_DSN}}"}}
 """)
     monkeypatch.setenv("ETLSYNC_JOB_TEST_DSN", pg_dsn)
     table = f'"{unique_name}"'

@@ -23,7 +23,7 @@ async def _collect(source: MongoSource, position: Any = None) -> list[Any]:
 async def test_full_refresh_reads_in_id_chunks_and_resumes_mid_collection(
         mongo_uri: str, mongo_db: Any) -> None:
     await mongo_db.items.insert_many([{"_id": i, "v": i * 2} for i in range(2500)])
-    src = MongoSource(mongo_uri, database=mongo_db.name, collections="items", chunk_size=1000)
+    src = MongoSource(mongo_uri, database=mongo_db.name, collections="items", batch_size=1000)
     batches = await _collect(src)
     assert [len(b) for b in batches] == [1000, 1000, 500]
     assert [r["_id"] for b in batches for r in b.rows] == list(range(2500))
@@ -40,7 +40,7 @@ async def test_pipeline_commits_snapshot_positions(mongo_uri: str, mongo_db: Any
     await mongo_db.b.insert_many([{"_id": f"k{i:02}"} for i in range(20)])
     store = MemoryCheckpointStore()
     sink = CollectingSink()
-    src = MongoSource(MongoConnection(uri=mongo_uri), database=mongo_db.name, chunk_size=8)
+    src = MongoSource(MongoConnection(uri=mongo_uri), database=mongo_db.name, batch_size=8)
     await Pipeline(src, [], sink, name="p", checkpoint_store=store).run()
     assert {b.stream for b in sink.batches} == {"a", "b"}
     assert len(sink.rows) == 50
@@ -64,7 +64,7 @@ async def test_incremental_pushes_down_cursor_and_handles_ties(
         mongo_uri: str, mongo_db: Any) -> None:
     await mongo_db.ev.insert_many([{"_id": i, "ts": i // 3, "x": i} for i in range(9)])
     src = MongoSource(mongo_uri, database=mongo_db.name, collections="ev",
-                      sync_mode="incremental", cursor_field="ts", chunk_size=4)
+                      sync_mode="incremental", cursor_field="ts", batch_size=4)
     first = await _collect(src)
     ids = [r["_id"] for b in first for r in b.rows]
     assert ids == list(range(9))

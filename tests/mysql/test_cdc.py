@@ -49,7 +49,7 @@ async def test_snapshot_then_stream_has_no_gap_and_no_duplicate(
     t = unique_name
     await execute(opts, f"CREATE TABLE `{t}` (id int primary key, v int)",
                   f"INSERT INTO `{t}` VALUES " + ",".join(f"({i}, 0)" for i in range(2000)))
-    source = MysqlCdcSource([t], options=opts, snapshot=True, chunk_rows=150, heartbeat=0.2)
+    source = MysqlCdcSource([t], connection=opts, snapshot=True, chunk_rows=150, heartbeat=0.2)
     sink = CollectingSink()
     writer_done = asyncio.Event()
 
@@ -93,7 +93,7 @@ async def test_batches_end_on_transaction_boundaries(mysql_params: dict[str, Any
     a, b = unique_name, unique_name + "b"
     await execute(opts, f"CREATE TABLE `{a}` (id int primary key)",
                   f"CREATE TABLE `{b}` (id int primary key)")
-    source = MysqlCdcSource([a, b], options=opts, max_batch_rows=100, heartbeat=0.2)
+    source = MysqlCdcSource([a, b], connection=opts, max_batch_rows=100, heartbeat=0.2)
     sink = CollectingSink()
 
     async def write() -> None:
@@ -110,7 +110,7 @@ async def test_batches_end_on_transaction_boundaries(mysql_params: dict[str, Any
     assert data[0].position is None and data[1].position is not None
     # resuming from the committed boundary does not re-deliver the transaction
     again = CollectingSink()
-    src2 = MysqlCdcSource([a, b], options=opts, heartbeat=0.2)
+    src2 = MysqlCdcSource([a, b], connection=opts, heartbeat=0.2)
     store2 = MemoryCheckpointStore()
     p2 = Pipeline(src2, sinks=[again], name=a + "2", checkpoint_store=store2)
     await store2.commit(p2.name, Checkpoint(data[1].position))
@@ -124,7 +124,7 @@ async def test_idle_positions_advance_with_foreign_writes(mysql_params: dict[str
     mine, other = unique_name, unique_name + "x"
     await execute(opts, f"CREATE TABLE `{mine}` (id int primary key)",
                   f"CREATE TABLE `{other}` (id int primary key)")
-    source = MysqlCdcSource([mine], options=opts, heartbeat=0.2, idle_position_seconds=0.1)
+    source = MysqlCdcSource([mine], connection=opts, heartbeat=0.2, idle_position_seconds=0.1)
     sink = CollectingSink()
     positions: list[Any] = []
 
@@ -153,7 +153,7 @@ async def test_reconnect_after_kill_delivers_every_row_once(mysql_params: dict[s
     opts = options(mysql_params)
     t = unique_name
     await execute(opts, f"CREATE TABLE `{t}` (id int primary key, pad varchar(200))")
-    source = MysqlCdcSource([t], options=opts, heartbeat=0.2, max_batch_rows=250)
+    source = MysqlCdcSource([t], connection=opts, heartbeat=0.2, max_batch_rows=250)
     sink = CollectingSink(delay=0.01)  # a slow sink: the reader lags, kills land mid-transaction
     total = 10 * 2000
     kills = 0
@@ -202,7 +202,7 @@ async def test_rotation_is_followed_and_resumes_by_file_position(
     opts = options(mysql_params)
     t = unique_name
     await execute(opts, f"CREATE TABLE `{t}` (id int primary key)")
-    source = MysqlCdcSource([t], options=opts, heartbeat=0.2, use_gtid=False)
+    source = MysqlCdcSource([t], connection=opts, heartbeat=0.2, use_gtid=False)
     sink = CollectingSink()
 
     async def write() -> None:
@@ -218,7 +218,7 @@ async def test_rotation_is_followed_and_resumes_by_file_position(
     assert files[0] != files[1]  # the second change was read from the new file
     resume_at = next(b.position for b in sink.batches if b.rows and b.rows[0]["id"] == 1)
     again = CollectingSink()
-    src2 = MysqlCdcSource([t], options=opts, heartbeat=0.2, use_gtid=False)
+    src2 = MysqlCdcSource([t], connection=opts, heartbeat=0.2, use_gtid=False)
     store2 = MemoryCheckpointStore()
     p2 = Pipeline(src2, sinks=[again], name=t + "r", checkpoint_store=store2)
     await store2.commit(p2.name, Checkpoint(resume_at))
@@ -231,7 +231,7 @@ async def test_lost_position_fails_with_a_clear_error(mysql_params: dict[str, An
 
     from etlsync.core.errors import ServiceNotReady
 
-    source = MysqlCdcSource(["x"], options=options(mysql_params), use_gtid=False)
+    source = MysqlCdcSource(["x"], connection=options(mysql_params), use_gtid=False)
     agen = source.read({"phase": "stream", "binlog": {"file": "mysql-bin.999999", "pos": 4}})
     with pytest.raises(ServiceNotReady, match="clear this pipeline's checkpoint"):
         await asyncio.wait_for(agen.__anext__(), 20)

@@ -28,19 +28,19 @@ async def test_snapshot_resumes_mid_table_with_composite_key(mysql_params: dict[
     store = MemoryCheckpointStore()
     first = CollectingSink(fail_on=lambda b: len(b.rows) and b.rows[0]["v"] >= 40 and 1 / 0)
     with contextlib.suppress(StageError):  # the injected failure
-        await Pipeline(MysqlSource(t, options=opts, chunk_rows=7), sinks=[first], name=t,
+        await Pipeline(MysqlSource(t, connection=opts, batch_size=7), sinks=[first], name=t,
                        checkpoint_store=store).run()
     resumed_at = await store.load(t)
     assert resumed_at is not None and resumed_at.pass_open
     assert resumed_at.position["last_key"] is not None
     second = CollectingSink()
-    await Pipeline(MysqlSource(t, options=opts, chunk_rows=7), sinks=[second], name=t,
+    await Pipeline(MysqlSource(t, connection=opts, batch_size=7), sinks=[second], name=t,
                    checkpoint_store=store).run()
     values = [r["v"] for r in first.rows + second.rows]
     assert values == list(range(100))  # every row once, in key order
     done = await store.load(t)
     assert done is not None and not done.pass_open
-    schema = (await MysqlSource(t, options=opts).discover())[t]
+    schema = (await MysqlSource(t, connection=opts).discover())[t]
     assert schema.primary_key == ("a", "b") and schema.column("v").type == ColumnType.INTEGER
 
 
@@ -69,8 +69,8 @@ def test_incremental_delivers_each_row_once_despite_ties(mysql_params: dict[str,
                     await execute(opts, f"INSERT INTO `{t}` VALUES " + ",".join(
                         f"({1000 + i}, {c})" for i, c in enumerate(rows)))
                 sink = CollectingSink()
-                await Pipeline(MysqlSource(t, options=opts, sync_mode="incremental", cursor_field="cur",
-                                           chunk_rows=chunk), sinks=[sink], name=t,
+                await Pipeline(MysqlSource(t, connection=opts, sync_mode="incremental", cursor_field="cur",
+                                           batch_size=chunk), sinks=[sink], name=t,
                                checkpoint_store=store).run()
                 got.extend(sink.rows)
         finally:

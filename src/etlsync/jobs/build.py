@@ -1,11 +1,15 @@
-"""Turn a validated :class:`~etlsync.jobs.spec.Job` into stages and a :class:`Pipeline`."""
+"""Turn a validated :class:`~etlsync.jobs.spec.Job` into stages and a :class:`Pipeline`.
+
+Every stage's options are checked against its manifest's :class:`~etlsync.manifest.Options`
+(or, for ad-hoc classes, its signature); job-wide settings (``sync:``, ``write:``,
+``batch_size``) reach the stages under the same option names.
+"""
 
 from __future__ import annotations
 
-import inspect
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +21,8 @@ from etlsync.core.pipeline import Pipeline
 from etlsync.core.stages import Operator, Sink, Source, stage_name
 from etlsync.jobs import registry
 from etlsync.jobs.spec import DEFAULT_CHECKPOINT, Job
-from etlsync.operators import Cast, Filter, FilterExpr, Map, Rename, Select
-
-# the option a built-in operator's shorthand form (``- select: [a, b]``) fills
-_SHORTHAND = {"select": "columns", "rename": "mapping", "cast": "types", "filter": "expression"}
-_MAPPING_SHORTHAND = ("rename", "cast")
+from etlsync.manifest import Kind, StageType
+from etlsync.operators import Cast, Filter, FilterExpr, Rename, Select
 
 
 @dataclass
@@ -32,6 +33,9 @@ class StagePlan:
     type: str
     key_path: str
     options: dict[str, Any]
+    secrets: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    """Options that hold file system paths."""
 
 
 @dataclass
@@ -65,7 +69,7 @@ class BuiltJob:
                         checkpoint_store=self.checkpoint_store, **kw)
 
     def plan(self) -> dict[str, Any]:
-        """A JSON-able description of the job (secrets are masked by the caller)."""
+        """A JSON-able description of the job (secrets masked)."""
         spec = self.job.spec
         return {
             "job": str(self.job.path),
@@ -78,7 +82,8 @@ class BuiltJob:
             "write": {k: getattr(spec.write, k) for k in ("write_mode", "conflict", "schema_policy")
                       if getattr(spec.write, k) is not None},
             "stages": [{"kind": s.kind, "type": s.type, "key": s.key_path,
-                        "options": _jsonable(_mask_options(s.options))} for s in self.stages],
+                        "options": _jsonable(_mask_options(s.options, s.secrets))}
+                       for s in self.stages],
         }
 
 
@@ -87,14 +92,14 @@ _SECRET_NAMES = ("password", "passwd", "secret", "token", "api_key", "access_key
 _URL_PASSWORD = re.compile(r"(?<=://)([^:/@\s]*):([^@/\s]+)@")
 
 
-def _mask_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Options as shown in plans: secret-named values hidden, passwords in URLs too (values
-    from ``${VAR}`` are masked separately, in all output)."""
+def _mask_options(options: Mapping[str, Any], secrets: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Options as shown in plans: declared secrets and secret-named values hidden, passwords
+    in URLs too (values from ``${VAR}`` are masked separately, in all output)."""
     out: dict[str, Any] = {}
     for k, v in options.items():
-        if any(n in k.lower() for n in _SECRET_NAMES) and v not in (None, ""):
+        if (k in secrets or any(n in k.lower() for n in _SECRET_NAMES)) and v not in (None, ""):
             out[k] = "***"
-        elif isinstance(v, dict):
+        elif isinstance(v, Mapping):
             out[k] = _mask_options(v)
         elif isinstance(v, str) and "://" in v:
             out[k] = _URL_PASSWORD.sub(r"\1:***@", v)
@@ -122,136 +127,119 @@ def _type_of(job: Job, spec: Mapping[str, Any], key_path: str) -> str:
     return type_name
 
 
-def _split_options(job: Job, spec: Mapping[str, Any], key_path: str,
-                   factory: Callable[..., Any] | None = None
-                   ) -> tuple[str, dict[str, Any], dict[str, str]]:
-    """(type, options, option -> key path) of a ``{type: ..., options...}`` mapping.
+def _construct(job: Job, stage: StageType, options: dict[str, Any], key_path: str,
+               key_paths: Mapping[str, str] | None = None) -> tuple[Any, dict[str, Any]]:
+    """The stage made from ``options`` (validated by its options struct), and the options
+    under their current names (old names moved, for plans)."""
+    where = job.where(key_path)
+    factory = stage.load(job.where(key_path + ".type"))
+    options = dict(options)
+    name = options.pop("name", None)  # every stage's own name (logs, metrics, errors)
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"{where}.name: expected a string")
+    options = stage.options.migrate(options, where)
+    bound = stage.bind(options, where, {k: job.where(p) for k, p in (key_paths or {}).items()})
+    try:
+        args, kwargs = bound.arguments()
+    except ConfigError as exc:
+        raise ConfigError(job.redact(f"{where}.{exc}")) from None
+    _, takes_any = registry.options_from_signature(factory) if stage.family == "adhoc" \
+        else (None, False)
+    if takes_any:  # a **kwargs factory without a manifest: unknown options pass through
+        kwargs.update({k: v for k, v in options.items() if k not in kwargs and k not in args})
+    try:
+        made = factory(*args, **kwargs)
+        if name:
+            made.name = name
+            options["name"] = name
+        return made, options
+    except ConfigError as exc:
+        raise ConfigError(job.redact(f"{where}: {exc}")) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(job.redact(f"{where}: {stage.name!r} rejected its options: "
+                                     f"{exc}")) from None
 
-    An ``options:`` mapping is merged into the options, unless the stage itself has an
-    option called ``options`` (then it is passed as is)."""
-    type_name = _type_of(job, spec, key_path)
-    own_options = factory is not None and "options" in _param_names(factory)
-    opts: dict[str, Any] = {}
+
+def _options(job: Job, spec: Mapping[str, Any], key_path: str, stage: StageType
+             ) -> tuple[dict[str, Any], dict[str, str]]:
+    """A stage mapping's options (without ``type``; those grouped under ``options:`` merged
+    in) with relative paths resolved, and where each option grouped so was written."""
+    opts = {k: v for k, v in spec.items() if k != "type"}
     paths: dict[str, str] = {}
-    for k, v in spec.items():
-        if k == "type":
-            continue
-        if k == "options" and not own_options:
-            if not isinstance(v, dict):
-                raise ConfigError(f"{job.where(key_path + '.options')}: expected a mapping")
-            for ok, ov in v.items():
-                if ok in opts:
-                    raise ConfigError(f"{job.where(key_path + '.options.' + ok)}: given twice")
-                opts[ok], paths[ok] = ov, f"{key_path}.options.{ok}"
-            continue
-        if k in opts:
-            raise ConfigError(f"{job.where(key_path + '.' + k)}: given twice")
-        opts[k], paths[k] = v, f"{key_path}.{k}"
-    return type_name, opts, paths
-
-
-def _resolve_paths(job: Job, opts: dict[str, Any]) -> None:
-    for k, v in opts.items():
-        if registry.is_path_option(k) and isinstance(v, str) and v and v != ":memory:" \
-                and "://" not in v:
+    nested = opts.get("options")
+    if isinstance(nested, Mapping) and "options" not in stage.options.__struct_fields__ \
+            and "options" not in stage.options.renamed:
+        del opts["options"]
+        for k, v in nested.items():
+            if k in opts:
+                raise ConfigError(f"{job.where(f'{key_path}.options.{k}')}: given twice")
+            opts[k], paths[k] = v, f"{key_path}.options.{k}"
+    for k in stage.options.paths:
+        v = opts.get(k)
+        if isinstance(v, str) and v and v != ":memory:" and "://" not in v:
             p = Path(v).expanduser()
             opts[k] = str(p if p.is_absolute() else job.base_dir / p)
+    return opts, paths
 
 
-def _construct(job: Job, factory: Callable[..., Any], type_name: str, key_path: str,
-               opts: dict[str, Any], paths: dict[str, str], positional: tuple[Any, ...] = ()
-               ) -> Any:
-    kw = registry.bind_options(factory, opts, job.where(key_path), positional=positional,
-                               key_paths={k: job.where(p) for k, p in paths.items()})
-    try:
-        return factory(*positional, **kw)
-    except ConfigError as exc:
-        raise ConfigError(job.redact(f"{job.where(key_path)}: {exc}")) from None
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(job.redact(f"{job.where(key_path)}: {type_name!r} rejected its "
-                                     f"options: {exc}")) from None
-
-
-# a job-wide setting -> the option names stages use for it, in order of preference
-ALIASES: dict[str, tuple[str, ...]] = {
-    "sync_mode": ("sync_mode",),
-    "cursor_field": ("cursor_field",),
-    "primary_key": ("primary_key", "key"),
-    "batch_size": ("batch_size", "batch_rows", "max_batch_rows", "chunk_rows", "chunk_size"),
-    "write_mode": ("write_mode",),
-    "conflict": ("conflict",),
-    "schema_policy": ("schema_policy",),
-}
-
-
-def _merge(job: Job, factory: Callable[..., Any], type_name: str, kind: str, opts: dict[str, Any],
-           paths: dict[str, str], section: str, key: str, value: Any, default: Any,
-           *, required: bool = True) -> None:
-    """Pass a job-wide setting (``sync.*``, ``write.*``) to a stage that accepts it, under
-    the stage's own name for it (``sync_mode`` or ``mode``)."""
+def _setting(job: Job, stage: StageType, key_path: str, opts: dict[str, Any], setting: str,
+             option: str, value: Any, default: Any, *, required: bool = True) -> None:
+    """Give a job-wide setting (``sync.sync_mode``, ``batch_size``, ...) to a stage that takes
+    the option; one the stage cannot take is an error unless it is the default."""
     if value is None:
         return
-    setting = f"{section}.{key}" if section else key
-    names = ALIASES.get(key, (key,))
-    for name in names:
-        if name in opts:
-            if opts[name] != value and not (isinstance(opts[name], list | tuple)
-                                            and list(opts[name]) == list(value)):
-                raise ConfigError(f"{job.where(paths[name])}: conflicts with {setting} "
-                                  f"({opts[name]!r} vs {value!r}); give it once")
-            return
-    accepted = [n for n in names if n in _param_names(factory)]
-    if accepted:  # never into **kwargs: those often go to a driver's connect()
-        opts[accepted[0]], paths[accepted[0]] = value, setting
+    if option in opts:
+        given = opts[option]
+        same = given == value or (isinstance(given, list | tuple) and isinstance(value, list)
+                                  and list(given) == value) or (
+            isinstance(given, str) and value == [given])
+        if not same:
+            raise ConfigError(f"{job.where(f'{key_path}.{option}')}: conflicts with {setting} "
+                              f"({given!r} vs {value!r}); give it once")
+        return
+    if option in stage.options.__struct_fields__:
+        opts[option] = value
     elif required and value != default:
-        raise ConfigError(f"{job.where(setting)}: {kind} type {type_name!r} does not "
-                          f"support {key} (its options: "
-                          f"{', '.join(_param_names(factory)) or 'none'})")
-
-
-def _param_names(factory: Callable[..., Any]) -> list[str]:
-    try:
-        return [n for n, p in inspect.signature(factory).parameters.items()
-                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY)]
-    except (TypeError, ValueError):
-        return []
+        raise ConfigError(f"{job.where(setting)}: {stage.kind} type {stage.name!r} does not take "
+                          f"{option} (its options: {', '.join(stage.options.__struct_fields__)})")
 
 
 def build_source(job: Job) -> tuple[Source, StagePlan]:
-    spec = job.spec
+    spec, sync = job.spec, job.spec.sync
     type_name = _type_of(job, spec.source, "source")
-    factory = registry.resolve("source", type_name, job.where("source.type"))
-    _, opts, paths = _split_options(job, spec.source, "source", factory)
-    sync = spec.sync
-    _merge(job, factory, type_name, "source", opts, paths, "sync", "sync_mode", sync.sync_mode,
-           "cdc" if has(factory, Capability.CDC) else "full_refresh")
-    _merge(job, factory, type_name, "source", opts, paths, "sync", "cursor_field",
-           sync.cursor_field, None)
+    stage = registry.resolve("source", type_name, job.where("source.type"))
+    opts, paths = _options(job, spec.source, "source", stage)
+    cdc = Capability.CDC in stage.capabilities
+    if sync.sync_mode == "cdc" and not cdc:
+        raise ConfigError(f"{job.where('sync.sync_mode')}: source type {type_name!r} does not "
+                          "stream changes (cdc); use a *_cdc source")
+    if sync.sync_mode != "cdc":
+        _setting(job, stage, "source", opts, "sync.sync_mode", "sync_mode", sync.sync_mode,
+                 "cdc" if cdc else "full_refresh")
+    _setting(job, stage, "source", opts, "sync.cursor_field", "cursor_field", sync.cursor_field, None)
     if sync.key is not None:
-        _merge(job, factory, type_name, "source", opts, paths, "sync", "primary_key",
-               list(sync.key), None, required=False)
-    _merge(job, factory, type_name, "source", opts, paths, "", "batch_size", spec.batch_size,
-           None, required=False)
-    _resolve_paths(job, opts)
-    source = _construct(job, factory, type_name, "source", opts, paths)
-    return source, StagePlan("source", type_name, "source", opts)
+        _setting(job, stage, "source", opts, "sync.primary_key", "primary_key", list(sync.key), None,
+                 required=False)
+    _setting(job, stage, "source", opts, "batch_size", "batch_size", spec.batch_size, None)
+    source, opts = _construct(job, stage, opts, "source", paths)
+    return source, StagePlan("source", type_name, "source", opts, stage.options.secrets,
+                     stage.options.paths)
 
 
 def build_sink(job: Job, spec: Mapping[str, Any], key_path: str) -> tuple[Sink, StagePlan]:
     type_name = _type_of(job, spec, key_path)
-    factory = registry.resolve("sink", type_name, job.where(key_path + ".type"))
-    _, opts, paths = _split_options(job, spec, key_path, factory)
+    stage = registry.resolve("sink", type_name, job.where(key_path + ".type"))
+    opts, paths = _options(job, spec, key_path, stage)
     w = job.spec.write
     for key, default in (("write_mode", "append"), ("conflict", "overwrite"),
                          ("schema_policy", "evolve")):
-        _merge(job, factory, type_name, "sink", opts, paths, "write", key, getattr(w, key), default)
-    pk = job.spec.sync.key
-    if pk is not None:
-        _merge(job, factory, type_name, "sink", opts, paths, "sync", "primary_key", list(pk), None,
-               required=False)
-    _resolve_paths(job, opts)
-    sink = _construct(job, factory, type_name, key_path, opts, paths)
-    return sink, StagePlan("sink", type_name, key_path, opts)
+        _setting(job, stage, key_path, opts, f"write.{key}", key, getattr(w, key), default)
+    if job.spec.sync.key is not None:
+        _setting(job, stage, key_path, opts, "sync.primary_key", "primary_key", list(job.spec.sync.key),
+                 None, required=False)
+    sink, opts = _construct(job, stage, opts, key_path, paths)
+    return sink, StagePlan("sink", type_name, key_path, opts, stage.options.secrets,
+                     stage.options.paths)
 
 
 def build_operator(job: Job, entry: Any, index: int) -> tuple[Operator, StagePlan]:
@@ -261,63 +249,31 @@ def build_operator(job: Job, entry: Any, index: int) -> tuple[Operator, StagePla
         raise ConfigError(f"{job.where(key_path)}: expected a mapping such as "
                           "{select: [a, b]} or {type: cast, types: {...}}")
     if "type" in entry:
-        kind, opts, paths = _split_options(job, entry, key_path)
-        args: Any = opts
+        kind = _type_of(job, entry, key_path)
+        stage = registry.resolve("operator", kind, job.where(key_path + ".type"))
+        opts, _ = _options(job, entry, key_path, stage)
     elif len(entry) == 1:
         kind, args = next(iter(entry.items()))
         key_path = f"{key_path}.{kind}"
-        opts, paths = {}, {}
-        if isinstance(args, dict):
-            opts = dict(args)
-            paths = {k: f"{key_path}.{k}" for k in opts}
+        stage = registry.resolve("operator", str(kind), job.where(key_path))
+        fields = stage.options.__struct_fields__
+        if isinstance(args, dict) and (set(args) <= set(fields) or stage.shorthand in args
+                                       or bool(set(args) & set(stage.options.renamed))):
+            opts = dict(args)  # {cast: {types: {...}, on_error: skip}}
+        elif args is None or stage.shorthand is None:
+            raise ConfigError(f"{job.where(key_path)}: expected a mapping of options "
+                              f"({', '.join(fields)})")
+        else:
+            opts = {stage.shorthand: args}
     else:
         raise ConfigError(f"{job.where(key_path)}: an operator entry has one key (its kind), "
                           f"got {', '.join(map(str, entry))}")
-    positional: tuple[Any, ...] = ()
-    if kind in ("filter", "map"):
-        factory, positional, opts = _callable_operator(job, kind, args, key_path)
-        paths = {k: f"{key_path}.{k}" for k in opts}
-    else:
-        factory = registry.resolve("operator", str(kind), job.where(key_path))
-        short = _SHORTHAND.get(str(kind))
-        if isinstance(args, dict):
-            if kind in _MAPPING_SHORTHAND and not isinstance(args.get(short), dict):
-                positional, opts = (args,), {}
-        elif args is not None:
-            if short is None:
-                raise ConfigError(f"{job.where(key_path)}: expected a mapping of options")
-            positional, opts = (args,), {}
-    op = _construct(job, factory, str(kind), key_path, opts, paths, positional)
-    shown = dict(opts)
-    if positional:
-        shown[_SHORTHAND.get(str(kind), "args")] = positional[0]
-    return op, StagePlan("operator", str(kind), key_path, shown)
-
-
-def _callable_operator(job: Job, kind: str, args: Any, key_path: str
-                       ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-    if kind == "filter" and isinstance(args, str):
-        return registry.resolve("operator", "filter", job.where(key_path)), (args,), {}
-    if isinstance(args, str):
-        args = {"callable": args}
-    if not isinstance(args, dict):
-        raise ConfigError(f"{job.where(key_path)}: expected an expression string or "
-                          "{callable: 'module:function'}")
-    opts = dict(args)
-    if kind == "filter" and "callable" not in opts:
-        if "expr" in opts:
-            opts["expression"] = opts.pop("expr")
-        return registry.resolve("operator", "filter", job.where(key_path)), (), opts
-    target = opts.pop("callable", None)
-    if not isinstance(target, str):
-        raise ConfigError(f"{job.where(key_path + '.callable')}: expected 'module:function'")
     base = str(job.base_dir)
     if base not in sys.path:
         sys.path.append(base)  # modules beside the job file may hold its functions
-    fn = registry.import_target(target, job.where(key_path + ".callable"), f"function {target!r}")
-    if not callable(fn):
-        raise ConfigError(f"{job.where(key_path + '.callable')}: {target!r} is not callable")
-    return (Filter if kind == "filter" else Map), (fn,), opts
+    op, opts = _construct(job, stage, opts, key_path)
+    return op, StagePlan("operator", stage.name, key_path, opts, stage.options.secrets,
+                     stage.options.paths)
 
 
 def build_checkpoint(job: Job, sinks: list[Sink] | None = None
@@ -334,17 +290,13 @@ def build_checkpoint(job: Job, sinks: list[Sink] | None = None
                                    {"in": stage_name(owner), "location": where})
     spec = job.spec.checkpoint if job.spec.checkpoint is not None else dict(DEFAULT_CHECKPOINT)
     type_name = _type_of(job, spec, "checkpoint")
-    factory = registry.resolve("checkpoint", type_name, job.where("checkpoint.type"))
-    _, opts, paths = _split_options(job, spec, "checkpoint", factory)
-    if type_name == "sqlite":
-        opts.setdefault("path", DEFAULT_CHECKPOINT["path"])
-    _resolve_paths(job, opts)
-    store = _construct(job, factory, type_name, "checkpoint", opts, paths)
-    return store, StagePlan("checkpoint", type_name, "checkpoint", opts)
-
-
-_DEAD_LETTER_TYPES = {"jsonl": "JsonlDeadLetterSink", "sqlite": "SqliteDeadLetterSink",
-                      "postgres": "PostgresDeadLetterSink"}
+    stage = registry.resolve("checkpoint", type_name, job.where("checkpoint.type"))
+    opts, paths = _options(job, spec, "checkpoint", stage)
+    if type_name == "sqlite" and "path" not in opts:
+        opts["path"] = str(job.base_dir / DEFAULT_CHECKPOINT["path"])
+    store, opts = _construct(job, stage, opts, "checkpoint", paths)
+    return store, StagePlan("checkpoint", type_name, "checkpoint", opts, stage.options.secrets,
+                     stage.options.paths)
 
 
 def build_error_policy(job: Job) -> tuple[Any, StagePlan | None]:
@@ -357,15 +309,12 @@ def build_error_policy(job: Job) -> tuple[Any, StagePlan | None]:
     dead_letter = None
     plan: dict[str, Any] = {"on_bad_data": spec.on_bad_data}
     if spec.dead_letter is not None:
-        type_name = _type_of(job, spec.dead_letter, "errors.dead_letter")
-        if type_name not in _DEAD_LETTER_TYPES:
-            raise ConfigError(f"{job.where('errors.dead_letter.type')}: expected one of "
-                              f"{', '.join(_DEAD_LETTER_TYPES)}, got {type_name!r}")
-        factory = getattr(resilience, _DEAD_LETTER_TYPES[type_name])
-        _, opts, paths = _split_options(job, spec.dead_letter, "errors.dead_letter", factory)
-        _resolve_paths(job, opts)
-        dead_letter = _construct(job, factory, type_name, "errors.dead_letter", opts, paths)
-        plan["dead_letter"] = {"type": type_name, **opts}
+        key = "errors.dead_letter"
+        type_name = _type_of(job, spec.dead_letter, key)
+        stage = registry.resolve(Kind.DEAD_LETTER, type_name, job.where(key + ".type"))
+        opts, paths = _options(job, spec.dead_letter, key, stage)
+        dead_letter, opts = _construct(job, stage, opts, key, paths)
+        plan["dead_letter"] = {"type": type_name, **_mask_options(opts, stage.options.secrets)}
     elif spec.on_bad_data == "dead_letter":
         raise ConfigError(f"{job.where('errors.dead_letter')}: on_bad_data: dead_letter needs a "
                           "dead_letter sink, e.g. {type: jsonl, path: dead_letters.jsonl}")

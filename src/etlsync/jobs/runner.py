@@ -13,8 +13,7 @@ from etlsync.core.batch import Row
 from etlsync.core.metrics import RunSummary
 from etlsync.core.schema import Schema
 from etlsync.core.stages import Operator
-from etlsync.jobs import registry
-from etlsync.jobs.build import BuiltJob, build_job
+from etlsync.jobs.build import BuiltJob, StagePlan, build_job
 from etlsync.jobs.spec import Job, load_job
 from etlsync.progress import Progress
 
@@ -61,9 +60,9 @@ def _prepare_dirs(built: BuiltJob) -> None:
     for stage in built.stages:
         if stage.kind not in ("sink", "checkpoint"):
             continue
-        for k, v in stage.options.items():
-            if registry.is_path_option(k) and isinstance(v, str) and v != ":memory:" \
-                    and "://" not in v:
+        for k in stage.paths:
+            v = stage.options.get(k)
+            if isinstance(v, str) and v != ":memory:" and "://" not in v:
                 Path(v).parent.mkdir(parents=True, exist_ok=True)
 
 
@@ -119,10 +118,10 @@ def _schema_dict(schema: Schema) -> dict[str, Any]:
             "primary_key": list(schema.primary_key)}
 
 
-def _missing_file(stage_options: dict[str, Any]) -> str | None:
-    for k, v in stage_options.items():
-        if registry.is_path_option(k) and isinstance(v, str) and v != ":memory:" \
-                and "://" not in v and not Path(v).exists():
+def _missing_file(stage: StagePlan) -> str | None:
+    for k in stage.paths:
+        v = stage.options.get(k)
+        if isinstance(v, str) and v != ":memory:" and "://" not in v and not Path(v).exists():
             return v
     return None
 
@@ -142,7 +141,7 @@ async def dry_run(built: BuiltJob, limit: int = 10) -> DryRun:
     sink_plans = [s for s in built.stages if s.kind == "sink"]
     for plan, target in zip(sink_plans, preview.target_schemas.values(), strict=True):
         result.target_schemas.append((plan.key_path, target))
-        absent = _missing_file(plan.options)
+        absent = _missing_file(plan)
         if absent is not None:
             result.notes.append(f"{plan.key_path}: {absent} does not exist yet (created on run)")
     return result

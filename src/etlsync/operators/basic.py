@@ -57,3 +57,15 @@ class MapBatch(Operator):
 
     async def process(self, batch: Batch) -> OperatorOutput:
         return batch.with_rows(self.fn(batch.rows))
+
+
+def filter_operator(predicate: str | Callable[[Row], bool], kind: str = "expression"
+                    ) -> Operator:
+    """The ``filter`` of job files: an expression (:class:`FilterExpr`) or a callable."""
+    if kind == "callable":
+        assert callable(predicate)
+        return Filter(predicate)
+    from etlsync.operators.expr import FilterExpr
+
+    assert isinstance(predicate, str)
+    return FilterExpr(predicate)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from etlsync.core.codec import dumps, loads
+from etlsync.core.options import renamed_keywords
 from etlsync.core.serial import SerialThread
 
 
@@ -293,16 +294,16 @@ def _letter_from_row(r: Sequence[Any]) -> DeadLetter:
 class PostgresDeadLetterSink(DeadLetterSink):
     """A table in PostgreSQL via asyncpg (created if absent; one transaction per write).
 
-    :param dsn: connection string (never logged); ``ssl`` is passed to ``asyncpg.connect``
-        (``"require"``, an ``ssl.SSLContext``, ...).
+    :param connection: a ``postgresql://`` URI, a ``PgConnectionConfig`` or a mapping of its
+        fields (TLS options, ``password_env``; never logged).
     :param table: table name, optionally ``schema.table``.
     """
 
-    def __init__(self, dsn: str, table: str = "etlsync_dead_letters", *,
-                 ssl: Any = None, connect_timeout: float = 10.0) -> None:
-        self._dsn = dsn
-        self.ssl = ssl
-        self.connect_timeout = connect_timeout
+    @renamed_keywords({"dsn": "connection"})
+    def __init__(self, connection: Any = None, table: str = "etlsync_dead_letters") -> None:
+        from etlsync.connectors.postgres.connection import PgConnectionConfig
+
+        self.config = PgConnectionConfig.coerce(connection)
         schema, _, name = table.rpartition(".")
         self.qualified = (f"{_quote(schema)}." if schema else "") + _quote(name)
         self.name = f"postgres:{table}"
@@ -315,12 +316,7 @@ class PostgresDeadLetterSink(DeadLetterSink):
     async def open(self) -> None:
         if self._conn is not None and not self._conn.is_closed():
             return
-        import asyncpg
-
-        kwargs: dict[str, Any] = {"timeout": self.connect_timeout}
-        if self.ssl is not None:
-            kwargs["ssl"] = self.ssl
-        self._conn = await asyncpg.connect(self._dsn, **kwargs)
+        self._conn = await self.config.connect()
         await self._conn.execute(
             f"create table if not exists {self.qualified} ("
             '"id" bigserial primary key, "pipeline" text, "stream" text, "stage" text,'

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,15 @@ class MongoConnection:
             return "<unconfigured>"
 
 
-def as_connection(value: MongoConnection | str | None, **kw: Any) -> MongoConnection:
-    """Accept a :class:`MongoConnection`, a URI string, or ``None`` (URI from env/file)."""
+def as_connection(value: MongoConnection | str | Mapping[str, Any] | None,
+                  **kw: Any) -> MongoConnection:
+    """Accept a :class:`MongoConnection`, a URI string, a mapping of its fields, or ``None``
+    (URI from env/file)."""
     if isinstance(value, MongoConnection):
         return value
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(MongoConnection.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"unknown MongoDB connection field(s): {', '.join(unknown)}")
+        return MongoConnection(**{**value, **kw})
     return MongoConnection(uri=value, **kw)

@@ -14,6 +14,7 @@ from etlsync.core.batch import Batch, Op, Row
 from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError, ConflictError, DataError
 from etlsync.core.modes import ConflictStrategy, WriteMode
+from etlsync.core.options import renamed_keywords
 from etlsync.core.stages import Sink, StageContext
 
 _HEX24 = re.compile(r"^[0-9a-f]{24}$")
@@ -28,11 +29,11 @@ class MongoSink(Sink):
     :param collection: the target collection; default the batch's stream name.
     :param write_mode: ``append`` (insert; a duplicate key fails), ``overwrite`` (empty each
         target collection on its first write of the run, then insert; not atomic), or
-        ``upsert`` (by ``key`` with ``conflict``).
+        ``upsert`` (by ``primary_key`` with ``conflict``).
     :param conflict: for upserts: ``skip`` (``$setOnInsert``), ``overwrite`` (replace the
         document), ``merge`` (``$set`` the fields present), ``fail`` (insert;
         :class:`~etlsync.core.errors.ConflictError` names an existing key).
-    :param key: the field(s) identifying a document (default ``_id``).
+    :param primary_key: the field(s) identifying a document (default ``_id``).
     :param ordered: ordered bulk writes stop at the first error; unordered ones let the
         server apply writes in any order (writes to the same key in one batch still keep
         their order: the batch is split where a key repeats).
@@ -47,15 +48,16 @@ class MongoSink(Sink):
     ``fail`` replaces), deletes by key, truncate empties the collection.
     """
 
+    @renamed_keywords({"key": "primary_key"})
     def __init__(
         self,
-        connection: MongoConnection | str | None = None,
+        connection: MongoConnection | str | Mapping[str, Any] | None = None,
         *,
         database: str,
         collection: str | None = None,
         write_mode: WriteMode | str = WriteMode.UPSERT,
         conflict: ConflictStrategy | str = ConflictStrategy.OVERWRITE,
-        key: str | Sequence[str] = "_id",
+        primary_key: str | Sequence[str] = "_id",
         ordered: bool = True,
         unflatten: bool = False,
         restore_object_ids: bool = False,
@@ -68,9 +70,9 @@ class MongoSink(Sink):
         self.collection = collection
         self.write_mode = WriteMode(write_mode)
         self.conflict = ConflictStrategy(conflict)
-        self.key = (key,) if isinstance(key, str) else tuple(key)
+        self.key = (primary_key,) if isinstance(primary_key, str) else tuple(primary_key)
         if not self.key:
-            raise ConfigError("MongoSink key must name at least one field")
+            raise ConfigError("MongoSink primary_key must name at least one field")
         self.ordered = ordered
         self.unflatten = unflatten
         self.restore_object_ids = restore_object_ids

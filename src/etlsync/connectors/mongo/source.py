@@ -27,6 +27,7 @@ from etlsync.core.batch import Batch
 from etlsync.core.errors import ConfigError
 from etlsync.core.incremental import Watermark
 from etlsync.core.modes import SyncMode
+from etlsync.core.options import renamed_keywords
 from etlsync.core.schema import Schema
 from etlsync.core.stages import Source
 from etlsync.log import get_logger
@@ -48,15 +49,16 @@ class MongoSource(Source):
     :param projection: fields to read (a list, or a projection document); ``_id`` and the
         cursor field are always read.
     :param flatten: ``None``, ``"dotted"`` or ``"json"`` (see :data:`~.convert.Flatten`).
-    :param chunk_size: documents per batch.
+    :param batch_size: documents per batch.
 
     Positions: ``{"mode": "full_refresh", "collections": {"db.coll": {"last_id", "done"}}}``
     or ``{"mode": "incremental", "streams": {"db.coll": <watermark state>}}``.
     """
 
+    @renamed_keywords({"chunk_size": "batch_size"})
     def __init__(
         self,
-        connection: MongoConnection | str | None = None,
+        connection: MongoConnection | str | Mapping[str, Any] | None = None,
         *,
         database: str | None = None,
         collections: str | Sequence[str] | None = None,
@@ -66,7 +68,7 @@ class MongoSource(Source):
         projection: Mapping[str, Any] | Sequence[str] | None = None,
         flatten: Flatten = None,
         max_depth: int = 32,
-        chunk_size: int = 5000,
+        batch_size: int = 5000,
         name: str = "mongo",
     ) -> None:
         self.connection = as_connection(connection)
@@ -79,15 +81,15 @@ class MongoSource(Source):
                               "MongoChangeStreamSource or MongoOplogSource")
         if self.mode is SyncMode.INCREMENTAL and not cursor_field:
             raise ConfigError("MongoSource(sync_mode='incremental') needs cursor_field=")
-        if chunk_size < 1:
-            raise ConfigError("chunk_size must be at least 1")
+        if batch_size < 1:
+            raise ConfigError("batch_size must be at least 1")
         self.cursor_field = cursor_field
         self.query = dict(query or {})
         required = ["_id"] + ([cursor_field] if cursor_field else [])
         self.projection = as_projection(projection, required)
         self.flatten = check_flatten(flatten)
         self.max_depth = max_depth
-        self.chunk_size = chunk_size
+        self.batch_size = batch_size
         self.name = name
         self.log = get_logger(source=name)
 
@@ -121,7 +123,7 @@ class MongoSource(Source):
                 if state and all(s.get("done") for s in state.values()):
                     state = {}  # a finished full refresh starts over on the next run
             snap = Snapshotter(client, targets, single_db=self._single_db(targets),
-                               chunk_size=self.chunk_size, flatten=self.flatten,
+                               chunk_size=self.batch_size, flatten=self.flatten,
                                max_depth=self.max_depth, projection=self.projection,
                                query=self.query)
             async for batch, st in snap.read(state):
@@ -149,13 +151,13 @@ class MongoSource(Source):
                 query[cf] = {"$ne": None}
             coll = client[target[0]][target[1]]
             cursor = (coll.find(query, self.projection).sort([(cf, 1), ("_id", 1)])
-                      .batch_size(self.chunk_size))
+                      .batch_size(self.batch_size))
             stream = stream_name(target, single)
             docs: list[Any] = []
             try:
                 async for doc in cursor:
                     docs.append(doc)
-                    if len(docs) >= self.chunk_size:
+                    if len(docs) >= self.batch_size:
                         batch = self._admit(wm, docs, stream)
                         states[key] = encode_value(wm.to_state())
                         batch.position = {"mode": "incremental", "streams": dict(states)}

@@ -22,6 +22,7 @@ from etlsync.connectors.mysql.source import snapshot_table, split_table
 from etlsync.core.batch import Batch, Op, Row
 from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ServiceNotReady
+from etlsync.core.options import renamed_keywords
 from etlsync.core.schema import Column, ColumnType, Schema
 from etlsync.core.stages import Source
 from etlsync.log import get_logger
@@ -65,7 +66,8 @@ class MysqlCdcSource(Source):
     :param heartbeat: seconds between server heartbeats; idle positions advance with them.
     :param max_batch_rows: a larger transaction is emitted in several batches; only the
         last carries the position.
-    :param options: connection options (or pass ``host``, ``port``, ... as keywords).
+    :param connection: a ``mysql://`` URI, :class:`MysqlOptions` or a mapping of its fields
+        (or pass ``host``, ``port``, ... as keywords).
 
     Positions: ``{"phase": "stream", "binlog": {"file", "pos", "gtid"}}`` at transaction
     boundaries, or ``{"phase": "snapshot", ...}`` with the table index and last key.
@@ -73,12 +75,14 @@ class MysqlCdcSource(Source):
 
     capabilities = frozenset({Capability.CDC})
 
-    def __init__(self, tables: Sequence[str], *, options: MysqlOptions | dict[str, Any] | None = None,
+    @renamed_keywords({"options": "connection"})
+    def __init__(self, tables: Sequence[str], *,
+                 connection: MysqlOptions | str | dict[str, Any] | None = None,
                  snapshot: bool = False, chunk_rows: int = 10_000, heartbeat: float = 1.0,
                  max_batch_rows: int = 5_000, idle_position_seconds: float = 1.0,
                  use_gtid: bool = True, server_id: int | None = None,
                  reconnect_attempts: int = 10, name: str = "mysql-cdc", **conn: Any) -> None:
-        self.options = MysqlOptions.from_params(options, **conn)
+        self.options = MysqlOptions.from_params(connection, **conn)
         self.tables = [split_table(t, self.options.database) for t in tables]
         self._wanted = {(d, t) for d, t in self.tables}
         self.snapshot = snapshot

@@ -8,6 +8,7 @@ from typing import Any
 from etlsync.connectors.mysql.config import MysqlOptions, connect, qualified
 from etlsync.core.checkpoint import Checkpoint, CheckpointStore
 from etlsync.core.errors import ConfigError
+from etlsync.core.options import renamed_keywords
 
 DEFAULT_STATE_TABLE = "_etlsync_state"
 
@@ -30,10 +31,11 @@ async def write_checkpoint(cur: Any, database: str, table: str, pipeline: str,
 class MysqlCheckpointStore(CheckpointStore):
     """Checkpoints in a MySQL/MariaDB table (``pipeline``, ``position``)."""
 
-    def __init__(self, options: MysqlOptions | dict[str, Any] | None = None, *,
+    @renamed_keywords({"options": "connection"})
+    def __init__(self, connection: MysqlOptions | str | dict[str, Any] | None = None, *,
                  table: str = DEFAULT_STATE_TABLE, database: str | None = None,
                  **conn: Any) -> None:
-        self.options = MysqlOptions.from_params(options, **conn)
+        self.options = MysqlOptions.from_params(connection, **conn)
         self.database = database or self.options.database or ""
         if not self.database:
             raise ConfigError("MysqlCheckpointStore needs a database")

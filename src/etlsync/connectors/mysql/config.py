@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from etlsync.core.errors import ConfigError
 from etlsync.core.schema import Column, ColumnType, Schema
@@ -38,11 +39,14 @@ class MysqlOptions:
     connect_timeout: float = 10.0
 
     @classmethod
-    def from_params(cls, params: dict[str, Any] | MysqlOptions | None = None,
+    def from_params(cls, params: dict[str, Any] | MysqlOptions | str | None = None,
                     **overrides: Any) -> MysqlOptions:
-        """Options from a dict (``db`` is accepted for ``database``) plus keyword overrides."""
+        """Options from a ``mysql://user@host:port/database`` URI, a dict (``db`` is accepted
+        for ``database``) or options, plus keyword overrides."""
         if isinstance(params, MysqlOptions):
             base = {k: getattr(params, k) for k in cls.__dataclass_fields__}
+        elif isinstance(params, str):
+            base = _from_uri(params)
         else:
             base = dict(params or {})
         if "db" in base:
@@ -78,6 +82,33 @@ class MysqlOptions:
         if self.ssl_cert:
             ctx.load_cert_chain(self.ssl_cert, self.ssl_key)
         return ctx
+
+
+def _from_uri(uri: str) -> dict[str, Any]:
+    parts = urlsplit(uri)
+    if parts.scheme not in ("mysql", "mariadb"):
+        raise ConfigError("a MySQL connection URI starts with mysql:// or mariadb://")
+    out: dict[str, Any] = {}
+    if parts.hostname:
+        out["host"] = parts.hostname
+    if parts.port:
+        out["port"] = parts.port
+    if parts.username:
+        out["user"] = unquote(parts.username)
+    if parts.password:
+        out["password"] = unquote(parts.password)
+    if parts.path.strip("/"):
+        out["database"] = unquote(parts.path.strip("/"))
+    for key, value in parse_qsl(parts.query):
+        if key not in cls_fields():
+            raise ConfigError(f"unknown MySQL connection option {key!r} in the URI")
+        out[key] = value.lower() in ("1", "true", "yes") if key in ("ssl", "ssl_verify") \
+            else float(value) if key == "connect_timeout" else value
+    return out
+
+
+def cls_fields() -> set[str]:
+    return set(MysqlOptions.__dataclass_fields__)
 
 
 async def connect(options: MysqlOptions, *, database: bool = True, **kw: Any) -> Any:

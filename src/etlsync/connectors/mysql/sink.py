@@ -35,6 +35,7 @@ from etlsync.core.batch import Batch, Op, Row
 from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError, ConflictError, SchemaError
 from etlsync.core.modes import ConflictStrategy, SchemaPolicy, WriteMode
+from etlsync.core.options import renamed_keywords
 from etlsync.core.schema import Column, ColumnType, Schema, infer_type
 from etlsync.core.stages import Sink, StageContext
 from etlsync.core.tracker import TicketHold
@@ -115,14 +116,15 @@ class MysqlSink(Sink):
     Change batches (ops) apply deletes by key and updates as upserts in every mode.
     """
 
-    def __init__(self, options: MysqlOptions | dict[str, Any] | None = None, *, table: str,
+    @renamed_keywords({"options": "connection"})
+    def __init__(self, connection: MysqlOptions | str | dict[str, Any] | None = None, *, table: str,
                  database: str | None = None, write_mode: WriteMode | str = WriteMode.APPEND,
                  primary_key: Sequence[str] = (),
                  conflict: ConflictStrategy | str = ConflictStrategy.OVERWRITE,
                  schema_policy: SchemaPolicy | str = SchemaPolicy.EVOLVE, create: bool = True,
                  exactly_once: bool = True, state_table: str = DEFAULT_STATE_TABLE,
                  load_method: str = "auto", name: str = "mysql", **conn: Any) -> None:
-        self.options = MysqlOptions.from_params(options, **conn)
+        self.options = MysqlOptions.from_params(connection, **conn)
         self.database = database or self.options.database or ""
         if not self.database:
             raise ConfigError("MysqlSink needs a database")

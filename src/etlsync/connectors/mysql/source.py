@@ -20,6 +20,7 @@ from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError
 from etlsync.core.incremental import Watermark
 from etlsync.core.modes import SyncMode
+from etlsync.core.options import renamed_keywords
 from etlsync.core.schema import ColumnType, Schema
 from etlsync.core.stages import Source
 
@@ -126,10 +127,12 @@ class MysqlSource(Source):
 
     capabilities = frozenset({Capability.PASSES})
 
-    def __init__(self, tables: Sequence[str] | str, *, options: MysqlOptions | dict[str, Any] | None = None,
+    @renamed_keywords({"options": "connection", "chunk_rows": "batch_size"})
+    def __init__(self, tables: Sequence[str] | str, *,
+                 connection: MysqlOptions | str | dict[str, Any] | None = None,
                  sync_mode: SyncMode | str = SyncMode.FULL_REFRESH, cursor_field: str | None = None,
-                 chunk_rows: int = 10_000, name: str = "mysql", **conn: Any) -> None:
-        self.options = MysqlOptions.from_params(options, **conn)
+                 batch_size: int = 10_000, name: str = "mysql", **conn: Any) -> None:
+        self.options = MysqlOptions.from_params(connection, **conn)
         names = [tables] if isinstance(tables, str) else list(tables)
         self.tables = [split_table(t, self.options.database) for t in names]
         self.mode = SyncMode(sync_mode)
@@ -138,7 +141,7 @@ class MysqlSource(Source):
         if self.mode == SyncMode.CDC:
             raise ConfigError("MysqlSource: use MysqlCdcSource for cdc mode")
         self.cursor_field = cursor_field
-        self.chunk_rows = chunk_rows
+        self.batch_size = batch_size
         self.name = name
 
     def _stream(self, d: str, t: str) -> str:
@@ -164,7 +167,7 @@ class MysqlSource(Source):
             last_key = position.get("last_key")
             for i in range(position["table"], len(self.tables)):
                 d, t = self.tables[i]
-                async for rows, key, schema in snapshot_table(conn, d, t, last_key, self.chunk_rows):
+                async for rows, key, schema in snapshot_table(conn, d, t, last_key, self.batch_size):
                     yield Batch(rows, stream=self._stream(d, t), schema=schema,
                                 position={"table": i, "last_key": key})
                 last_key = None
@@ -199,14 +202,14 @@ class MysqlSource(Source):
                 while True:
                     if last is not None:
                         await cur.execute(f"{base} WHERE {_after(order_cols, len(last))} "
-                                          f"ORDER BY {order} LIMIT {int(self.chunk_rows)}",
+                                          f"ORDER BY {order} LIMIT {int(self.batch_size)}",
                                           _after_params(last))
                     elif wm.value is not None:
                         await cur.execute(f"{base} WHERE {cf} >= %s ORDER BY {order} "
-                                          f"LIMIT {int(self.chunk_rows)}", (wm.value,))
+                                          f"LIMIT {int(self.batch_size)}", (wm.value,))
                     else:
                         await cur.execute(f"{base} WHERE {cf} IS NOT NULL ORDER BY {order} "
-                                          f"LIMIT {int(self.chunk_rows)}")
+                                          f"LIMIT {int(self.batch_size)}")
                     rows = list(await cur.fetchall())
                     if not rows:
                         break
@@ -217,6 +220,6 @@ class MysqlSource(Source):
                     state[stream] = wm.to_state()
                     yield Batch(admitted, stream=stream, schema=schema,
                                 position={"watermarks": dict(state)})
-                    if len(rows) < self.chunk_rows:
+                    if len(rows) < self.batch_size:
                         break
         yield Batch([], position={"watermarks": dict(state)}, end_of_pass=True)

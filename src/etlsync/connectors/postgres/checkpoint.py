@@ -4,12 +4,14 @@ inside each batch's transaction (its ``checkpoint_store()`` is this store on tha
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 
 from etlsync.connectors.postgres.connection import PgConnectionConfig, qualified
 from etlsync.core.checkpoint import Checkpoint, CheckpointStore
+from etlsync.core.options import renamed_keywords
 
 DEFAULT_STATE_TABLE = "_etlsync_state"
 
@@ -41,14 +43,17 @@ async def write_checkpoint(conn: asyncpg.Connection, schema: str, table: str,
 class PostgresCheckpointStore(CheckpointStore):
     """Checkpoints of pipelines in ``schema.table`` (``pipeline text``, ``position jsonb``).
 
-    :param dsn: a DSN string or a :class:`PgConnectionConfig`.
+    :param connection: a ``postgresql://`` URI, a :class:`PgConnectionConfig`, or a mapping
+        of its fields (``host``, ``password_env``, ``sslmode``, ...); further connection
+        keywords are accepted too.
     :param table: the state table (created if absent).
     """
 
-    def __init__(self, dsn: PgConnectionConfig | str | None = None, *,
+    @renamed_keywords({"dsn": "connection"})
+    def __init__(self, connection: PgConnectionConfig | str | Mapping[str, Any] | None = None, *,
                  table: str = DEFAULT_STATE_TABLE, schema: str = "public",
-                 **connection: Any) -> None:
-        self.config = PgConnectionConfig.coerce(dsn, **connection)
+                 **connect_kw: Any) -> None:
+        self.config = PgConnectionConfig.coerce(connection, **connect_kw)
         self.table = table
         self.schema = schema
         host, port, database = self.config.identity()

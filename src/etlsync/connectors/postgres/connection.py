@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import ssl as ssl_module
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -58,13 +59,19 @@ class PgConnectionConfig:
             raise ConfigError("dsn must be a postgresql:// URI")
 
     @classmethod
-    def coerce(cls, value: PgConnectionConfig | str | None = None,
+    def coerce(cls, value: PgConnectionConfig | str | Mapping[str, Any] | None = None,
                **kwargs: Any) -> PgConnectionConfig:
-        """A config from a DSN string, an existing config, or keyword arguments (which
-        override the parts of ``value``)."""
+        """A config from a DSN string, an existing config, a mapping of its fields, or
+        keyword arguments (which override the parts of ``value``)."""
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         if isinstance(value, PgConnectionConfig):
             return replace(value, **kwargs) if kwargs else value
+        if isinstance(value, Mapping):
+            fields = {k: v for k, v in value.items() if v is not None}
+            unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
+            if unknown:
+                raise ConfigError(f"unknown PostgreSQL connection field(s): {', '.join(unknown)}")
+            return cls(**{**fields, **kwargs})
         return cls(dsn=value, **kwargs)
 
     def __repr__(self) -> str:

@@ -37,6 +37,7 @@ from etlsync.core.batch import Batch, Row
 from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError, ConflictError, SchemaError
 from etlsync.core.modes import ConflictStrategy, SchemaPolicy, WriteMode
+from etlsync.core.options import renamed_keywords
 from etlsync.core.schema import Column, ColumnType, Schema, infer_type
 from etlsync.core.stages import Sink, StageContext
 from etlsync.core.tracker import TicketHold
@@ -89,9 +90,10 @@ class PostgresSink(Sink):
         ``state_table`` in each batch's transaction; :meth:`checkpoint_store` reads it.
     """
 
+    @renamed_keywords({"dsn": "connection"})
     def __init__(
         self,
-        dsn: PgConnectionConfig | str | None = None,
+        connection: PgConnectionConfig | str | Mapping[str, Any] | None = None,
         *,
         table: str,
         schema: str = "public",
@@ -107,9 +109,9 @@ class PostgresSink(Sink):
         state_schema: str | None = None,
         name: str = "postgres",
         text_copy: bool = True,
-        **connection: Any,
+        **connect_kw: Any,
     ) -> None:
-        self.config = PgConnectionConfig.coerce(dsn, **connection)
+        self.config = PgConnectionConfig.coerce(connection, **connect_kw)
         self.table = table
         self.schema = schema
         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError
 from etlsync.core.incremental import Watermark
 from etlsync.core.modes import SyncMode
+from etlsync.core.options import renamed_keywords
 from etlsync.core.schema import Schema
 from etlsync.core.stages import Source
 from etlsync.log import get_logger
@@ -62,7 +63,9 @@ def _row_gt(cols: Sequence[str], first_param: int) -> str:
 class PostgresSource(Source):
     """Reads tables (or one SELECT) from PostgreSQL.
 
-    :param dsn: DSN string or :class:`PgConnectionConfig`; connection keywords accepted too.
+    :param connection: a ``postgresql://`` URI, a :class:`PgConnectionConfig`, or a mapping
+        of its fields (``host``, ``password_env``, ``sslmode``, ...); further connection
+        keywords are accepted too.
     :param table: one table (taken literally); ``tables``: several (``"name"`` or
         ``"schema.name"``), read in
         parallel over at most ``pool_size`` connections. ``query``: a SELECT (stream
@@ -80,9 +83,10 @@ class PostgresSource(Source):
     A table without a primary key (and none given) is paged by ``ctid``.
     """
 
+    @renamed_keywords({"dsn": "connection"})
     def __init__(
         self,
-        dsn: PgConnectionConfig | str | None = None,
+        connection: PgConnectionConfig | str | Mapping[str, Any] | None = None,
         *,
         table: str | None = None,
         tables: Sequence[str] | None = None,
@@ -96,9 +100,9 @@ class PostgresSource(Source):
         pool_size: int = 4,
         poll_interval: float | None = None,
         name: str = "postgres",
-        **connection: Any,
+        **connect_kw: Any,
     ) -> None:
-        self.config = PgConnectionConfig.coerce(dsn, **connection)
+        self.config = PgConnectionConfig.coerce(connection, **connect_kw)
         try:
             self.sync_mode = SyncMode(sync_mode)
         except ValueError as exc:
