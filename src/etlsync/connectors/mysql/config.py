@@ -114,6 +114,7 @@ _TYPES: dict[str, ColumnType] = {
     "blob": ColumnType.BYTES, "mediumblob": ColumnType.BYTES, "longblob": ColumnType.BYTES,
     "date": ColumnType.DATE, "time": ColumnType.INTERVAL, "datetime": ColumnType.DATETIME,
     "timestamp": ColumnType.TIMESTAMP, "json": ColumnType.JSON, "uuid": ColumnType.UUID,
+    "inet4": ColumnType.STRING, "inet6": ColumnType.STRING,
 }
 
 
