@@ -58,10 +58,12 @@ async def connect(dsn: str) -> asyncpg.Connection:
 
 
 async def select_sql(conn: asyncpg.Connection, table: str) -> str:
-    """A SELECT of ``table`` giving reference values: composite, range and multirange
-    columns (and arrays of them, 1-D) as output text, everything else as it is."""
+    """A SELECT of ``table`` giving reference values: composite, range, multirange and
+    ``"char"`` columns (and arrays of composites, ranges, 1-D) as output text, everything
+    else as it is."""
     rows = await conn.fetch(
-        "SELECT a.attname, t.typtype::text AS typtype, e.typtype::text AS etype, "
+        "SELECT a.attname, a.atttypid::int AS oid, t.typtype::text AS typtype, "
+        "e.typtype::text AS etype, "
         "coalesce(bt.typtype::text, '') AS btype "
         "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
         "LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
@@ -71,11 +73,14 @@ async def select_sql(conn: asyncpg.Connection, table: str) -> str:
     cols = []
     for r in rows:
         q = '"' + r["attname"].replace('"', '""') + '"'
-        if r["typtype"] in ("c", "r", "m") or r["btype"] in ("c", "r", "m"):
+        if r["oid"] == 18:  # "char": asyncpg gives bytes and takes no text codec for it
+            cols.append(f"CASE WHEN {q} IS NULL THEN NULL ELSE format('%s', {q}) END AS {q}")
+        elif r["typtype"] in ("c", "r", "m") or r["btype"] in ("c", "r", "m"):
             cols.append(f"{q}::text AS {q}")
         elif r["etype"] in ("c", "r", "m"):
-            cols.append(f"CASE WHEN {q} IS NULL THEN NULL ELSE "
-                        f"ARRAY(SELECT x::text FROM unnest({q}) x) END AS {q}")
+            cols.append(f"CASE WHEN {q} IS NULL THEN NULL ELSE ARRAY(SELECT "
+                        f"({q})[etlsync_i]::text FROM generate_subscripts({q}, 1) etlsync_i "
+                        f"ORDER BY etlsync_i) END AS {q}")
         else:
             cols.append(q)
     return f"SELECT {', '.join(cols)} FROM {table}"

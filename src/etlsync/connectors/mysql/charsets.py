@@ -9,7 +9,7 @@ server: for a single-byte character set its conversion of all 256 bytes (decoded
 ``charmap`` table), for a multi-byte one its conversion of every one-, two- and (EUC-JP)
 three-byte sequence. A multi-byte value is decoded by the Python codec that agrees best with
 the server's table, unless it contains a character where they differ (then by the table).
-Bytes the server cannot convert become ``?``, as in a SELECT. Unicode character sets use
+A character the server cannot convert becomes ``?``, as in a SELECT. Unicode character sets use
 Python's codecs (``ucs2``/``utf16`` big-endian, ``utf16le``, ``utf32``).
 """
 
@@ -208,14 +208,19 @@ class Charsets:
 
     async def _multi(self, cur: Any, charset: str) -> TextCodec:
         seqs = _sequences(self.maxlen.get(charset, 2))
+        cast = f"CAST(UNHEX(h) AS CHAR CHARACTER SET {charset})"
         await cur.execute(
-            "SELECT h, HEX(CONVERT(CAST(UNHEX(h) AS CHAR CHARACTER SET " + charset + ") USING "
-            "utf8mb4)) FROM JSON_TABLE(%s, '$[*]' COLUMNS (h VARCHAR(8) PATH '$')) AS seq",
+            f"SELECT h, CHAR_LENGTH({cast}), HEX(CONVERT({cast} USING utf8mb4)) FROM "
+            "JSON_TABLE(%s, '$[*]' COLUMNS (h VARCHAR(8) PATH '$')) AS seq",
             (json.dumps([s.hex() for s in seqs]),))
         table: dict[bytes, str] = {}
-        for h, out in await cur.fetchall():
+        for h, chars, out in await cur.fetchall():
             raw, text = bytes.fromhex(h), bytes.fromhex(out or "").decode("utf-8", "replace")
-            if len(text) == 1 and (text != "?" or raw == b"?"):
+            if len(text) != 1:
+                continue
+            if len(raw) == 1 and text == "?" and raw != b"?":
+                continue  # a lead byte alone (or a byte the set lacks): '?' either way
+            if len(raw) == 1 or chars == 1:  # one well-formed character ('?': no Unicode)
                 table[raw] = text
         best, differ = None, frozenset[str]()
         fewest = len(table) + 1

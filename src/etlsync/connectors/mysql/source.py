@@ -43,11 +43,12 @@ def _is_float32(native: str) -> bool:
 
 
 def select_list(schema: Schema) -> str:
-    """The columns of ``schema`` for a snapshot SELECT: FLOAT as ``CAST(... AS DOUBLE)``,
-    its exact stored value (the text protocol prints FLOAT with 6 digits: 16777216 as
-    16777200), which :func:`_fixer` turns into what the binlog gives."""
+    """The columns of ``schema`` for a snapshot SELECT: FLOAT and DOUBLE as ``CAST(... AS
+    DOUBLE)``, the exact stored value (the text protocol prints FLOAT with 6 digits,
+    16777216 as 16777200, and FLOAT(M,D)/DOUBLE(M,D) with D decimals), which
+    :func:`_fixer` turns into what the binlog gives."""
     return ", ".join(f"CAST({quote(c.name)} AS DOUBLE) AS {quote(c.name)}"
-                     if _is_float32(c.native) else quote(c.name) for c in schema.columns)
+                     if c.type == ColumnType.FLOAT else quote(c.name) for c in schema.columns)
 
 
 def _fixer(schema: Schema) -> Any:
