@@ -303,3 +303,21 @@ async def test_start_position_gtid_when_binlog_gtid_pos_is_null(
     server = (await fetch(opts, f"SELECT BINLOG_GTID_POS('{following}', 4) AS g"))[0]["g"]
     computed = await BinlogStream(opts).position_at(file, end)
     assert computed["gtid"] == server and server
+
+
+async def test_partition_truncate_of_a_captured_table_stops_the_stream(
+        mysql_params: dict[str, Any], unique_name: str) -> None:
+    """Item 8: ALTER TABLE ... TRUNCATE PARTITION removes rows without row events."""
+    opts = options(mysql_params)
+    t = unique_name
+    await execute(opts, f"CREATE TABLE `{t}` (id int primary key) PARTITION BY RANGE (id) "
+                        "(PARTITION p0 VALUES LESS THAN (10), PARTITION p1 VALUES LESS THAN "
+                        "MAXVALUE)", f"INSERT INTO `{t}` VALUES (1), (20)")
+
+    async def write() -> None:
+        await execute(opts, f"ALTER TABLE `{t}` TRUNCATE PARTITION p0",
+                      f"INSERT INTO `{t}` VALUES (2)")
+
+    with pytest.raises(ServiceNotReady, match="TRUNCATE PARTITION"):
+        await _read(MysqlCdcSource([t], options=opts, heartbeat=0.2), write,
+                    lambda g: _rows(g) >= 1)

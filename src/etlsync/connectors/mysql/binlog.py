@@ -316,7 +316,7 @@ class BinlogStream:
         """A statement that changes rows of captured tables: TRUNCATE becomes a change;
         any other data change stops the stream (its rows are not in the binlog)."""
         word = statements.first_word(query)
-        if word not in statements.DML and word not in ("TRUNCATE", "WITH"):
+        if word not in statements.DML and word not in ("TRUNCATE", "WITH", "ALTER"):
             return None
         kind, tables = statements.classify(query, schema)
         hit = sorted(t for t in tables if self._captured(*t))

@@ -11,7 +11,11 @@ one missed by its spelling.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 DML = frozenset({"INSERT", "REPLACE", "UPDATE", "DELETE", "LOAD"})
+PARTITION_CHANGES = frozenset({"TRUNCATE", "DROP", "EXCHANGE"})
+"""``ALTER TABLE ... TRUNCATE / DROP / EXCHANGE PARTITION``: rows change, no row events."""
 _WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_$")
 Table = tuple[str, str]
 
@@ -128,8 +132,9 @@ def first_word(sql: str) -> str:
 
 
 def classify(sql: str, default: str) -> tuple[str, set[Table]]:
-    """``("dml", tables it names)`` for a data change, ``("truncate", {table})``, or
-    ``("other", set())`` (DDL, transaction control, ...)."""
+    """``("dml", tables it names)`` for a data change (partition truncates, drops and
+    exchanges too), ``("truncate", {table})``, or ``("other", set())`` (DDL, transaction
+    control, ...)."""
     word = first_word(sql)
     if word == "TRUNCATE":
         toks = tokens(sql)[1:]
@@ -142,4 +147,10 @@ def classify(sql: str, default: str) -> tuple[str, set[Table]]:
     if word in DML or (word == "WITH" and any(
             k == "word" and t.upper() in DML for k, t in tokens(sql))):
         return "dml", _names(tokens(sql), default)
+    if word == "ALTER":
+        toks = tokens(sql)
+        words = [t.upper() if k == "word" else "" for k, t in toks]
+        if any(w in PARTITION_CHANGES and nxt == "PARTITION"
+               for w, nxt in pairwise(words)):
+            return "dml", _names(toks, default)
     return "other", set()

@@ -146,7 +146,7 @@ class PostgresCdcSource(Source):
             out: dict[str, Schema] = {}
             catalog: Catalog = {}
             for t in tables:
-                out[t] = (await TableReader(t).prepare(conn, catalog)).schema
+                out[t] = (await TableReader(t, self.publication).prepare(conn, catalog)).schema
             return out
         finally:
             await conn.close()
@@ -264,7 +264,7 @@ class PostgresCdcSource(Source):
         catalog: Catalog = {}
         try:
             for table in todo:
-                reader = TableReader(table)
+                reader = TableReader(table, self.publication)
                 rel = await reader.prepare(conn, catalog)
                 while True:
                     rows = await reader.chunk(conn, after, self.chunk_rows)
@@ -562,7 +562,7 @@ class PostgresCdcSource(Source):
             table = self._resnap_queue.pop(0)
             self._resnap = {"table": table, "after": None}
             self.log.info("re-snapshot started", table=table)
-        reader = TableReader(self._resnap["table"])
+        reader = TableReader(self._resnap["table"], self.publication)
         wid = uuid.uuid4().hex
         async with self._lock:
             await reader.prepare(conn, {})

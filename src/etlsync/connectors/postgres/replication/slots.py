@@ -210,6 +210,21 @@ async def table_columns(conn: asyncpg.Connection, table: str) -> tuple[int, list
     return int(relid), [(r["attname"], int(r["atttypid"])) for r in rows]
 
 
+async def published_shape(conn: asyncpg.Connection, publication: str | None,
+                          table: str) -> tuple[list[str] | None, str | None]:
+    """The column list and row filter with which ``publication`` publishes ``table``
+    (PostgreSQL 15+): ``(None, None)`` for every column and every row."""
+    if publication is None or int(await conn.fetchval("SHOW server_version_num")) < 150000:
+        return None, None
+    schema, name = _split(table)
+    row = await conn.fetchrow("SELECT attnames, rowfilter FROM pg_publication_tables "
+                              "WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+                              publication, schema, name)
+    if row is None:
+        return None, None
+    return (list(row["attnames"]) if row["attnames"] is not None else None), row["rowfilter"]
+
+
 async def wal_retained(conn: asyncpg.Connection, slot: str) -> int:
     """Bytes of WAL the slot keeps (current WAL position minus its restart_lsn)."""
     value: Any = await conn.fetchval(

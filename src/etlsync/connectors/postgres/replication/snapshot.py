@@ -1,6 +1,7 @@
 """Table reads beside the stream: chunked snapshots (keyset pagination on the primary key)
 and the current values of some columns of one row, decoded exactly as the stream decodes
-them.
+them. A snapshot copies what the publication publishes: its column list and row filter
+(PostgreSQL 15+), as PostgreSQL's own initial table copy does; never generated columns.
 
 Types asyncpg decodes exactly as the stream does (:data:`SNAPSHOT_NATIVE`) come through
 asyncpg; every other column is read as its type's output text (``format('%s', col)``:
@@ -24,6 +25,7 @@ from etlsync.connectors.postgres.replication.protocol import (
 )
 from etlsync.connectors.postgres.replication.slots import (
     primary_key,
+    published_shape,
     split_table,
     table_columns,
     type_catalog,
@@ -111,10 +113,12 @@ async def _fetch(conn: asyncpg.Connection, cols: _Columns, careful: _Columns, ta
 
 
 class TableReader:
-    """Reads one table in primary-key order, ``limit`` rows per chunk."""
+    """Reads one table in primary-key order, ``limit`` rows per chunk, as ``publication``
+    publishes it (every column and row without one)."""
 
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str, publication: str | None = None) -> None:
         self.table = table
+        self.publication = publication
         self.relation: Relation | None = None
         self.key: tuple[str, ...] = ()
         self._sql = ""
@@ -130,6 +134,9 @@ class TableReader:
         if not key:
             raise ConfigError(f"table {self.table!r} has no primary key: the chunked snapshot "
                               "needs one (or use snapshot='never')")
+        published, row_filter = await published_shape(conn, self.publication, self.table)
+        if published is not None:
+            cols = [c for c in cols if c[0] in published or c[0] in key]
         unknown = [oid for _, oid in cols if oid not in BUILTIN and oid not in catalog]
         if unknown:
             catalog.update(await type_catalog(conn, unknown))
@@ -138,11 +145,12 @@ class TableReader:
         rel.build(catalog, key)
         self._cols = _Columns(rel, rel.names)
         self._careful = _Columns(rel, rel.names, all_text=True)
-        order = ", ".join(quote_ident(k) for k in key)
+        # the table's own columns: an output column of the same name is text for some types
+        order = ", ".join(f"src.{quote_ident(k)}" for k in key)
         params = ", ".join(_key_params(rel, key))
-        base = f"FROM {qualified((schema, name))}"
+        base = f"FROM {qualified((schema, name))} AS src WHERE {row_filter or 'true'}"
         self._first_sql = f"{base} ORDER BY {order} LIMIT $1"
-        self._sql = (f"{base} WHERE ({order}) > ({params}) ORDER BY {order} "
+        self._sql = (f"{base} AND ({order}) > ({params}) ORDER BY {order} "
                      f"LIMIT ${len(key) + 1}")
         self.relation, self.key = rel, key
         return rel
