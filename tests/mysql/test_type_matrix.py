@@ -147,6 +147,15 @@ def _check(rows: list[dict[str, Any]], want: dict[int, dict[str, Any]]) -> int:
     return compared
 
 
+async def _changes(agen: Any, into: list[Batch], n: int) -> None:
+    """Read batches of ``agen`` into ``into`` until they hold ``n`` changes."""
+    async def run() -> None:
+        while sum(len(b) for b in into if b.ops) < n:
+            into.append(await agen.__anext__())
+
+    await asyncio.wait_for(run(), 20)
+
+
 def _insert(t: str, row_id: int, row: dict[str, str]) -> str:
     cols = [c for c in COLUMNS if c in row]
     return (f"INSERT INTO `{t}` (id{''.join(', ' + c for c in cols)}) VALUES "
@@ -178,11 +187,7 @@ async def test_type_matrix_every_path(mysql_params: dict[str, Any], unique_name:
                       f"UPDATE `{t}` SET id = id + 100 WHERE id BETWEEN 101 AND 199",
                       f"DELETE FROM `{t}` WHERE id > 200", sql_mode="")
 
-        async def stream() -> None:
-            while sum(len(b) for b in got if b.ops) < 3 * N:
-                got.append(await agen.__anext__())
-
-        await asyncio.wait_for(stream(), 20)
+        await _changes(agen, got, 3 * N)
     finally:
         await agen.aclose()
     snap = [r for b in got if b.ops is None for r in b.rows]
@@ -199,11 +204,7 @@ async def test_type_matrix_every_path(mysql_params: dict[str, Any], unique_name:
     ragen = again.read(start)
     replayed: list[Batch] = []
     try:
-        async def replay() -> None:
-            while sum(len(b) for b in replayed if b.ops) < 3 * N:
-                replayed.append(await ragen.__anext__())
-
-        await asyncio.wait_for(replay(), 20)
+        await _changes(ragen, replayed, 3 * N)
     finally:
         await ragen.aclose()
     assert [(op, row) for b in replayed if b.ops for op, row in b.iter_changes()] == [

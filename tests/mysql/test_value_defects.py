@@ -15,7 +15,7 @@ from etlsync.connectors.mysql import events as ev
 from etlsync.connectors.mysql.binlog import BinlogStream
 from etlsync.core.batch import Batch, Op
 from etlsync.core.errors import ServiceNotReady
-from tests.mysql.helpers import collect_changes, execute, fetch, options
+from tests.mysql.helpers import binlog_and_select, execute, fetch, options
 
 
 async def _read(source: MysqlCdcSource, write: Callable[[], Awaitable[None]],
@@ -77,22 +77,6 @@ class WithoutMetadata(BinlogStream):
 
 class MinimalMetadata(WithoutMetadata):
     keep = frozenset({1, 2, 3, 10, 11})
-
-
-async def _binlog_vs_select(opts: Any, table: str, inserts: list[str],
-                            stream_class: type[BinlogStream] = BinlogStream
-                            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Rows of ``inserts`` as the binlog decodes them and as SELECT gives them."""
-    stream = stream_class(opts, table_filter=lambda d, t: t == table)
-    await stream.connect()
-    try:
-        await execute(opts, *inserts, sql_mode="")
-        n = len(await fetch(opts, f"SELECT 1 FROM `{table}`"))
-        events = await collect_changes(stream, n)
-    finally:
-        stream.close()
-    decoded = sorted((r for e in events for r in e.rows), key=lambda r: r["id"])
-    return decoded, await fetch(opts, f"SELECT * FROM `{table}` ORDER BY id")
 
 
 def _assert_same(decoded: list[dict[str, Any]], selected: list[dict[str, Any]]) -> None:
@@ -217,7 +201,7 @@ async def test_latin1_decodes_as_the_server_does(mysql_params: dict[str, Any],
     value = f"CAST(UNHEX('{bytes(range(256)).hex()}') AS CHAR CHARACTER SET latin1)"
     inserts = [f"INSERT INTO `{t}` VALUES (1, {value}, UNHEX('8081FF'), {value})"]
     for stream_class in (BinlogStream, WithoutMetadata):
-        decoded, selected = await _binlog_vs_select(opts, t, inserts, stream_class)
+        decoded, selected = await binlog_and_select(opts, t, inserts, stream_class)
         _assert_same(decoded, selected)
         assert decoded[0]["l"][0x80:0x82] == "€\x81"
         await execute(opts, f"DELETE FROM `{t}`")
@@ -237,7 +221,7 @@ async def test_enum_and_set_members_in_their_columns_charset(mysql_params: dict[
     inserts = [f"INSERT INTO `{t}` VALUES (1, 'é', 'ж,я', '😀', 'β'), (2, '€', 'x', 'ü', '\u03b1'),"
                " (3, 'a', '', 'plain', NULL)"]
     for stream_class in (BinlogStream, WithoutMetadata, MinimalMetadata):
-        decoded, selected = await _binlog_vs_select(opts, t, inserts, stream_class)
+        decoded, selected = await binlog_and_select(opts, t, inserts, stream_class)
         _assert_same(decoded, selected)
         await execute(opts, f"DELETE FROM `{t}`")
 
@@ -271,7 +255,7 @@ async def test_other_charsets_uuid_and_inet_types(mysql_params: dict[str, Any],
                f"(2, {', '.join(['NULL'] * len(CHARSETS))}, '00000000-0000-0000-0000-000000000000',"
                " '1:0:2:3:4:5:6:7', '0.0.0.0'), "
                f"(3, {', '.join(['NULL'] * len(CHARSETS))}, NULL, '::', NULL)"]
-    decoded, selected = await _binlog_vs_select(opts, t, inserts)
+    decoded, selected = await binlog_and_select(opts, t, inserts)
     _assert_same(decoded, selected)
     assert decoded[0]["u16"] == SAMPLE and decoded[0]["i6"] == "::ffff:1.2.3.4"
 

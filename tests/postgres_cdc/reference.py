@@ -91,6 +91,15 @@ async def rows_by_id(conn: asyncpg.Connection, table: str) -> dict[Any, dict[str
     return {r["id"]: dict(r.items()) for r in await conn.fetch(sql)}
 
 
+async def fetch_rows(dsn: str, table: str) -> dict[Any, dict[str, Any]]:
+    """The reference rows of ``table`` by id, read on a connection of their own."""
+    conn = await connect(dsn)
+    try:
+        return await rows_by_id(conn, table)
+    finally:
+        await conn.close()
+
+
 def same(a: Any, b: Any) -> bool:
     """Equal values of the same kind (NaN equals NaN; 1 is not 1.0 nor True)."""
     if isinstance(a, uuid.UUID) and isinstance(b, uuid.UUID):

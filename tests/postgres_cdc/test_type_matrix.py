@@ -207,12 +207,8 @@ async def test_type_matrix_snapshot_stream_blocks_key_changes_and_replay(
     streamed = await take(agen, done, timeout=90)
     await agen.aclose()
     assert src.streamed_transactions >= 1
-    ref = await reference.connect(pg_dsn)
-    try:
-        want = {k: v for k, v in (await reference.rows_by_id(ref, t)).items() if k <= N}
-        want_b = await reference.rows_by_id(ref, tb)
-    finally:
-        await ref.close()
+    want = {k: v for k, v in (await reference.fetch_rows(pg_dsn, t)).items() if k <= N}
+    want_b = await reference.fetch_rows(pg_dsn, tb)
     assert len(want) == N
     compared = _check([(op, r) for b in snap for op, r in b.iter_changes()], want)
     changes = [(op, r, b.stream) for b in streamed for op, r in b.iter_changes()]

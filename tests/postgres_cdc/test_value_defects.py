@@ -80,11 +80,7 @@ async def test_relation_first_seen_inside_a_v2_stream_block_is_decoded_with_its_
     batches = await task
     await agen.aclose()
     assert src.streamed_transactions >= 1
-    ref = await reference.connect(pg_dsn)
-    try:
-        want = await reference.rows_by_id(ref, t)
-    finally:
-        await ref.close()
+    want = await reference.fetch_rows(pg_dsn, t)
     rows = [row for _, row in _changes(batches)]
     assert len(rows) == 1500
     _assert_rows_equal(rows, want)
@@ -107,11 +103,7 @@ async def test_box_arrays_split_on_the_types_delimiter(pg: asyncpg.Connection, n
                      "(2, '{}', '{NULL}', NULL)")
     batches = await task
     await agen.aclose()
-    ref = await reference.connect(pg_dsn)
-    try:
-        want = await reference.rows_by_id(ref, t)
-    finally:
-        await ref.close()
+    want = await reference.fetch_rows(pg_dsn, t)
     rows = [row for _, row in _changes(batches)]
     assert rows[0]["bx"] == ["(1,1),(0,0)", "(3,4),(2,2)"]
     _assert_rows_equal(rows, want)
@@ -177,12 +169,8 @@ async def test_snapshot_gives_what_the_stream_gives(pg: asyncpg.Connection, name
     await pg.execute(f"UPDATE {t} SET id = id + 10")  # the same values again, streamed
     streamed = await take(agen, lambda g: sum(op is Op.INSERT for op, _ in _changes(g)) >= 3)
     await agen.aclose()
-    ref = await reference.connect(pg_dsn)
-    try:
-        want = {k - 10: {**v, "id": k - 10}
-                for k, v in (await reference.rows_by_id(ref, t)).items()}
-    finally:
-        await ref.close()
+    want = {k - 10: {**v, "id": k - 10}
+            for k, v in (await reference.fetch_rows(pg_dsn, t)).items()}
     for w in want.values():
         del w["g"]  # generated columns: neither path delivers them (documented)
     snap_rows = [row for _, row in _changes(snap)]
@@ -237,11 +225,7 @@ async def test_key_change_fills_unchanged_toast_values_as_the_stream_reads_them(
     await pg.execute(f"UPDATE {t} SET id = 2")
     batches = await task
     await agen.aclose()
-    ref = await reference.connect(pg_dsn)
-    try:
-        want = await reference.rows_by_id(ref, t)
-    finally:
-        await ref.close()
+    want = await reference.fetch_rows(pg_dsn, t)
     changes = _changes(batches)
     assert [op for op, _ in changes] == [Op.INSERT, Op.DELETE, Op.INSERT]
     assert len(changes[2][1]["pad"]) == 3000
@@ -265,11 +249,7 @@ async def test_full_identity_update_takes_unchanged_values_from_the_before_image
     await pg.execute(f"UPDATE {t} SET id = 3, n = 3")
     batches = await task
     await agen.aclose()
-    ref = await reference.connect(pg_dsn)
-    try:
-        want = (await reference.rows_by_id(ref, t))[3]
-    finally:
-        await ref.close()
+    want = (await reference.fetch_rows(pg_dsn, t))[3]
     changes = _changes(batches)
     assert [op for op, _ in changes] == [Op.INSERT, Op.UPDATE, Op.DELETE, Op.INSERT]
     update = changes[1][1]
@@ -319,11 +299,7 @@ async def test_json_numbers_beyond_float_range_are_delivered_exactly(
     await pg.execute(f"INSERT INTO {t} SELECT id + 10, j, jb FROM {t}")
     streamed = await take(agen, lambda g: _rows(g) >= 3)
     await agen.aclose()
-    ref = await reference.connect(pg_dsn)
-    try:
-        want = await reference.rows_by_id(ref, t)
-    finally:
-        await ref.close()
+    want = await reference.fetch_rows(pg_dsn, t)
     snap_rows = [row for _, row in _changes(snap)]
     assert len(snap_rows) == 3
     _assert_rows_equal(snap_rows, want)

@@ -23,7 +23,13 @@ from typing import Any
 from etlsync.connectors.mysql import _wire, statements
 from etlsync.connectors.mysql import events as ev
 from etlsync.connectors.mysql.charsets import Charsets
-from etlsync.connectors.mysql.config import MysqlOptions, connect, qualified, quote
+from etlsync.connectors.mysql.config import (
+    MysqlOptions,
+    column_rows,
+    connect,
+    qualified,
+    quote,
+)
 from etlsync.connectors.mysql.gtid import MariaGtidPos, MysqlGtidSet
 from etlsync.core.errors import ServiceNotReady
 from etlsync.log import get_logger
@@ -443,11 +449,8 @@ async def load_columns(options: MysqlOptions, schema: str, table: str) -> list[e
     conn = await connect(options, database=False)
     try:
         async with conn.cursor() as cur:
-            await cur.execute(
-                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, COLUMN_KEY "
-                "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s "
-                "ORDER BY ORDINAL_POSITION", (schema, table))
-            rows = await cur.fetchall()
+            rows = await column_rows(cur, schema, table, "COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, "
+                                                         "CHARACTER_SET_NAME, COLUMN_KEY")
             declared = {r[0]: (r[1], _split_quoted(r[2][r[2].index("(") + 1:r[2].rindex(")")]))
                         for r in rows if r[1] in ("enum", "set")}
             members = await _members(cur, schema, table, declared)
