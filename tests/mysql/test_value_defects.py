@@ -305,3 +305,14 @@ async def test_partition_truncate_of_a_captured_table_stops_the_stream(
     with pytest.raises(ServiceNotReady, match="TRUNCATE PARTITION"):
         await _read(MysqlCdcSource([t], options=opts, heartbeat=0.2), write,
                     lambda g: _rows(g) >= 1)
+
+
+async def test_row_metadata_setting_is_read_at_connect(mysql_params: dict[str, Any]) -> None:
+    """Item 8: binlog_row_metadata is checked when the stream connects (a server without
+    FULL is warned about at once, not at its first table map)."""
+    opts = options(mysql_params)
+    stream = BinlogStream(opts)
+    await stream.connect()
+    stream.close()
+    server = (await fetch(opts, "SELECT @@global.binlog_row_metadata AS m"))[0]["m"]
+    assert stream.row_metadata == server.upper()
