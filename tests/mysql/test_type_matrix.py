@@ -18,7 +18,7 @@ import pytest
 from etlsync.connectors.mysql import MysqlCdcSource, MysqlSource
 from etlsync.connectors.mysql.binlog import BinlogStream
 from etlsync.core.batch import Batch, Op
-from tests.mysql.helpers import collect_changes, execute, fetch, options
+from tests.mysql.helpers import binlog_and_select, collect_changes, execute, fetch, options
 from tests.mysql.test_value_defects import MinimalMetadata, WithoutMetadata
 
 COLUMNS = {
@@ -296,3 +296,28 @@ def _first_difference(a: Any, b: Any) -> Any:
         return a, b
     i = next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
     return i, a[max(0, i - 3):i + 3], b[max(0, i - 3):i + 3], len(a), len(b)
+
+
+async def test_random_uuid_inet6_inet4_values_match_select(mysql_params: dict[str, Any],
+                                                           unique_name: str) -> None:
+    """UUIDs of every version and none, IPv6 addresses with zero runs of every length and
+    place (IPv4-mapped and -compatible ones too), IPv4 addresses: binlog text == SELECT's."""
+    import ipaddress
+    import random
+
+    rnd = random.Random(15)
+    opts = options(mysql_params)
+    t = unique_name
+    await execute(opts, f"CREATE TABLE `{t}` (id int primary key, u uuid, a inet6, b inet4)")
+    rows = []
+    for i in range(300):
+        words = [rnd.choice([0, 0, 0, 1, 0xFFFF, rnd.getrandbits(16)]) for _ in range(8)]
+        if i % 10 == 0:
+            words[:6] = [0, 0, 0, 0, 0, 0xFFFF if i % 20 else 0]
+        addr = ipaddress.IPv6Address(b"".join(w.to_bytes(2, "big") for w in words))
+        u = bytes(rnd.getrandbits(8) for _ in range(16)).hex()
+        rows.append(f"({i}, '{u[:8]}-{u[8:12]}-{u[12:16]}-{u[16:20]}-{u[20:]}', "
+                    f"INET6_ATON('{addr}'), '{ipaddress.IPv4Address(rnd.getrandbits(32))}')")
+    decoded, selected = await binlog_and_select(opts, t, [f"INSERT INTO `{t}` VALUES "
+                                                          + ", ".join(rows)])
+    assert decoded == selected

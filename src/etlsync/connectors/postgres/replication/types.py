@@ -132,18 +132,26 @@ def exact_number(text: str) -> float | Decimal:
 
 _json_fast = msgspec.json.decode
 _json_exact = msgspec.json.Decoder(float_hook=exact_number).decode
-_MAY_LOSE = re.compile(rb"[0-9.]{16}|[eE][-+]?[0-9]{3}")
-"""A number a float may not hold exactly (16 or more digits, a 3-digit exponent); a
-float of fewer digits (and exponent) is exact."""
+_CLASSES = bytes.maketrans(b"0123456789.eE+-", b"\x01" * 11 + b"\x02\x02\x03\x03")
+"""Digits and points to 1, exponent marks to 2, signs to 3 (raw JSON has no such bytes)."""
+_SIXTEEN_DIGITS = b"\x01" * 16
+_TINY_EXPONENT = b"\x02\x03\x01\x01\x01"
 
 
 def json_value(b: bytes) -> Any:
     """A ``json``/``jsonb`` text as Python values, every number exactly: integers as
-    ``int``, others as ``float`` where exact, else ``Decimal`` (:func:`exact_number`)."""
-    if _MAY_LOSE.search(b) is None:
-        return _json_fast(b)
-    return _json_exact(b)
+    ``int``, others as ``float`` where exact, else ``Decimal`` (:func:`exact_number`).
 
+    The C decoder's floats are exact unless a number has 16 or more digits, a negative
+    exponent of three digits (below the normal range) or overflows (it raises): only
+    such texts take the decoder that checks each float."""
+    classes = b.translate(_CLASSES)
+    if _SIXTEEN_DIGITS in classes or _TINY_EXPONENT in classes:
+        return _json_exact(b)
+    try:
+        return _json_fast(b)
+    except msgspec.ValidationError:  # a number beyond the float range
+        return _json_exact(b)
 
 
 def parse_array(text: str, delim: str = ",") -> list[Any]:
