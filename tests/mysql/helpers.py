@@ -59,6 +59,23 @@ async def collect_changes(stream: BinlogStream, n_rows: int, timeout: float = 20
     return out
 
 
+async def binlog_and_select(opts: MysqlOptions, table: str, inserts: list[str],
+                            stream_class: type[BinlogStream] = BinlogStream
+                            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows ``inserts`` write, as the binlog decodes them and as a plain SELECT gives
+    them, by id (the inserts run with an empty sql_mode)."""
+    stream = stream_class(opts, table_filter=lambda d, t: t == table)
+    await stream.connect()
+    try:
+        await execute(opts, *inserts, sql_mode="")
+        n = len(await fetch(opts, f"SELECT 1 FROM `{table}`"))
+        events = await collect_changes(stream, n)
+    finally:
+        stream.close()
+    decoded = sorted((r for e in events for r in e.rows), key=lambda r: r["id"])
+    return decoded, await fetch(opts, f"SELECT * FROM `{table}` ORDER BY id")
+
+
 class ListSource(Source):
     """A source yielding prepared batches (positions 1, 2, ... where unset)."""
 

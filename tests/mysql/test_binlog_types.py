@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from etlsync.connectors.mysql.binlog import BinlogStream
 from etlsync.connectors.mysql.config import load_schema
 from etlsync.connectors.mysql.source import _fixer
-from tests.mysql.helpers import collect_changes, execute, fetch, options
+from tests.mysql.helpers import binlog_and_select, collect_changes, execute, options
 
 COLUMNS = """
  id int primary key,
@@ -63,16 +63,7 @@ ROWS = [
 
 
 async def _decoded_vs_selected(opts: Any, table: str, inserts: list[str]) -> tuple[list[Any], list[Any]]:
-    stream = BinlogStream(opts, table_filter=lambda d, t: t == table)
-    await stream.connect()
-    try:
-        await execute(opts, *inserts, sql_mode="")
-        n = len(await fetch(opts, f"SELECT id FROM `{table}`"))
-        events = await collect_changes(stream, n)
-    finally:
-        stream.close()
-    decoded = sorted((r for e in events for r in e.rows), key=lambda r: r["id"])
-    selected = await fetch(opts, f"SELECT * FROM `{table}` ORDER BY id")
+    decoded, selected = await binlog_and_select(opts, table, inserts)
     from etlsync.connectors.mysql.config import connect
 
     conn = await connect(opts)

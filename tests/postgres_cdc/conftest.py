@@ -31,6 +31,8 @@ class Names:
         self.slots = [self.slot]
         self.publications = [self.publication]
         self.tables = [self.table]
+        self.types: list[tuple[str, str]] = []
+        """``(TYPE or DOMAIN, name)``, dropped after the tables."""
 
     async def cleanup(self, dsn: str) -> None:
         conn = await asyncpg.connect(dsn)
@@ -48,11 +50,17 @@ class Names:
                             "WHERE slot_name = $1 AND active_pid IS NOT NULL", slot)
                         await asyncio.sleep(0.1)
             for pub in self.publications:
-                await conn.execute(f'DROP PUBLICATION IF EXISTS "{pub}"')
+                await conn.execute(f"DROP PUBLICATION IF EXISTS {_quote(pub)}")
             for table in self.tables:
-                await conn.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')
+                await conn.execute(f"DROP TABLE IF EXISTS {_quote(table)} CASCADE")
+            for kind, name in self.types:
+                await conn.execute(f"DROP {kind} IF EXISTS {_quote(name)} CASCADE")
         finally:
             await conn.close()
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import struct
 
 import pytest
@@ -12,9 +13,10 @@ from hypothesis import strategies as st
 from etlsync.connectors.postgres.replication.conninfo import parse_dsn
 from etlsync.connectors.postgres.replication.pgoutput import PgOutputDecoder
 from etlsync.connectors.postgres.replication.protocol import Scram, format_lsn, parse_lsn
-from etlsync.connectors.postgres.replication.types import BUILTIN, parse_array
+from etlsync.connectors.postgres.replication.types import BUILTIN, json_value, parse_array
 from etlsync.connectors.postgres.types import UNCHANGED
 from etlsync.core.errors import ConfigError, DataError
+from tests.postgres_cdc import reference
 
 
 @given(st.integers(min_value=0, max_value=2**64 - 1))
@@ -49,17 +51,17 @@ def test_dsn_uri_keywords_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_dsn("postgresql://h/d?sslmode=disable").ssl_context() is None
 
 
-def _array_text(value: list[object]) -> str:
+def _array_text(value: list[object], delim: str = ",") -> str:
     parts = []
     for v in value:
         if isinstance(v, list):
-            parts.append(_array_text(v))
+            parts.append(_array_text(v, delim))
         elif v is None:
             parts.append("NULL")
         else:
             s = str(v)
             parts.append('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"')
-    return "{" + ",".join(parts) + "}"
+    return "{" + delim.join(parts) + "}"
 
 
 _TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",),
@@ -112,3 +114,27 @@ def test_decoder_handles_toast_keys_and_bad_values() -> None:
     assert ev[0] == "U" and ev[2] == {"id": 2, "doc": UNCHANGED} and ev[3] == {"id": 1}
     with pytest.raises(DataError, match="'id'"):
         d.decode(b"I" + struct.pack("!I", 7) + b"N" + _tuple([b"x", None]))
+
+
+_NUMBER = st.one_of(
+    st.integers().map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.decimals(allow_nan=False, allow_infinity=False).map(str),
+    st.tuples(st.integers(-10**20, 10**20), st.integers(-400, 400)).map(lambda t: f"{t[0]}e{t[1]}"),
+)
+
+
+@given(st.lists(_NUMBER, max_size=8), st.text(max_size=20))
+def test_json_numbers_decode_exactly(numbers: list[str], text: str) -> None:
+    """Every JSON number as the documented rule gives it (the standard library with the
+    rule as reference): int, float where its shortest text is the number, else Decimal."""
+    doc = json.dumps({"s": text}).rstrip("}") + ', "n": [' + ", ".join(numbers) + "]}"
+    assert reference.same(json_value(doc.encode()), reference.json_value(doc))
+
+
+@given(st.lists(st.one_of(st.none(), _TEXT), max_size=6), st.sampled_from([",", ";"]))
+def test_array_text_with_the_types_delimiter_parses_back(items: list[str | None],
+                                                         delim: str) -> None:
+    assert parse_array(_array_text(items, delim), delim) == items
+    nested = [items, items]
+    assert parse_array(_array_text(nested, delim), delim) == nested

@@ -11,7 +11,7 @@ import pymysql
 
 from etlsync.connectors.mysql import events as ev
 from etlsync.connectors.mysql import values as v
-from etlsync.connectors.mysql.binlog import BinlogStream, Boundary, RowsEvent
+from etlsync.connectors.mysql.binlog import BinlogStream, Boundary, RowsEvent, Truncate
 from etlsync.connectors.mysql.config import (
     MysqlOptions,
     connect,
@@ -47,7 +47,9 @@ def table_schema(tm: ev.TableMap) -> Schema:
     cols = []
     for i, name in enumerate(tm.names or []):
         t = tm.types[i]
-        if t in _LOGICAL:
+        if i in tm.data_types:  # MariaDB's UUID, INET6, INET4: text, as SELECT gives it
+            lt = ColumnType.UUID if tm.data_types[i] == "uuid" else ColumnType.STRING
+        elif t in _LOGICAL:
             lt = _LOGICAL[t]
         elif t in (v.VARCHAR, v.VAR_STRING, v.STRING, v.BLOB):
             lt = ColumnType.BYTES if tm.encodings[i] is None else ColumnType.STRING
@@ -131,8 +133,7 @@ class MysqlCdcSource(Source):
             if "Binlog_snapshot_file" in status:  # MariaDB: the exact snapshot point
                 file, pos = status["Binlog_snapshot_file"], int(status["Binlog_snapshot_position"])
                 async with conn.cursor() as cur:
-                    await cur.execute("SELECT BINLOG_GTID_POS(%s, %s)", (file, pos))
-                    gtid = (await cur.fetchone())[0] or ""
+                    gtid = await BinlogStream(self.options).gtid_at(cur, file, pos)
                 here: dict[str, Any] = {"file": file, "pos": pos, "gtid": gtid}
             else:
                 here = await BinlogStream(self.options).current_position()
@@ -153,31 +154,6 @@ class MysqlCdcSource(Source):
         finally:
             conn.close()
 
-    async def _load_columns(self, schema: str, table: str) -> list[ev.ColumnInfo]:
-        conn = await connect(self.options, database=False)
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(
-                    "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, COLUMN_KEY "
-                    "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s "
-                    "ORDER BY ORDINAL_POSITION", (schema, table))
-                rows = await cur.fetchall()
-        finally:
-            conn.close()
-        out = []
-        for name, data_type, column_type, charset, key in rows:
-            enums: list[str] = []
-            if data_type in ("enum", "set"):
-                inner = column_type[column_type.index("(") + 1:column_type.rindex(")")]
-                enums = [s[1:-1].replace("''", "'") for s in _split_quoted(inner)]
-            enc = None if charset is None and data_type not in ("enum", "set") else "utf-8"
-            if data_type in ("char", "varchar", "text", "tinytext", "mediumtext", "longtext"):
-                enc = ev.encoding_of(None) if charset in ("utf8mb4", "utf8mb3", "utf8") else (
-                    "latin-1" if charset == "latin1" else "utf-8")
-            out.append(ev.ColumnInfo(name, data_type, "unsigned" in column_type, enc, enums,
-                                     key == "PRI"))
-        return out
-
     async def _stream(self, start: dict[str, Any]) -> AsyncIterator[Batch]:
         position = start
         failures = 0
@@ -185,7 +161,7 @@ class MysqlCdcSource(Source):
         while True:
             stream = self.stream = BinlogStream(
                 self.options, position, table_filter=lambda d, t: (d, t) in self._wanted,
-                schema_loader=self._load_columns, heartbeat=self.heartbeat,
+                heartbeat=self.heartbeat,
                 server_id=self.server_id, use_gtid=self.use_gtid)
             try:
                 await stream.connect()
@@ -224,6 +200,9 @@ class MysqlCdcSource(Source):
         schemas: dict[int, Schema] = {}
         for_stream = self._stream_name
         async for item in stream.items():
+            if isinstance(item, Truncate):
+                pending.append(_truncate(for_stream(item.schema, item.table)))
+                continue
             if isinstance(item, RowsEvent):
                 rows, before = item.rows, item.before
                 if skip:
@@ -276,6 +255,11 @@ class MysqlCdcSource(Source):
             skip = 0
 
 
+def _truncate(stream: str) -> Batch:
+    """A TRUNCATE of ``stream`` (as the other CDC sources give it)."""
+    return Batch([{}], stream=stream, ops=[Op.TRUNCATE], before=[None])
+
+
 def _extend_before(b: Batch, before: list[Row] | None, n: int, new: bool = False) -> None:
     if new:
         b.before = list(before) if before is not None else None
@@ -284,23 +268,3 @@ def _extend_before(b: Batch, before: list[Row] | None, n: int, new: bool = False
         return
     assert b.before is not None
     b.before.extend(before if before is not None else [None] * n)
-
-
-def _split_quoted(text: str) -> list[str]:
-    out, cur, quoted, i = [], "", False, 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "'" and quoted and i + 1 < len(text) and text[i + 1] == "'":
-            cur += "''"
-            i += 2
-            continue
-        if ch == "'":
-            quoted = not quoted
-        if ch == "," and not quoted:
-            out.append(cur)
-            cur = ""
-        else:
-            cur += ch
-        i += 1
-    out.append(cur)
-    return out

@@ -145,6 +145,7 @@ _TYPES: dict[str, ColumnType] = {
     "blob": ColumnType.BYTES, "mediumblob": ColumnType.BYTES, "longblob": ColumnType.BYTES,
     "date": ColumnType.DATE, "time": ColumnType.INTERVAL, "datetime": ColumnType.DATETIME,
     "timestamp": ColumnType.TIMESTAMP, "json": ColumnType.JSON, "uuid": ColumnType.UUID,
+    "inet4": ColumnType.STRING, "inet6": ColumnType.STRING,
 }
 
 
@@ -176,14 +177,19 @@ def native_type(column: Column, key: bool = False) -> str:
     return _NATIVE[column.type]
 
 
+async def column_rows(cur: Any, database: str, table: str, fields: str) -> list[Any]:
+    """``fields`` of each column of ``database.table`` (information_schema), in order."""
+    await cur.execute(
+        f"SELECT {fields} FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=%s AND "
+        "TABLE_NAME=%s ORDER BY ORDINAL_POSITION", (database, table))
+    return list(await cur.fetchall())
+
+
 async def load_schema(conn: Any, database: str, table: str) -> Schema | None:
     """Columns, types and primary key of ``database.table`` from information_schema."""
     async with conn.cursor() as cur:
-        await cur.execute(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, COLUMN_KEY "
-            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s "
-            "ORDER BY ORDINAL_POSITION", (database, table))
-        rows = await cur.fetchall()
+        rows = await column_rows(cur, database, table, "COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, "
+                                                       "IS_NULLABLE, COLUMN_KEY")
         if not rows:
             return None
         await cur.execute(

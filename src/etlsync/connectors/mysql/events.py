@@ -3,7 +3,10 @@
 Column names, signedness, charsets, ENUM/SET values and the primary key come from the
 TABLE_MAP's optional metadata (``binlog_row_metadata=FULL``). Without it a
 :class:`TableMap` gets names from a schema loader and refuses to decode when the
-logged column types do not match (never silently wrong columns).
+logged column types do not match (never silently wrong columns). Text is decoded as the
+server converts it (:mod:`.charsets`); MariaDB's UUID, INET6 and INET4 columns (logged as
+BINARY(16) and BINARY(4)) become the text SELECT shows, once :meth:`TableMap.set_data_types`
+says which columns they are.
 """
 
 from __future__ import annotations
@@ -13,9 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymysql.charset import charset_by_id
-
 from etlsync.connectors.mysql import values as v
+from etlsync.connectors.mysql.charsets import Charsets
 from etlsync.connectors.mysql.rowcodec import FastRow, compile_row
 from etlsync.core.errors import SchemaError
 
@@ -32,6 +34,11 @@ UNSUPPORTED_ROW_EVENTS = {39, 166, 167, 168, 169, 170, 171}
 HEADER = struct.Struct("<IBIIIH")
 NUMERIC = {v.TINY, v.SHORT, v.INT24, v.LONG, v.LONGLONG, v.NEWDECIMAL, v.FLOAT, v.DOUBLE}
 CHARACTER = {v.STRING, v.VAR_STRING, v.VARCHAR, v.BLOB, v.GEOMETRY}
+FIXED_TEXT: dict[str, tuple[int, Any]] = {"uuid": (16, v.uuid_text), "inet6": (16, v.inet6_text),
+                                          "inet4": (4, v.inet4_text)}
+"""MariaDB's fixed-size binary types, logged as BINARY(n): size and text form."""
+STATIC_CHARSETS = Charsets()
+"""Character sets without a server: PyMySQL's collations, Python's codecs."""
 _INT_SIZES = {v.TINY: 1, v.SHORT: 2, v.INT24: 3, v.LONG: 4, v.LONGLONG: 8}
 
 
@@ -51,19 +58,6 @@ def _bits(b: bytes, p: int, n: int) -> list[bool]:
     return [bool(b[p + i // 8] & (0x80 >> (i % 8))) for i in range(n)]
 
 
-def encoding_of(collation: int | None) -> str | None:
-    """The Python codec of a collation id; ``None`` for the binary collation (63)."""
-    if collation is None:
-        return "utf-8"
-    if collation == 63:
-        return None
-    try:
-        enc = charset_by_id(collation).encoding
-    except KeyError:
-        return "utf-8"
-    return "utf-8" if enc in ("utf8", "utf8mb4") else enc
-
-
 @dataclass(slots=True)
 class ColumnInfo:
     """What a schema loader reports for degraded mode (no row metadata in the binlog)."""
@@ -71,7 +65,8 @@ class ColumnInfo:
     name: str
     data_type: str
     unsigned: bool = False
-    encoding: str | None = "utf-8"
+    charset: str | None = "utf8mb4"
+    """The column's character set (``None``: binary)."""
     enum_values: list[str] = field(default_factory=list)
     primary: bool = False
 
@@ -84,13 +79,16 @@ _DATA_TYPE_CODES: dict[str, set[int]] = {
     "year": {v.YEAR}, "bit": {v.BIT}, "char": {v.STRING}, "binary": {v.STRING},
     "varchar": {v.VARCHAR, v.VAR_STRING}, "varbinary": {v.VARCHAR, v.VAR_STRING},
     "enum": {v.ENUM}, "set": {v.SET}, "json": {v.JSON, v.BLOB},
+    "uuid": {v.STRING}, "inet6": {v.STRING}, "inet4": {v.STRING},
 }
 
 
 class TableMap:
     """One TABLE_MAP event: the table's identity and prepared per-column readers."""
 
-    def __init__(self, payload: bytes, p: int, table_id_size: int = 6) -> None:
+    def __init__(self, payload: bytes, p: int, table_id_size: int = 6,
+                 charsets: Charsets | None = None, build: bool = True) -> None:
+        self.charsets = charsets or STATIC_CHARSETS
         self.table_id = int.from_bytes(payload[p:p + table_id_size], "little")
         p += table_id_size + 2
         n = payload[p]
@@ -109,15 +107,20 @@ class TableMap:
         p += (ncols + 7) // 8
         self.names: list[str] | None = None
         self.unsigned = [False] * ncols
-        self.encodings: list[str | None] = ["utf-8"] * ncols
+        self.charset_names: list[str | None] = ["utf8mb4"] * ncols
+        """Each text, ENUM and SET column's character set (``None``: binary)."""
+        self.encodings: list[v.TextCodec | None] = ["utf-8"] * ncols
         self.enum_values: list[list[str]] = [[] for _ in range(ncols)]
+        self._enum_raw: list[list[bytes]] = [[] for _ in range(ncols)]
+        self.data_types: dict[int, str] = {}
+        """Columns of MariaDB's UUID, INET6, INET4 types, by index."""
         self.primary_key: tuple[str, ...] = ()
         self._pk_idx: list[int] = []
         self._read_optional(payload, p)
         self.readers: list[v.Reader] = []
         self.fast_row: FastRow | None = None
-        if self.names is not None:
-            self._build()
+        if build and self.names is not None:
+            self.build()
 
     @property
     def has_metadata(self) -> bool:
@@ -172,12 +175,12 @@ class TableMap:
                     coll, q = lenenc(b, q)
                     collations[idx] = coll
                 for i, c in zip(cols, collations, strict=True):
-                    self.encodings[i] = encoding_of(c)
+                    self.charset_names[i] = self.charsets.charset(c)
             elif kind in (3, 11):  # COLUMN_CHARSET, ENUM_AND_SET_COLUMN_CHARSET
                 cols = chars if kind == 3 else enums
                 for i in cols:
                     coll, q = lenenc(b, q)
-                    self.encodings[i] = encoding_of(coll)
+                    self.charset_names[i] = self.charsets.charset(coll)
             elif kind == 4:  # COLUMN_NAME
                 names = []
                 for _ in range(ncols):
@@ -187,14 +190,14 @@ class TableMap:
                 self.names = names
             elif kind in (5, 6):  # SET_STR_VALUE, ENUM_STR_VALUE
                 cols = [i for i in enums if self.types[i] == (v.SET if kind == 5 else v.ENUM)]
-                for i in cols:
+                for i in cols:  # bytes in the column's charset, which comes later (10, 11)
                     count, q = lenenc(b, q)
-                    vals = []
+                    raw = []
                     for _ in range(count):
                         n, q = lenenc(b, q)
-                        vals.append(b[q:q + n].decode("utf-8", "replace"))
+                        raw.append(b[q:q + n])
                         q += n
-                    self.enum_values[i] = vals
+                    self._enum_raw[i] = raw
             elif kind == 8:  # SIMPLE_PRIMARY_KEY
                 while q < stop:
                     idx, q = lenenc(b, q)
@@ -224,21 +227,62 @@ class TableMap:
                     f"{col.name!r} is {col.data_type} now (DDL since the event); set "
                     "binlog_row_metadata=FULL")
             self.unsigned[i] = col.unsigned
-            self.encodings[i] = col.encoding
+            self.charset_names[i] = col.charset
             if col.enum_values:
                 self.enum_values[i] = col.enum_values
+                self._enum_raw[i] = []
         self.names = [c.name for c in columns]
         self.primary_key = tuple(c.name for c in columns if c.primary)
-        self._build()
+        self.set_data_types({c.name: c.data_type for c in columns})
+        self.build()
 
-    def _build(self) -> None:
+    def fixed_text_candidates(self) -> bool:
+        """Whether some column may be a UUID, INET6 or INET4 (a BINARY(16) or (4))."""
+        return any(t == v.STRING and self.charset_names[i] is None and self.meta[i] in (4, 16)
+                   for i, t in enumerate(self.types))
+
+    def set_data_types(self, data_types: dict[str, str]) -> None:
+        """Mark the UUID, INET6 and INET4 columns among ``data_types`` (name to
+        information_schema ``DATA_TYPE``) whose logged shape fits."""
+        assert self.names is not None
+        self.data_types = {}
+        for i, name in enumerate(self.names):
+            fixed = FIXED_TEXT.get(data_types.get(name, ""))
+            if fixed is not None and self.types[i] == v.STRING and self.meta[i] == fixed[0]:
+                self.data_types[i] = data_types[name]
+
+    def build(self) -> None:
+        """Prepare the readers (after names, charsets and data types are known).
+
+        :raises SchemaError: a column's character set has no decoder."""
+        for i, t in enumerate(self.types):
+            if t not in CHARACTER and t not in (v.ENUM, v.SET):
+                continue
+            try:
+                enc = self.encodings[i] = self.charsets.codec(self.charset_names[i])
+            except LookupError as exc:
+                raise SchemaError(f"{self.schema}.{self.table}: column "
+                                  f"{self._name(i)!r}: {exc}") from exc
+            if self._enum_raw[i]:
+                self.enum_values[i] = [v.decode_text(enc or "utf-8", r) for r in self._enum_raw[i]]
         self.readers = [self._reader(i) for i in range(len(self.types))]
         assert self.names is not None
         self.fast_row = compile_row(self.names, self.types, self.meta, self.unsigned,
-                                    self.encodings, self.readers)
+                                    self.encodings, self.readers, frozenset(self.data_types))
+
+    def _name(self, i: int) -> str:
+        return self.names[i] if self.names is not None else f"#{i}"
+
+    def needed_charsets(self) -> list[str | None]:
+        """The character sets of the text, ENUM and SET columns."""
+        return [self.charset_names[i] for i, t in enumerate(self.types)
+                if t in CHARACTER or t in (v.ENUM, v.SET)]
 
     def _reader(self, i: int) -> v.Reader:
         t, m = self.types[i], self.meta[i]
+        if i in self.data_types:
+            size, text = FIXED_TEXT[self.data_types[i]]
+            return v.fixed_text_reader(size, text)
         if t in _INT_SIZES:
             return v.int_reader(_INT_SIZES[t], self.unsigned[i])
         if t in (v.FLOAT, v.DOUBLE):

@@ -53,8 +53,10 @@ def _conv(reader: v.Reader) -> Any:
 
 
 def compile_row(names: list[str], types: list[int], meta: list[int], unsigned: list[bool],
-                encodings: list[str | None], readers: list[v.Reader]) -> FastRow:
-    """A decoder for full row images without NULLs: ``(buf, pos) -> (row, new_pos)``."""
+                encodings: list[v.TextCodec | None], readers: list[v.Reader],
+                special: frozenset[int] = frozenset()) -> FastRow:
+    """A decoder for full row images without NULLs: ``(buf, pos) -> (row, new_pos)``.
+    Columns in ``special`` are read by their reader (not inlined)."""
     ns: dict[str, Any] = {}
     lines = ["def decode(b, p):"]
     run: list[tuple[int, str, Any]] = []
@@ -85,11 +87,15 @@ def compile_row(names: list[str], types: list[int], meta: list[int], unsigned: l
         flush()
         enc = encodings[i]
         simple_string = t in (v.VARCHAR, v.VAR_STRING, v.BLOB) or (t == v.STRING and enc is not None)
-        if simple_string and enc is not None:
+        if simple_string and enc is not None and i not in special:
             width = meta[i] if t == v.BLOB else (1 if meta[i] < 256 else 2)
             ln = "b[p]" if width == 1 else f"int.from_bytes(b[p:p + {width}], 'little')"
-            lines.append(f"    n = {ln}; p += {width}; v{i} = b[p:p + n].decode({enc!r}, "
-                         f"'surrogateescape'); p += n")
+            if isinstance(enc, str):
+                text = f"b[p:p + n].decode({enc!r}, 'surrogateescape')"
+            else:
+                ns[f"D{i}"] = enc
+                text = f"D{i}(b[p:p + n])"
+            lines.append(f"    n = {ln}; p += {width}; v{i} = {text}; p += n")
         else:
             ns[f"R{i}"] = readers[i]
             lines.append(f"    v{i}, p = R{i}(b, p)")

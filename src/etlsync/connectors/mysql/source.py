@@ -15,6 +15,7 @@ from etlsync.connectors.mysql.config import (
     quote,
     stream_name,
 )
+from etlsync.connectors.mysql.values import float32_shortest
 from etlsync.core.batch import Batch, Row
 from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError
@@ -38,12 +39,27 @@ def split_table(name: str, database: str | None) -> tuple[str, str]:
     return database, name
 
 
+def _is_float32(native: str) -> bool:
+    return native.lower().startswith("float")
+
+
+def select_list(schema: Schema) -> str:
+    """The columns of ``schema`` for a snapshot SELECT: FLOAT and DOUBLE as ``CAST(... AS
+    DOUBLE)``, the exact stored value (the text protocol prints FLOAT with 6 digits,
+    16777216 as 16777200, and FLOAT(M,D)/DOUBLE(M,D) with D decimals), which
+    :func:`_fixer` turns into what the binlog gives."""
+    return ", ".join(f"CAST({quote(c.name)} AS DOUBLE) AS {quote(c.name)}"
+                     if c.type == ColumnType.FLOAT else quote(c.name) for c in schema.columns)
+
+
 def _fixer(schema: Schema) -> Any:
     """Make snapshot values match what the binlog decoder yields (UTC-aware TIMESTAMP,
-    BIT as int, zero dates as NULL)."""
+    BIT as int, zero dates as NULL, FLOAT as the shortest decimal of its 32 bits)."""
     fixes: list[tuple[str, Any]] = []
     for c in schema.columns:
-        if c.type == ColumnType.TIMESTAMP:
+        if _is_float32(c.native):
+            fixes.append((c.name, float32_shortest))
+        elif c.type == ColumnType.TIMESTAMP:
             fixes.append((c.name, lambda x: x.replace(tzinfo=dt.UTC)
                           if isinstance(x, dt.datetime) else None))
         elif c.native.startswith("bit"):
@@ -91,7 +107,7 @@ async def snapshot_table(conn: Any, database: str, table: str, last_key: Any, ch
     if not pk:
         raise ConfigError(f"table {database}.{table} has no primary key: keyset snapshots need one")
     fix = _fixer(schema)
-    cols = ", ".join(quote(c) for c in schema.names)
+    cols = select_list(schema)
     order = ", ".join(quote(k) for k in pk)
     base = f"SELECT {cols} FROM {qualified(database, table)}"
     key = list(last_key) if last_key is not None else None
@@ -193,7 +209,7 @@ class MysqlSource(Source):
             wm = Watermark.from_state(self.cursor_field, pk, state.get(stream))
             fix = _fixer(schema)
             order_cols = [self.cursor_field, *pk]
-            cols = ", ".join(quote(c) for c in schema.names)
+            cols = select_list(schema)
             base = f"SELECT {cols} FROM {qualified(d, t)}"
             order = ", ".join(quote(c) for c in order_cols)
             cf = quote(self.cursor_field)

@@ -14,6 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 Reader = Callable[[bytes, int], tuple[Any, int]]
+TextCodec = str | Callable[[bytes], str]
+"""A Python codec name or a decoding function (see :mod:`.charsets`)."""
 
 # column types (include/mysql_com.h, enum_field_types)
 DECIMAL, TINY, SHORT, LONG, FLOAT, DOUBLE, NULL, TIMESTAMP, LONGLONG, INT24 = range(10)
@@ -39,16 +41,28 @@ def int_reader(size: int, unsigned: bool) -> Reader:
     return read
 
 
+_F32 = struct.Struct("<f")
+
+
+def float32_shortest(v: float) -> float:
+    """A FLOAT value as etlsync delivers it: the shortest decimal that round-trips the
+    stored 32-bit value (16777217 stored as 16777216 gives 16777216.0, 3.14 gives 3.14).
+    ``v`` is the exact stored value (as a double, as ``CAST(col AS DOUBLE)`` gives it)."""
+    if v != v or v - v != 0:
+        return v
+    raw = _F32.pack(v)
+    for digits in range(1, 10):
+        text = f"{v:.{digits}g}"
+        try:
+            if _F32.pack(float(text)) == raw:
+                return float(text)
+        except OverflowError:  # rounded up beyond the largest float32
+            continue
+    return v
+
+
 def _float32(b: bytes, p: int) -> tuple[Any, int]:
-    raw = b[p:p + 4]
-    v = struct.unpack("<f", raw)[0]
-    if v != v or v in (float("inf"), float("-inf")):
-        return v, p + 4
-    for digits in (6, 7, 8, 9):  # the shortest text that round-trips the float32
-        shortest = float(f"{v:.{digits}g}")
-        if struct.pack("<f", shortest) == raw:
-            return shortest, p + 4
-    return v, p + 4
+    return float32_shortest(_F32.unpack_from(b, p)[0]), p + 4
 
 
 _unpack_d = struct.Struct("<d").unpack_from
@@ -124,7 +138,14 @@ def decimal_reader(precision: int, scale: int) -> Reader:
     return read
 
 
-def string_reader(length_bytes: int, encoding: str | None, pad_to: int = 0) -> Reader:
+def decode_text(codec: TextCodec, raw: bytes) -> str:
+    """``raw`` as text: a codec name decodes with ``surrogateescape``, else the function."""
+    if isinstance(codec, str):
+        return raw.decode(codec, "surrogateescape")
+    return codec(raw)
+
+
+def string_reader(length_bytes: int, encoding: TextCodec | None, pad_to: int = 0) -> Reader:
     """A length-prefixed string; ``encoding`` None means binary (bytes), padded with NUL
     bytes to ``pad_to`` (BINARY(n) columns are logged without their padding)."""
     def read(b: bytes, p: int) -> tuple[Any, int]:
@@ -135,7 +156,52 @@ def string_reader(length_bytes: int, encoding: str | None, pad_to: int = 0) -> R
             if pad_to > n:
                 raw = raw + b"\0" * (pad_to - n)
             return raw, p + n
-        return raw.decode(encoding, "surrogateescape"), p + n
+        return decode_text(encoding, raw), p + n
+    return read
+
+
+def uuid_text(raw: bytes) -> str:
+    """MariaDB's UUID text of its 16 bytes (the binlog holds them in text order)."""
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def inet4_text(raw: bytes) -> str:
+    return ".".join(str(x) for x in raw)
+
+
+def inet6_text(raw: bytes) -> str:
+    """MariaDB's INET6 text (``Inet6::to_string``): lower-case hex words, the longest run
+    of zero words (the first of equal runs; a single zero word too) as ``::``, and an
+    IPv4-compatible or IPv4-mapped address's last 32 bits in dotted form."""
+    words = [raw[i] << 8 | raw[i + 1] for i in range(0, 16, 2)]
+    gap_pos, gap_len, pos = -1, -1, -1
+    for i, w in enumerate([*words, 1]):  # the sentinel closes a run at the end
+        if w == 0 and pos < 0:
+            pos = i
+        elif w != 0 and pos >= 0:
+            if i - pos > gap_len:
+                gap_pos, gap_len = pos, i - pos
+            pos = -1
+    out, i = "", 0
+    while i < 8:
+        if i == gap_pos:
+            out += "::" if i == 0 else ":"
+            i += gap_len
+            continue
+        if i == 6 and gap_pos == 0 and (gap_len == 6 or (gap_len == 5 and words[5] == 0xFFFF)):
+            return out + inet4_text(raw[12:])
+        out += f"{words[i]:x}" + (":" if i < 7 else "")
+        i += 1
+    return out
+
+
+def fixed_text_reader(size: int, text: Callable[[bytes], str]) -> Reader:
+    """A MariaDB fixed-size binary type (UUID, INET6, INET4) as its text."""
+    def read(b: bytes, p: int) -> tuple[Any, int]:
+        n = b[p]
+        raw = b[p + 1:p + 1 + n]
+        return text(raw + b"\0" * (size - n)), p + 1 + n
     return read
 
 

@@ -25,7 +25,6 @@ from etlsync.connectors.postgres.replication.protocol import (
     PgServerError,
     ReplicationConnection,
     format_lsn,
-    qualified,
     quote_ident,
 )
 from etlsync.connectors.postgres.replication.slots import (
@@ -37,8 +36,12 @@ from etlsync.connectors.postgres.replication.slots import (
     split_table,
     type_catalog,
 )
-from etlsync.connectors.postgres.replication.snapshot import TableReader, prepare_connection
-from etlsync.connectors.postgres.replication.types import BUILTIN
+from etlsync.connectors.postgres.replication.snapshot import (
+    TableReader,
+    current_values,
+    prepare_connection,
+)
+from etlsync.connectors.postgres.replication.types import BUILTIN, Catalog
 from etlsync.connectors.postgres.types import UNCHANGED
 from etlsync.core.batch import Batch, Op, Row, dict_maker
 from etlsync.core.capabilities import Capability
@@ -144,9 +147,9 @@ class PostgresCdcSource(Source):
                                         "WHERE pubname = $1", self.publication)
                 tables = [f"{r[0]}.{r[1]}" for r in rows]
             out: dict[str, Schema] = {}
-            catalog: dict[int, tuple[str, str, int]] = {}
+            catalog: Catalog = {}
             for t in tables:
-                out[t] = (await TableReader(t).prepare(conn, catalog)).schema
+                out[t] = (await TableReader(t, self.publication).prepare(conn, catalog)).schema
             return out
         finally:
             await conn.close()
@@ -170,15 +173,22 @@ class PostgresCdcSource(Source):
         try:
             await prepare_connection(conn)
             await check_ready(conn)
-            tables = await ensure_publication(conn, self.publication, self.tables,
-                                              self.create_publication)
-            if self.tables:
-                tables = [t for t in tables if t in self.tables]
             info = await slot_info(conn, self.slot)
             if info is not None and (info.plugin != "pgoutput"
                                      or info.database != self.config.identity()[2]):
                 raise ConfigError(f"slot {self.slot!r} uses plugin {info.plugin!r} on database "
                                   f"{info.database!r}; etlsync needs a pgoutput slot here")
+            if position is not None and info is None:
+                raise ServiceNotReady(
+                    f"replication slot {self.slot!r} is missing (dropped, or lost in a "
+                    "failover) but the checkpoint expects it: changes since the checkpoint "
+                    "cannot be read. Fix: delete this pipeline's checkpoint to take a new "
+                    "snapshot with a new slot")
+            tables = await ensure_publication(
+                conn, self.publication, self.tables, self.create_publication,
+                slot=self.slot if info is not None else None, log=self.log)
+            if self.tables:
+                tables = [t for t in tables if t in self.tables]
             if position is None:
                 if info is None:
                     if not self.create_slot:
@@ -194,12 +204,7 @@ class PostgresCdcSource(Source):
                     async for b in self._snapshot(conn, tables, lsn, None, snap):
                         yield b
             else:
-                if info is None:
-                    raise ServiceNotReady(
-                        f"replication slot {self.slot!r} is missing (dropped, or lost in a "
-                        "failover) but the checkpoint expects it: changes since the checkpoint "
-                        "cannot be read. Fix: delete this pipeline's checkpoint to take a new "
-                        "snapshot with a new slot")
+                assert info is not None
                 lsn = int(position["lsn"])
                 if (info.confirmed_flush_lsn or 0) > lsn:
                     self.log.warning(
@@ -259,10 +264,10 @@ class PostgresCdcSource(Source):
         if state is not None:
             todo = [t for t in todo if t >= state["table"]]
             after = state.get("after") if todo and todo[0] == state["table"] else None
-        catalog: dict[int, tuple[str, str, int]] = {}
+        catalog: Catalog = {}
         try:
             for table in todo:
-                reader = TableReader(table)
+                reader = TableReader(table, self.publication)
                 rel = await reader.prepare(conn, catalog)
                 while True:
                     rows = await reader.chunk(conn, after, self.chunk_rows)
@@ -302,7 +307,7 @@ class PostgresCdcSource(Source):
 
     async def _stream(self, conn: asyncpg.Connection, rconn: ReplicationConnection,
                       start_lsn: int) -> AsyncIterator[Batch]:
-        options = {"proto_version": "1", "publication_names": self.publication,
+        options = {"proto_version": "1", "publication_names": quote_ident(self.publication),
                    "messages": "true"}
         version = rconn.server_params.get("server_version", "0").split(".")[0]
         if self.streaming and version.isdigit() and int(version) >= 14:
@@ -548,18 +553,10 @@ class PostgresCdcSource(Source):
         missing = [c for c, v in row.items() if v is UNCHANGED]
         if not missing or not rel.primary_key:
             return row
-        cols = ", ".join(f"{quote_ident(c)}::text" for c in missing)
-        where = " AND ".join(f"{quote_ident(k)} = ${i + 1}"
-                             for i, k in enumerate(rel.primary_key))
         async with self._lock:
-            found = await conn.fetchrow(
-                f"SELECT {cols} FROM {qualified((rel.namespace, rel.name))} WHERE {where}",
-                *[row[k] for k in rel.primary_key])
+            found = await current_values(conn, rel, [row[k] for k in rel.primary_key], missing)
         if found is not None:
-            decoders = dict(zip(rel.names, rel.decoders, strict=True))
-            for i, col in enumerate(missing):
-                text = found[i]
-                row[col] = None if text is None else decoders[col](text.encode())
+            row.update(found)
         return row
 
     # -- re-snapshot (DBLog watermarks) -------------------------------------------------
@@ -568,7 +565,7 @@ class PostgresCdcSource(Source):
             table = self._resnap_queue.pop(0)
             self._resnap = {"table": table, "after": None}
             self.log.info("re-snapshot started", table=table)
-        reader = TableReader(self._resnap["table"])
+        reader = TableReader(self._resnap["table"], self.publication)
         wid = uuid.uuid4().hex
         async with self._lock:
             await reader.prepare(conn, {})

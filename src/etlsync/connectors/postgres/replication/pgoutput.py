@@ -13,7 +13,9 @@
 
 ``row`` and ``old`` are dicts; an unchanged TOASTed value is :data:`UNCHANGED`. ``old`` is the
 old key (REPLICA IDENTITY DEFAULT / USING INDEX, key columns only) or the whole old row
-(FULL), or ``None`` when the server sent no old tuple.
+(FULL), or ``None`` when the server sent no old tuple. When the old tuple is the whole row,
+its values stand in for the new row's unchanged ones (the server sends the old values in
+full, the new ones not).
 
 :meth:`PgOutputDecoder.decode_chunk` decodes a chunk of the replication stream itself (the
 CopyData messages as the server sent them, from :meth:`ReplicationConnection.read_decoded`) in
@@ -31,7 +33,7 @@ from typing import Any
 
 from etlsync.connectors.postgres.replication.protocol import warm_up
 from etlsync.connectors.postgres.replication.rowreader import compile_readers
-from etlsync.connectors.postgres.replication.types import Decoder, type_info
+from etlsync.connectors.postgres.replication.types import Catalog, Decoder, type_info
 from etlsync.connectors.postgres.types import UNCHANGED
 from etlsync.core.errors import DataError
 from etlsync.core.schema import Column, Schema
@@ -81,8 +83,7 @@ class Relation:
         """``schema.table``."""
         return f"{self.namespace}.{self.name}"
 
-    def build(self, catalog: dict[int, tuple[str, str, int]],
-              primary_key: tuple[str, ...] | None = None) -> None:
+    def build(self, catalog: Catalog, primary_key: tuple[str, ...] | None = None) -> None:
         """Prepare decoders and the core schema. ``catalog`` describes non-builtin types;
         ``primary_key`` overrides the key flags (needed under REPLICA IDENTITY FULL)."""
         self.names = tuple(c[1] for c in self.columns)
@@ -101,13 +102,19 @@ class Relation:
     def type_oids(self) -> list[int]:
         return [c[2] for c in self.columns]
 
+    def decode_error(self, i: int, raw: bytes, exc: Exception) -> DataError:
+        """The error for column ``i``'s text ``raw`` that its decoder refused."""
+        return DataError(f"{self.stream}: cannot decode column {self.names[i]!r} "
+                         f"({self.schema.columns[i].native}) from {raw[:80]!r}: {exc}",
+                         column=self.names[i], value=raw)
+
 
 class PgOutputDecoder:
     """Decodes pgoutput messages; keeps the relation cache (by relation oid)."""
 
     def __init__(self) -> None:
         self.relations: dict[int, Relation] = {}
-        self.catalog: dict[int, tuple[str, str, int]] = {}
+        self.catalog: Catalog = {}
         self.in_stream = False
         """Inside a protocol v2 stream block (between Stream Start and Stream Stop)."""
         self.change_xid = 0
@@ -131,12 +138,15 @@ class PgOutputDecoder:
             pos += 4
             old = None
             tag = data[pos]
+            whole = tag == 0x4F  # O: the whole old row, TOASTed values in full
             if tag in (0x4B, 0x4F):  # K or O
                 old, pos = self._tuple(data, pos + 1, rel)
                 if tag == 0x4B:
                     old = {k: old[k] for k in rel.key}
                 tag = data[pos]
             row, _ = self._tuple(data, pos + 1, rel)
+            if whole and old is not None and UNCHANGED in row.values():
+                row = {k: old[k] if v is UNCHANGED else v for k, v in row.items()}
             return ("U", rel, row, old)
         if kind == 0x44:  # D
             rel = self.relations[_UI(data, pos)[0]]
@@ -211,9 +221,9 @@ class PgOutputDecoder:
         - anything else: what :meth:`decode` returns.
 
         Stops at the end of the last whole message, before a message that is not CopyData
-        (the connection's to handle) and after a Relation message (so the caller can resolve
-        the relation's types and key before the messages after it are decoded). Returns the
-        events and the position where it stopped."""
+        (the connection's to handle) and after a Relation message, inside stream blocks too
+        (so the caller can resolve the relation's types and key before the messages after
+        it are decoded). Returns the events and the position where it stopped."""
         out: list[tuple[Any, ...]] = []
         append = out.append
         decode = self.decode
@@ -232,6 +242,8 @@ class PgOutputDecoder:
             if self.in_stream:
                 ev = decode(data[pos + 5:nxt], 25)
                 append(("X", self.change_xid, ev) if kind in _STREAMED else ev)
+                if kind == 0x52:  # R
+                    return out, nxt
             elif kind == 0x49:  # I
                 rel = relations.get(_UI(data, pos + 31)[0])
                 records: list[tuple[Any, ...]] = []
@@ -302,10 +314,7 @@ class PgOutputDecoder:
                 try:
                     append(decoders[i](raw))
                 except Exception as exc:
-                    raise DataError(
-                        f"{rel.stream}: cannot decode column {rel.names[i]!r} "
-                        f"({rel.schema.columns[i].native}) from {raw[:80]!r}: {exc}",
-                        column=rel.names[i], value=raw) from exc
+                    raise rel.decode_error(i, raw, exc) from exc
             elif kind == 0x6E:  # n
                 append(None)
             elif kind == 0x75:  # u

@@ -31,6 +31,10 @@ _STATUS = struct.Struct("!cQQQqB")
 T = TypeVar("T")
 PG_EPOCH_US = 946_684_800_000_000
 """Microseconds from the Unix epoch to 2000-01-01, the protocol's clock origin."""
+OUTPUT_SETTINGS = {"DateStyle": "ISO", "TimeZone": "UTC", "extra_float_digits": "3",
+                   "IntervalStyle": "iso_8601"}
+"""The settings that fix the text output of values: the walsender's and the snapshot's
+sessions both run with them, so both read the same text."""
 
 
 class PgServerError(EtlsyncError):
@@ -139,9 +143,7 @@ class ReplicationConnection:
 
     def __init__(self, params: ConnParams, settings: dict[str, str] | None = None) -> None:
         self.params = params
-        self.settings = {"DateStyle": "ISO", "TimeZone": "UTC", "extra_float_digits": "3",
-                         "IntervalStyle": "iso_8601", "client_encoding": "UTF8",
-                         **(settings or {})}
+        self.settings = {**OUTPUT_SETTINGS, "client_encoding": "UTF8", **(settings or {})}
         self.server_params: dict[str, str] = {}
         self.tls = False
         self._wire: _Wire | None = None
@@ -338,8 +340,12 @@ class ReplicationConnection:
 
     # -- streaming -----------------------------------------------------------------------
     async def start_replication(self, slot: str, lsn: int, options: dict[str, str]) -> None:
-        """Send ``START_REPLICATION SLOT ... LOGICAL`` and wait for CopyBothResponse."""
-        opts = ", ".join(f'"{k}" \'{v}\'' for k, v in options.items())
+        """Send ``START_REPLICATION SLOT ... LOGICAL`` and wait for CopyBothResponse.
+
+        :param options: plugin options, each value sent as a quoted literal (a list of
+            names, such as ``publication_names``, quotes each name itself:
+            :func:`quote_ident`)."""
+        opts = ", ".join(f"{quote_ident(k)} {quote_literal(v)}" for k, v in options.items())
         sql = f"START_REPLICATION SLOT {quote_ident(slot)} LOGICAL {format_lsn(lsn)} ({opts})"
         self._send(b"Q", sql.encode() + b"\0")
         await self._drain()

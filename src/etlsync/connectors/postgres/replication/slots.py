@@ -14,6 +14,7 @@ from etlsync.connectors.postgres.replication.protocol import (
     qualified,
     quote_ident,
 )
+from etlsync.connectors.postgres.replication.types import Catalog
 from etlsync.core.errors import ConfigError, ServiceNotReady
 
 
@@ -84,25 +85,43 @@ async def drop_slot(conn: asyncpg.Connection, slot: str) -> bool:
 
 
 async def ensure_publication(conn: asyncpg.Connection, publication: str,
-                             tables: list[str] | None, create: bool) -> list[str]:
+                             tables: list[str] | None, create: bool, *,
+                             slot: str | None = None, log: Any = None) -> list[str]:
     """Create the publication when absent (``create``), add missing tables when present.
 
     :param tables: ``schema.table`` names; ``None`` means every table (``FOR ALL TABLES``).
+    :param slot: the existing slot that will read it, if there is one: a publication
+        created after its slot is invisible to the changes the slot still holds, so a
+        missing one is then an error, never created.
+    :param log: where to warn when the new publication's tables are already published
+        under other names (a mistyped name makes a second publication).
     :returns: the published tables as ``schema.table``, sorted.
-    :raises ConfigError: when it is absent and ``create`` is false.
+    :raises ConfigError: when it is absent and ``create`` is false or ``slot`` is given.
     """
     exists = await conn.fetchval("SELECT count(*) FROM pg_publication WHERE pubname = $1",
                                  publication)
     names = [_split(t) for t in tables or []]
     if not exists:
+        others = [r[0] for r in await conn.fetch("SELECT pubname FROM pg_publication "
+                                                 "ORDER BY 1")]
+        if slot is not None:
+            raise ConfigError(
+                f"publication {publication!r} does not exist and slot {slot!r} does: a "
+                "publication created now would be invisible to the changes the slot still "
+                "has to read (pgoutput reads publications as of each change), so etlsync "
+                f"does not create it. Publications on this database: {others}. Fix: "
+                "correct the publication name; or create the publication, drop the slot "
+                f"(SELECT pg_drop_replication_slot('{slot}')) and delete this pipeline's "
+                "checkpoint, so a new slot and snapshot are taken")
         if not create:
             raise ConfigError(f"publication {publication!r} does not exist; create it "
                               "(CREATE PUBLICATION ... FOR TABLE ...) or pass "
-                              "create_publication=True")
+                              f"create_publication=True (publications here: {others})")
         target = ("FOR TABLE " + ", ".join(qualified(n) for n in names)) if names else (
             "FOR ALL TABLES")
         with contextlib.suppress(asyncpg.DuplicateObjectError):
             await conn.execute(f"CREATE PUBLICATION {quote_ident(publication)} {target}")
+        await _warn_if_published(conn, publication, names, log)
     elif names:
         present = set(await published_tables(conn, publication))
         missing = [n for n in names if f"{n[0]}.{n[1]}" not in present]
@@ -113,6 +132,26 @@ async def ensure_publication(conn: asyncpg.Connection, publication: str,
             raise ConfigError(f"publication {publication!r} lacks tables "
                               f"{['.'.join(n) for n in missing]}")
     return await published_tables(conn, publication)
+
+
+async def _warn_if_published(conn: asyncpg.Connection, publication: str,
+                             names: list[tuple[str, str]], log: Any) -> None:
+    """Warn that ``publication`` was just created for tables other publications publish."""
+    if log is None:
+        return
+    if names:
+        rows = await conn.fetch(
+            "SELECT DISTINCT pubname FROM pg_publication_tables WHERE pubname <> $1 AND "
+            "(schemaname, tablename) IN (SELECT * FROM unnest($2::text[], $3::text[])) "
+            "ORDER BY 1", publication, [n[0] for n in names], [n[1] for n in names])
+    else:
+        rows = await conn.fetch("SELECT pubname FROM pg_publication WHERE puballtables "
+                                "AND pubname <> $1 ORDER BY 1", publication)
+    if rows:
+        log.warning("created a new publication for tables that other publications already "
+                    "publish: if its name is mistyped, drop it (DROP PUBLICATION) and the "
+                    "new slot, and use the existing one", publication=publication,
+                    already_published_by=[r[0] for r in rows])
 
 
 async def published_tables(conn: asyncpg.Connection, publication: str) -> list[str]:
@@ -131,15 +170,17 @@ def split_table(table: str) -> tuple[str, str]:
     return _split(table)
 
 
-async def type_catalog(conn: asyncpg.Connection,
-                       oids: list[int]) -> dict[int, tuple[str, str, int]]:
-    """``oid -> (name, typtype, element or base oid)`` for ``oids``."""
+async def type_catalog(conn: asyncpg.Connection, oids: list[int]) -> Catalog:
+    """:data:`~etlsync.connectors.postgres.replication.types.TypeEntry` by oid for
+    ``oids`` and the types they are built on (array elements, domains' base types)."""
     rows = await conn.fetch(
         "SELECT oid, format_type(oid, NULL) AS name, typtype::text AS typtype, "
         "CASE WHEN typtype = 'd' THEN typbasetype WHEN typcategory = 'A' THEN typelem "
-        "ELSE 0 END AS elem FROM pg_type WHERE oid = ANY($1::oid[])", oids)
-    out = {int(r["oid"]): (r["name"], r["typtype"], int(r["elem"])) for r in rows}
-    more = [e for _, _, e in out.values() if e and e not in out and e not in oids]
+        "ELSE 0 END AS elem, typdelim::text AS delim FROM pg_type "
+        "WHERE oid = ANY($1::oid[])", oids)
+    out = {int(r["oid"]): (r["name"], r["typtype"], int(r["elem"]), r["delim"])
+           for r in rows}
+    more = [e for _, _, e, _ in out.values() if e and e not in out and e not in oids]
     if more:
         out.update(await type_catalog(conn, more))
     return out
@@ -155,7 +196,8 @@ async def primary_key(conn: asyncpg.Connection, relid: int) -> tuple[str, ...]:
 
 
 async def table_columns(conn: asyncpg.Connection, table: str) -> tuple[int, list[tuple[str, int]]]:
-    """``(relid, [(column, type oid), ...])`` of ``schema.table``."""
+    """``(relid, [(column, type oid), ...])`` of ``schema.table``, without generated
+    columns (pgoutput does not send them: the snapshot leaves them out too)."""
     schema, name = _split(table)
     relid = await conn.fetchval(
         "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -163,8 +205,24 @@ async def table_columns(conn: asyncpg.Connection, table: str) -> tuple[int, list
     if relid is None:
         raise ConfigError(f"table {table!r} does not exist")
     rows = await conn.fetch("SELECT attname, atttypid FROM pg_attribute WHERE attrelid = $1 "
-                            "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", relid)
+                            "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' "
+                            "ORDER BY attnum", relid)
     return int(relid), [(r["attname"], int(r["atttypid"])) for r in rows]
+
+
+async def published_shape(conn: asyncpg.Connection, publication: str | None,
+                          table: str) -> tuple[list[str] | None, str | None]:
+    """The column list and row filter with which ``publication`` publishes ``table``
+    (PostgreSQL 15+): ``(None, None)`` for every column and every row."""
+    if publication is None or int(await conn.fetchval("SHOW server_version_num")) < 150000:
+        return None, None
+    schema, name = _split(table)
+    row = await conn.fetchrow("SELECT attnames, rowfilter FROM pg_publication_tables "
+                              "WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+                              publication, schema, name)
+    if row is None:
+        return None, None
+    return (list(row["attnames"]) if row["attnames"] is not None else None), row["rowfilter"]
 
 
 async def wal_retained(conn: asyncpg.Connection, slot: str) -> int:

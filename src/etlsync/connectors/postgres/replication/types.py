@@ -1,10 +1,12 @@
 """Text-format value decoders by type OID, array parsing, and the logical type of each type.
 
 The walsender session runs with ``DateStyle=ISO``, ``TimeZone=UTC``, ``IntervalStyle=iso_8601``
-and ``extra_float_digits=3`` (set in the startup packet), so the text forms parsed here are
-fixed. Values match what asyncpg returns for the same types (``interval`` as a ``timedelta``
-with a year counted as 365 days and a month as 30, ``infinity`` dates as ``date.max``),
-except ``json``/``jsonb``, which are parsed into Python values on both paths.
+and ``extra_float_digits=3`` (set in the startup packet; the snapshot session uses the same),
+so the text forms parsed here are fixed. Values match what asyncpg returns for the same types
+(``interval`` as a ``timedelta`` with a year counted as 365 days and a month as 30,
+``infinity`` dates as ``date.max``), except ``json``/``jsonb`` (parsed into Python values on
+both paths, numbers exactly: see :func:`json_value`) and ``timetz`` (the offset keeps its
+seconds, which asyncpg drops).
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ import msgspec
 from etlsync.core.schema import ColumnType
 
 Decoder = Callable[[bytes], Any]
+TypeEntry = tuple[str, str, int, str]
+"""A non-builtin type from ``pg_type``: ``(name, typtype, element or base type oid, array
+delimiter)``."""
+Catalog = dict[int, TypeEntry]
+
 
 def _text(b: bytes) -> str:
     return b.decode()
@@ -113,15 +120,43 @@ def _uuid(b: bytes) -> uuid.UUID:
     return uuid.UUID(b.decode())
 
 
-_json_decode = msgspec.json.decode
+def exact_number(text: str) -> float | Decimal:
+    """A JSON number with a fraction or exponent: a ``float`` when the float's shortest
+    text denotes the same number, else the exact ``Decimal`` (beyond float range, more
+    digits than a float holds, below its smallest value)."""
+    f = float(text)
+    if f - f == 0 and Decimal(repr(f)) == Decimal(text):
+        return f
+    return Decimal(text)
 
 
-def _json(b: bytes) -> Any:
-    return _json_decode(b)
+_json_fast = msgspec.json.decode
+_json_exact = msgspec.json.Decoder(float_hook=exact_number).decode
+_CLASSES = bytes.maketrans(b"0123456789.eE+-", b"\x01" * 11 + b"\x02\x02\x03\x03")
+"""Digits and points to 1, exponent marks to 2, signs to 3 (raw JSON has no such bytes)."""
+_SIXTEEN_DIGITS = b"\x01" * 16
+_TINY_EXPONENT = b"\x02\x03\x01\x01\x01"
 
 
-def parse_array(text: str) -> list[Any]:
-    """Parse an array's text form into nested lists of element strings (``None`` for NULL)."""
+def json_value(b: bytes) -> Any:
+    """A ``json``/``jsonb`` text as Python values, every number exactly: integers as
+    ``int``, others as ``float`` where exact, else ``Decimal`` (:func:`exact_number`).
+
+    The C decoder's floats are exact unless a number has 16 or more digits, a negative
+    exponent of three digits (below the normal range) or overflows (it raises): only
+    such texts take the decoder that checks each float."""
+    classes = b.translate(_CLASSES)
+    if _SIXTEEN_DIGITS in classes or _TINY_EXPONENT in classes:
+        return _json_exact(b)
+    try:
+        return _json_fast(b)
+    except msgspec.ValidationError:  # a number beyond the float range
+        return _json_exact(b)
+
+
+def parse_array(text: str, delim: str = ",") -> list[Any]:
+    """Parse an array's text form into nested lists of element strings (``None`` for NULL);
+    ``delim`` is the element type's ``typdelim`` (``;`` for ``box``)."""
     if text.startswith("["):  # explicit bounds: [0:2]={...}
         text = text[text.index("=") + 1:]
     pos = 0
@@ -151,11 +186,11 @@ def parse_array(text: str) -> list[Any]:
                 items.append("".join(chars))
             else:
                 start = pos
-                while pos < n and text[pos] not in ",}":
+                while pos < n and text[pos] != delim and text[pos] != "}":
                     pos += 1
                 raw = text[start:pos].strip()
                 items.append(None if raw == "NULL" else raw)
-            if text[pos] == ",":
+            if text[pos] == delim:
                 pos += 1
                 continue
             pos += 1  # '}'
@@ -164,15 +199,15 @@ def parse_array(text: str) -> list[Any]:
     return parse()
 
 
-def array_decoder(element: Decoder) -> Decoder:
-    """A decoder for arrays whose elements ``element`` decodes."""
+def array_decoder(element: Decoder, delim: str = ",") -> Decoder:
+    """A decoder for arrays whose elements ``element`` decodes, separated by ``delim``."""
 
     def convert(items: list[Any]) -> list[Any]:
         return [None if v is None else convert(v) if isinstance(v, list)
                 else element(v.encode()) for v in items]
 
     def decode(b: bytes) -> list[Any]:
-        return convert(parse_array(b.decode()))
+        return convert(parse_array(b.decode(), delim))
 
     return decode
 
@@ -188,7 +223,7 @@ BUILTIN: dict[int, tuple[Decoder, ColumnType, str]] = {
     23: (int, ColumnType.INTEGER, "integer"),
     25: (_text, ColumnType.STRING, "text"),
     26: (int, ColumnType.INTEGER, "oid"),
-    114: (_json, ColumnType.JSON, "json"),
+    114: (json_value, ColumnType.JSON, "json"),
     700: (_float4, ColumnType.FLOAT, "real"),
     701: (float, ColumnType.FLOAT, "double precision"),
     1042: (_text, ColumnType.STRING, "character"),
@@ -201,7 +236,7 @@ BUILTIN: dict[int, tuple[Decoder, ColumnType, str]] = {
     1266: (_time, ColumnType.TIME, "time with time zone"),
     1700: (_numeric, ColumnType.DECIMAL, "numeric"),
     2950: (_uuid, ColumnType.UUID, "uuid"),
-    3802: (_json, ColumnType.JSON, "jsonb"),
+    3802: (json_value, ColumnType.JSON, "jsonb"),
 }
 ARRAYS: dict[int, int] = {
     1000: 16, 1001: 17, 1002: 18, 1003: 19, 1016: 20, 1005: 21, 1007: 23, 1009: 25, 1028: 26,
@@ -212,24 +247,32 @@ for _arr, _elem in ARRAYS.items():
     _dec, _lt, _name = BUILTIN[_elem]
     BUILTIN[_arr] = (array_decoder(_dec), ColumnType.JSON, _name + "[]")
 
+SNAPSHOT_NATIVE = frozenset(BUILTIN) - {1266, 1270, 18, 1002, 1186, 1187}
+"""Builtin types asyncpg's binary decoding gives exactly as :data:`BUILTIN` decodes their
+text; not ``timetz`` (asyncpg drops the seconds of the offset), ``"char"`` (asyncpg gives
+bytes; its output text is a string, a byte above 127 as an octal escape) nor ``interval``
+(asyncpg 0.29-0.30 computes the days in 32 bits: beyond about 5.9 million years it
+returns a wrong value instead of failing)."""
 
-def type_info(oid: int,
-              catalog: dict[int, tuple[str, str, int]]) -> tuple[Decoder, ColumnType, str]:
+
+def type_info(oid: int, catalog: Catalog) -> tuple[Decoder, ColumnType, str]:
     """Decoder, logical type and native name for ``oid``.
 
-    :param catalog: ``oid -> (type name, typtype, element oid)`` for non-builtin types,
-        read from ``pg_type``: enums (``typtype='e'``) are strings, arrays of enums lists of
-        strings, anything else unknown text keeping its name.
+    :param catalog: :data:`TypeEntry` by oid for non-builtin types, read from ``pg_type``:
+        enums (``typtype='e'``) are strings, domains decode as their base type, arrays as
+        lists split on their element type's delimiter, anything else is its output text
+        (logical type unknown) keeping its name.
     """
     known = BUILTIN.get(oid)
     if known is not None:
         return known
-    name, typtype, elem = catalog.get(oid, (f"oid:{oid}", "", 0))
+    name, typtype, elem, _ = catalog.get(oid, (f"oid:{oid}", "", 0, ","))
     if typtype == "e":
         return _text, ColumnType.STRING, name
     if typtype == "d":  # a domain decodes as its base type (elem holds typbasetype)
         return type_info(elem, catalog)
     if elem:
         dec, _, _ = type_info(elem, catalog)
-        return array_decoder(dec), ColumnType.JSON, name
+        delim = "," if elem in BUILTIN else catalog.get(elem, ("", "", 0, ","))[3]
+        return array_decoder(dec, delim), ColumnType.JSON, name
     return _text, ColumnType.UNKNOWN, name
