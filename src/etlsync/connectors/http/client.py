@@ -134,6 +134,8 @@ class HttpClient:
         """``path`` against the base URL (absolute URLs pass unchanged)."""
         if path.startswith(("http://", "https://")):
             return path
+        if not path:
+            return self.config.base_url
         return self.base_url + path.lstrip("/")
 
     async def _post_form(self, url: str, form: dict[str, str], headers: dict[str, str]
