@@ -3,7 +3,8 @@ request budget, retries with backoff, a circuit breaker and response actions.
 
 A response's meaning comes from the first matching response action (status code and/or a
 substring of the body), else the defaults: 2xx success; a status in the budget's
-``status_codes_for_ratelimit_hit`` (429) rate limited; 408, 425 and 5xx retried; 401 once
+``status_codes_for_ratelimit_hit`` (429) rate limited; 408, 425, another 429 and 5xx
+retried with backoff; 401 once
 more after renewing a token; any other status fails. ``ignore`` makes the response an empty
 page. Rate limited responses pause every request of the API (``Retry-After``, else the
 reset header, else the budget period) and are retried.
@@ -159,11 +160,12 @@ class HttpClient:
                       json: Any = None, data: bytes | str | None = None,
                       headers: Mapping[str, str] | None = None,
                       actions: Sequence[cfg.ResponseAction] = (),
-                      decode: bool = True) -> Response:
+                      decode: bool = True, budgets: Sequence[RequestBudget] = ()) -> Response:
         """Send a request with retries; the first response the rules accept.
 
         :raises HttpError: a response the rules call a failure (permanent).
         :raises etlsync.resilience.RetryExhausted: transient failures outlasted the policy.
+        :param budgets: further budgets this request counts against (an endpoint's own).
         """
         url = self.url(path)
         rules = [*actions, *self.config.response_actions]
@@ -171,8 +173,9 @@ class HttpClient:
         async def attempt() -> Response:
             if self.breaker is not None:
                 return await self.breaker.call(lambda: self._once(
-                    method, url, params, json, data, headers, rules, decode))
-            return await self._once(method, url, params, json, data, headers, rules, decode)
+                    method, url, params, json, data, headers, rules, decode, budgets))
+            return await self._once(method, url, params, json, data, headers, rules, decode,
+                                    budgets)
 
         async def on_retry(n: int, exc: BaseException, verdict: Any, delay: float) -> None:
             self.stats.retries += 1
@@ -184,18 +187,22 @@ class HttpClient:
 
     async def _once(self, method: str, url: str, params: Mapping[str, Any] | None, json: Any,
                     data: bytes | str | None, headers: Mapping[str, str] | None,
-                    rules: Sequence[cfg.ResponseAction], decode: bool) -> Response:
+                    rules: Sequence[cfg.ResponseAction], decode: bool,
+                    budgets: Sequence[RequestBudget] = ()) -> Response:
         hdrs: dict[str, str] = dict(headers or {})
         query: dict[str, Any] = dict(params or {})
         await self.auth.apply(hdrs, query)
         session = await self.session()
-        await self.budget.acquire()
+        every = (*budgets, self.budget)
+        for budget in every:
+            await budget.acquire()
         released = False
         self.stats.requests += 1
         try:
             async with session.request(method, url, params=_query(query) or None, json=json,
                                        data=data, headers=hdrs) as resp:
-                self.budget.release()
+                for budget in every:
+                    budget.release()
                 released = True
                 raw = await resp.read()
                 status, rheaders, final = resp.status, resp.headers, str(resp.url)
@@ -204,7 +211,8 @@ class HttpClient:
                 from None
         finally:
             if not released:
-                self.budget.release()
+                for budget in every:
+                    budget.release()
         self.stats.statuses[status] += 1
         text = ""
         action = None
@@ -216,13 +224,14 @@ class HttpClient:
                 break
         retry_after = parse_retry_after(rheaders.get("Retry-After"))
         limited = status in self.budget.spec.status_codes_for_ratelimit_hit
-        self.budget.observe(status, rheaders, retry_after)
+        for budget in every:
+            budget.observe(status, rheaders, retry_after)
         if action is None:
             if 200 <= status < 300:
                 action = "success"
             elif limited:
                 action = "rate_limited"
-            elif status in (408, 425) or status >= 500:
+            elif status in (408, 425, 429) or status >= 500:
                 action = "retry"
             elif status == 401 and isinstance(self.auth, TokenAuth):
                 self.auth.invalidate()
