@@ -128,9 +128,10 @@ async def test_lookback_rereads_the_window_and_delivers_only_late_records() -> N
     store = MemoryCheckpointStore()
     async with serve(app) as url:
         await run(_incremental(url, lag=600), store)
-        # a late record: its cursor is 5 minutes below the watermark (inside the window)
+        # a late record: its cursor is 30 s below the watermark (inside the window), where
+        # the records already delivered are read again (and not delivered again)
         app["orders"][500] = {"id": 500, "customer": "late", "amount": 1,
-                              "updated_at": "2024-01-01T01:54:00Z", "lines": 0}
+                              "updated_at": "2024-01-01T00:00:30Z", "lines": 0}
         again = await run(_incremental(url, lag=600), store)
     assert [r["id"] for r in again.rows] == [500]
 

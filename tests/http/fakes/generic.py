@@ -16,6 +16,7 @@ It is not one vendor's API; it implements the standards REST APIs are documented
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import itertools
 import json
 from collections import Counter
@@ -28,10 +29,15 @@ from tests.http.fakes.base import Enforcer, Faults
 TOKEN_TTL = 3600
 
 
+def _stamp(seconds: int) -> str:
+    return (dt.datetime(2024, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=seconds)
+            ).isoformat().replace("+00:00", "Z")
+
+
 def make_orders(n: int, lines: int = 2) -> list[dict[str, Any]]:
+    """``n`` orders; ``updated_at`` grows with the id, two orders per second (ties)."""
     return [{"id": i, "customer": f"c{i % 97}", "amount": i * 10 % 9973,
-             "updated_at": f"2024-01-{1 + i // 5000:02d}T{(i // 60) % 24:02d}:{i % 60:02d}:00Z",
-             "lines": lines} for i in range(1, n + 1)]
+             "updated_at": _stamp(i // 2), "lines": lines} for i in range(1, n + 1)]
 
 
 def make_app(orders: list[dict[str, Any]], *, mode: str = "offset", page_size: int = 100,
