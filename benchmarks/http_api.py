@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import child_result, report, run_variants  # noqa: E402
+from _harness import child_result, report, run_variants
 
 VARIANTS = ("rest_etlsync", "rest_aiohttp", "budget_etlsync")
 PAGE = 100
@@ -91,11 +91,15 @@ def serve(port_file: str, rows: int, limit: int | None) -> None:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        Path(port_file + ".tmp").write_text(f"http://127.0.0.1:{port}")
-        os.replace(port_file + ".tmp", port_file)
+        write_port(port_file, f"http://127.0.0.1:{port}")
         await asyncio.Event().wait()
 
     asyncio.run(main())
+
+
+def write_port(port_file: str, url: str) -> None:
+    Path(port_file + ".tmp").write_text(url)
+    os.replace(port_file + ".tmp", port_file)
 
 
 def start_server(rows: int, limit: int | None) -> tuple[subprocess.Popen[bytes], str]:
@@ -182,12 +186,11 @@ async def run_budget(url: str, budget: int) -> tuple[int, float]:
 
 def child(variant: str, rows: int, budget: int) -> None:
     limit = budget if variant == "budget_etlsync" else None
-    server_rows = rows if variant != "budget_etlsync" else rows
-    proc, url = start_server(server_rows, limit)
+    proc, url = start_server(rows, limit)
     import aiohttp  # noqa: F401  - imports are a one-time cost, not measured
 
     if variant != "rest_aiohttp":
-        import etlsync.connectors.http.rest  # noqa: F401
+        import etlsync.connectors.http.rest
         import etlsync.testing  # noqa: F401
     try:
         t0 = time.perf_counter()

@@ -20,7 +20,7 @@ async def test_pages_through_an_operation_with_typed_values() -> None:
     async with serve(app) as url:
         src = SoapSource(f"{url}/customers?wsdl", "ListCustomers",
                          records_path="customers.Customer", page_size=50,
-                         arguments={"country": "DE"}, stream="customers")
+                         params={"country": "DE"}, stream="customers")
         sink = CollectingSink()
         await Pipeline(src, [], [sink], name="soap", checkpoint_store=MemoryCheckpointStore()).run()
     rows = sink.rows

@@ -91,16 +91,20 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+def _write(port_file: str, url: str) -> None:
+    import os
+
+    with open(port_file + ".tmp", "w") as f:
+        f.write(url)
+    os.replace(port_file + ".tmp", port_file)
+
+
 def run_forever(make_app: Callable[[], web.Application], port_file: str) -> None:
     """Serve ``make_app()`` until killed, writing the base URL to ``port_file`` (for tests
     that run the fake in a process of its own)."""
     async def main() -> None:
         async with serve(make_app()) as url:
-            with open(port_file + ".tmp", "w") as f:
-                f.write(url)
-            import os
-
-            os.replace(port_file + ".tmp", port_file)
+            _write(port_file, url)
             await asyncio.Event().wait()
 
     asyncio.run(main())

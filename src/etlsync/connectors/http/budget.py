@@ -15,6 +15,7 @@ reset.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -64,10 +65,8 @@ class RequestBudget:
                     break
                 self._released.clear()
                 t0 = time.monotonic()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._released.wait(), wait)
-                except TimeoutError:
-                    pass
                 self.waited_seconds += time.monotonic() - t0
             self._in_flight += 1
             self.requests += 1

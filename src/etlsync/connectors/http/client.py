@@ -151,7 +151,7 @@ class HttpClient:
                 except msgspec.DecodeError:
                     body = None
                 return resp.status, body
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransientError(mask(f"token request to {url} failed: "
                                       f"{type(exc).__name__}: {exc}")) from None
 
@@ -206,7 +206,7 @@ class HttpClient:
                 released = True
                 raw = await resp.read()
                 status, rheaders, final = resp.status, resp.headers, str(resp.url)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise HttpTransientError(mask(f"{method} {url}: {type(exc).__name__}: {exc}")) \
                 from None
         finally:

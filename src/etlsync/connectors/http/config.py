@@ -284,7 +284,7 @@ class Resource(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Column name -> logical type (etlsync.core.schema.ColumnType), for discover()."""
 
 
-def convert(value: Any, kind: type[Any], where: str) -> Any:
+def convert(value: Any, kind: Any, where: str) -> Any:
     """``value`` as ``kind``; errors name ``where`` and the path inside it."""
     try:
         return msgspec.convert(value, kind, strict=False)

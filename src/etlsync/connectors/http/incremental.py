@@ -101,10 +101,10 @@ class ApiWatermark:
     def admit(self, rows: list[Row]) -> list[Row]:
         """The rows not delivered before (the state advances)."""
         if not self.lag or self.base is None:
-            out = self.pass_wm.admit(rows)
+            admitted = self.pass_wm.admit(rows)
             if self.lag:
-                self._remember(out)
-            return out
+                self._remember(admitted)
+            return admitted
         low = self.start_value()
         base, cf, pk = self.base, self.cursor_field, self.primary_key
         out: list[Row] = []
@@ -141,14 +141,14 @@ class ApiWatermark:
 
     def state(self) -> dict[str, Any]:
         """The state in the middle of a pass."""
-        out = self.pass_wm.state()
+        now = self.pass_wm.state()
         if self.lag:
-            out["recent"] = self._recent_state(self.pass_wm.next.value)
-        return out
+            now["recent"] = self._recent_state(self.pass_wm.next.value)
+        return now
 
     def completed_state(self) -> dict[str, Any]:
         """The state that starts the next pass."""
-        out = self.pass_wm.completed_state()
+        done = self.pass_wm.completed_state()
         if self.lag:
-            out["recent"] = self._recent_state(out["base"].get("cursor"))
-        return out
+            done["recent"] = self._recent_state(done["base"].get("cursor"))
+        return done

@@ -65,7 +65,8 @@ class SoapOptions(Options, kw_only=True):
     wsdl: Annotated[str, Meta(description="The WSDL's URL or file")]
     operation: Annotated[str, Meta(description="The operation to call")]
     records_path: Annotated[str, Meta(description="Where the records are in the reply")]
-    arguments: Annotated[dict[str, Any] | None, Meta(description="Fixed arguments")] = None
+    params: Annotated[dict[str, Any] | None, Meta(
+        description="Fixed arguments of the operation")] = None
     page_param: Annotated[str | None, Meta(description="The page (or offset) argument")] = "page"
     page_size_param: Annotated[str | None, Meta(description="The page size argument")] = \
         "pageSize"

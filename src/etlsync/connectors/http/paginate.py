@@ -61,8 +61,9 @@ def select_records(body: Any, path: str | None, where: str) -> list[Any]:
                     return list(body[key])
         if body is None:
             return []
+        keys = sorted(body)[:20] if isinstance(body, Mapping) else type(body).__name__
         raise DataError(f"{where}: cannot find the records in the response; set data_selector "
-                        f"(top-level keys: {sorted(body)[:20] if isinstance(body, Mapping) else type(body).__name__})")
+                        f"(top-level keys: {keys})")
     found = find(body, path)
     if found is None:
         return []

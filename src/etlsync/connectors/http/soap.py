@@ -11,9 +11,11 @@ offset when ``page_unit: offset``) and ``page_size_param``; a page shorter than
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import decimal
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from etlsync.connectors.http import config as cfg
@@ -42,7 +44,7 @@ def _plain(value: Any) -> Any:
     """zeep's objects as plain values (dicts, lists, scalars)."""
     from zeep.helpers import serialize_object
 
-    value = serialize_object(value, dict)
+    value = serialize_object(value, dict)  # type: ignore[no-untyped-call]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -66,7 +68,7 @@ class SoapSource(Source):
     capabilities = frozenset({Capability.PASSES})
 
     def __init__(self, wsdl: str, operation: str, *, records_path: str,
-                 arguments: Mapping[str, Any] | None = None, page_param: str | None = "page",
+                 params: Mapping[str, Any] | None = None, page_param: str | None = "page",
                  page_size_param: str | None = "pageSize", page_size: int = 100,
                  first_page: int = 1, page_unit: str = "page", stream: str | None = None,
                  client: Mapping[str, Any] | None = None, service: str | None = None,
@@ -74,7 +76,7 @@ class SoapSource(Source):
         if page_unit not in ("page", "offset"):
             raise ConfigError("page_unit: page or offset")
         self.wsdl, self.operation, self.records_path = wsdl, operation, records_path
-        self.arguments = dict(arguments or {})
+        self.params = dict(params or {})
         self.page_param, self.page_size_param = page_param, page_size_param
         self.page_size, self.first_page, self.page_unit = page_size, first_page, page_unit
         self.stream = stream or operation
@@ -95,10 +97,9 @@ class SoapSource(Source):
             fetched = await http.request("GET", self.wsdl, decode=False)
             documents = {self.wsdl: fetched.text.encode()}
         else:
-            with open(self.wsdl, "rb") as f:
-                documents = {self.wsdl: f.read()}
+            documents = {self.wsdl: await asyncio.to_thread(Path(self.wsdl).read_bytes)}
 
-        class Prefetched(Transport):  # type: ignore[misc]
+        class Prefetched(Transport):
             """Serves the WSDL fetched above; no blocking network access from zeep."""
 
             def load(self, url: str) -> bytes:
@@ -108,8 +109,8 @@ class SoapSource(Source):
                                   "self-contained WSDL")
 
         try:
-            return zeep.Client(self.wsdl, transport=Prefetched(), service_name=self.service,
-                               port_name=self.port)
+            return zeep.Client(self.wsdl, transport=Prefetched(),  # type: ignore[no-untyped-call]
+                               service_name=self.service, port_name=self.port)
         except (ValueError, LookupError, zeep.exceptions.Error) as exc:
             raise ConfigError(f"wsdl: cannot use {self.wsdl!r}: {exc}") from None
 
@@ -130,7 +131,7 @@ class SoapSource(Source):
                     from None
             address = service._binding_options["address"]
             while True:
-                args = dict(self.arguments)
+                args = dict(self.params)
                 if self.page_param:
                     args[self.page_param] = page
                 if self.page_size_param:

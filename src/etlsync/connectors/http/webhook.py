@@ -177,9 +177,9 @@ class WebhookSource(Source):
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         await site.start()
-        server = site._server
-        if server is not None and getattr(server, "sockets", None):
-            self.bound_port = server.sockets[0].getsockname()[1]
+        sockets = getattr(site._server, "sockets", None)
+        if sockets:
+            self.bound_port = sockets[0].getsockname()[1]
         self.log.info("webhook listening", host=self.host, port=self.bound_port, path=self.path)
         try:
             while True:

@@ -189,7 +189,7 @@ class HubspotSource(Source):
                 done = nxt is None
                 position = {"i": i + 1 if done else i, "wm": dict(wm_states), "after": None}
                 yield Batch(rows, stream=s, position=position, schema=schema)
-                if done or capped:
+                if nxt is None or capped:
                     break
                 after = int(nxt)
             if not capped:

@@ -167,9 +167,8 @@ class StripeSource(Source):
                     by_stream["events"] = events
                 for e in events:
                     obj = (e.get("data") or {}).get("object")
-                    stream = types.get(obj.get("object")) if isinstance(obj, dict) else None
-                    if stream is not None:
-                        by_stream.setdefault(stream, []).append(obj)
+                    if isinstance(obj, dict) and str(obj.get("object")) in types:
+                        by_stream.setdefault(types[str(obj.get("object"))], []).append(obj)
                 batches = [Batch(rows, stream=s) for s, rows in by_stream.items()] or \
                     [Batch([], stream="events")]
                 batches[-1].position = {"phase": "events", "from": hi, "lists": lists}
