@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from etlsync.connectors.http import config as cfg
 from etlsync.connectors.http.auth import Authenticator, TokenAuth, make_auth
 from etlsync.connectors.http.budget import RequestBudget
 from etlsync.connectors.http.secrets import mask
+from etlsync.core.batch import Batch
 from etlsync.log import get_logger
 from etlsync.resilience import (
     CircuitBreaker,
@@ -36,6 +37,8 @@ from etlsync.resilience import (
 from etlsync.resilience.classify import parse_retry_after
 
 _decode = msgspec.json.Decoder().decode
+StreamReader = Callable[[int, Any, dict[str, Any]], AsyncIterator[Batch]]
+"""``read_one(index, resume, watermarks)``: one stream's batches."""
 
 
 @dataclass(slots=True)
@@ -278,3 +281,38 @@ def _query(params: Mapping[str, Any]) -> list[tuple[str, str]]:
         for item in v if isinstance(v, list | tuple) else (v,):
             out.append((k, "true" if item is True else "false" if item is False else str(item)))
     return out
+
+
+class UsesClient:
+    """A stage that talks to one API through an :class:`HttpClient` made on first use from
+    ``client_config`` (secrets are resolved then, not when the stage is built)."""
+
+    client_config: cfg.Client
+    _client: HttpClient | None = None
+
+    @property
+    def client(self) -> HttpClient:
+        if self._client is None:
+            self._client = HttpClient(self.client_config)
+        return self._client
+
+    def extra_metrics(self) -> dict[str, Any]:
+        """The client's counters, for ``pipeline.metrics`` and the run summary."""
+        return self._client.extra_metrics() if self._client is not None else {}
+
+    async def read_in_order(self, position: Any, names: Sequence[str], resume_key: str,
+                            read_one: StreamReader) -> AsyncIterator[Batch]:
+        """Read streams ``names`` one after the other from ``position`` (``{"i": index,
+        resume_key: where in stream i, "wm": {stream: watermark}}``), then end the pass."""
+        pos = dict(position) if isinstance(position, dict) else {}
+        start = int(pos.get("i", 0))
+        wm_states: dict[str, Any] = dict(pos.get("wm") or {})
+        try:
+            for i in range(start, len(names)):
+                resume = pos.get(resume_key) if i == start else None
+                async for batch in read_one(i, resume, wm_states):
+                    yield batch
+        finally:
+            await self.client.close()
+        yield Batch([], stream=names[-1], end_of_pass=True,
+                    position={"i": len(names), resume_key: None, "wm": dict(wm_states)})

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from etlsync.connectors.http import config as cfg
-from etlsync.connectors.http.client import HttpClient, HttpTransientError
+from etlsync.connectors.http.client import HttpTransientError, UsesClient
 from etlsync.connectors.http.incremental import ApiWatermark, as_param
 from etlsync.connectors.http.paginate import find
 from etlsync.core.batch import Batch, Row
@@ -92,7 +92,7 @@ class CostThrottle:
             await asyncio.sleep(delay)
 
 
-class GraphqlSource(Source):
+class GraphqlSource(UsesClient, Source):
     """Records of GraphQL connections (see the module docstring).
 
     :param client: the endpoint (``base_url``: the GraphQL URL), headers, auth, retries.
@@ -118,17 +118,9 @@ class GraphqlSource(Source):
                 s.incremental = None
         self.max_throttled = max_throttled
         self.throttle = CostThrottle()
-        self._client: HttpClient | None = None
-
-    @property
-    def client(self) -> HttpClient:
-        if self._client is None:
-            self._client = HttpClient(self.client_config)
-        return self._client
 
     def extra_metrics(self) -> dict[str, Any]:
-        out = self._client.extra_metrics() if self._client is not None else {}
-        return {**out, "throttled": self.throttle.throttled,
+        return {**super().extra_metrics(), "throttled": self.throttle.throttled,
                 "cost_waited_s": round(self.throttle.waited_seconds, 3)}
 
     async def discover(self) -> dict[str, Schema]:
@@ -173,24 +165,13 @@ class GraphqlSource(Source):
             partial = " (with partial data)" if body.get("data") else ""
             raise GraphqlError(f"GraphQL errors{partial}: {messages}")
 
-    async def read(self, position: Any | None) -> AsyncIterator[Batch]:
-        pos = dict(position) if isinstance(position, dict) else {}
-        start = int(pos.get("i", 0))
-        wm_states: dict[str, Any] = dict(pos.get("wm") or {})
-        try:
-            for i in range(start, len(self.streams)):
-                s = self.streams[i]
-                cursor = pos.get("cursor") if i == start else None
-                async for batch in self._read_stream(i, s, cursor, wm_states):
-                    yield batch
-        finally:
-            await self.client.close()
-        yield Batch([], stream=self.streams[-1].name,
-                    position={"i": len(self.streams), "cursor": None, "wm": dict(wm_states)},
-                    end_of_pass=True)
+    def read(self, position: Any | None) -> AsyncIterator[Batch]:
+        return self.read_in_order(position, [s.name for s in self.streams], "cursor",
+                                  self._read_stream)
 
-    async def _read_stream(self, i: int, s: GraphqlStream, cursor: str | None,
+    async def _read_stream(self, i: int, cursor: str | None,
                            wm_states: dict[str, Any]) -> AsyncIterator[Batch]:
+        s = self.streams[i]
         variables = dict(s.variables)
         variables.setdefault("first", s.page_size)
         wm = None

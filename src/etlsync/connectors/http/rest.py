@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from etlsync.connectors.http import config as cfg
-from etlsync.connectors.http.client import HttpClient
+from etlsync.connectors.http.client import UsesClient
 from etlsync.connectors.http.incremental import ApiWatermark, as_param
 from etlsync.connectors.http.paginate import (
     PageState,
@@ -122,7 +122,7 @@ def _as_row(record: Any) -> Row:
     return record if isinstance(record, dict) else {"value": record}
 
 
-class RestSource(Source):
+class RestSource(UsesClient, Source):
     """Records of REST API resources, page by page (see the module docstring).
 
     :param client: base URL, headers, auth, paginator, budget, retries, TLS (a mapping of
@@ -160,18 +160,8 @@ class RestSource(Source):
                     raise ConfigError(f"resources[{i}] ({r.name}): incremental sync needs "
                                       "endpoint.incremental or cursor_field")
                 r.endpoint.incremental = cfg.Incremental(cursor_path=cursor_field)
-        self._client: HttpClient | None = None
 
     # -- stage contract --------------------------------------------------------------------
-    @property
-    def client(self) -> HttpClient:
-        if self._client is None:
-            self._client = HttpClient(self.client_config)
-        return self._client
-
-    def extra_metrics(self) -> dict[str, Any]:
-        return self._client.extra_metrics() if self._client is not None else {}
-
     def all_resources(self) -> list[ResolvedResource]:
         out: list[ResolvedResource] = []
         stack = list(reversed(self.resources))
@@ -206,21 +196,9 @@ class RestSource(Source):
         return ApiWatermark(inc.cursor_path, r.primary_key, state, initial_value=inc.initial_value,
                             lag=inc.lag, lag_keys=inc.lag_keys)
 
-    async def read(self, position: Any | None) -> AsyncIterator[Batch]:
-        pos = dict(position) if isinstance(position, dict) else {}
-        start = int(pos.get("i", 0))
-        page: PageState | None = pos.get("page")
-        wm_states: dict[str, Any] = dict(pos.get("wm") or {})
-        try:
-            for i in range(start, len(self.resources)):
-                r = self.resources[i]
-                async for batch in self._read_top(i, r, page if i == start else None, wm_states):
-                    yield batch
-        finally:
-            await self.client.close()
-        last = self.resources[-1].name
-        yield Batch([], stream=last, position={"i": len(self.resources), "page": None,
-                                               "wm": dict(wm_states)}, end_of_pass=True)
+    def read(self, position: Any | None) -> AsyncIterator[Batch]:
+        return self.read_in_order(position, [r.name for r in self.resources], "page",
+                                  self._read_top)
 
     # -- reading -----------------------------------------------------------------------------
     def first_request(self, r: ResolvedResource, wm: ApiWatermark | None) -> PageState:
@@ -246,8 +224,9 @@ class RestSource(Source):
         rows = [_as_row(x) for x in records]
         return rows, next_page(r.paginator, state, resp.body, resp.headers, rows)
 
-    async def _read_top(self, i: int, r: ResolvedResource, state: PageState | None,
+    async def _read_top(self, i: int, state: PageState | None,
                         wm_states: dict[str, Any]) -> AsyncIterator[Batch]:
+        r = self.resources[i]
         wm = None
         if r.endpoint.incremental is not None:
             wm = self._watermark(r, wm_states.get(r.name))

@@ -23,7 +23,7 @@ from typing import Any
 
 from etlsync.connectors.http import config as cfg
 from etlsync.connectors.http.budget import RequestBudget
-from etlsync.connectors.http.client import HttpClient
+from etlsync.connectors.http.client import UsesClient
 from etlsync.connectors.http.incremental import parse_time
 from etlsync.core.batch import Batch, Row
 from etlsync.core.capabilities import Capability
@@ -61,7 +61,7 @@ def _row(obj: Mapping[str, Any]) -> Row:
             **(obj.get("properties") or {})}
 
 
-class HubspotSource(Source):
+class HubspotSource(UsesClient, Source):
     """CRM objects of a HubSpot account (see the module docstring).
 
     :param access_token: a private app's access token (``{env: HUBSPOT_TOKEN}``).
@@ -105,18 +105,10 @@ class HubspotSource(Source):
         self.client_config: cfg.Client = cfg.convert(client, cfg.Client, "client")
         self.search_budget = RequestBudget(cfg.Budget(call_limit=max(1, int(search_rate)),
                                                       period=max(1.0, int(search_rate)) / search_rate))
-        self._client: HttpClient | None = None
         self.windows = 0
 
-    @property
-    def client(self) -> HttpClient:
-        if self._client is None:
-            self._client = HttpClient(self.client_config)
-        return self._client
-
     def extra_metrics(self) -> dict[str, Any]:
-        out = self._client.extra_metrics() if self._client is not None else {}
-        return {**out, "search_windows": self.windows}
+        return {**super().extra_metrics(), "search_windows": self.windows}
 
     async def discover(self) -> dict[str, Schema]:
         return {s: schema_for(s, self.properties[s]) for s in self.streams}
@@ -126,22 +118,13 @@ class HubspotSource(Source):
             return None
         return {"i": 0, "wm": position.get("wm") or {}, "after": None}
 
-    async def read(self, position: Any | None) -> AsyncIterator[Batch]:
-        pos = dict(position) if isinstance(position, dict) else {}
-        start = int(pos.get("i", 0))
-        wm_states: dict[str, Any] = dict(pos.get("wm") or {})
-        try:
-            for i in range(start, len(self.streams)):
-                s = self.streams[i]
-                after = pos.get("after") if i == start else None
-                reader = self._search(i, s, wm_states) if self.sync_mode == "incremental" \
-                    else self._list(i, s, after)
-                async for batch in reader:
-                    yield batch
-        finally:
-            await self.client.close()
-        yield Batch([], stream=self.streams[-1], end_of_pass=True,
-                    position={"i": len(self.streams), "wm": dict(wm_states), "after": None})
+    def read(self, position: Any | None) -> AsyncIterator[Batch]:
+        return self.read_in_order(position, self.streams, "after", self._read_stream)
+
+    def _read_stream(self, i: int, after: Any, wm_states: dict[str, Any]) -> AsyncIterator[Batch]:
+        if self.sync_mode == "incremental":
+            return self._search(i, self.streams[i], wm_states)
+        return self._list(i, self.streams[i], after)
 
     async def _list(self, i: int, s: str, after: str | None) -> AsyncIterator[Batch]:
         schema = schema_for(s, self.properties[s])
