@@ -221,7 +221,7 @@ class RestSource(UsesClient, Source):
         if resp.ignored:
             return [], None
         records = select_records(resp.body, ep.data_selector, f"resource {r.name!r}")
-        rows = [_as_row(x) for x in records]
+        rows = records if all(type(x) is dict for x in records) else [_as_row(x) for x in records]
         return rows, next_page(r.paginator, state, resp.body, resp.headers, rows)
 
     async def _read_top(self, i: int, state: PageState | None,
