@@ -217,3 +217,19 @@ async def test_twenty_percent_server_errors_deliver_everything_within_budget() -
     assert len(lines) == 1200
     assert app["enforcer"].over_budget == 0, stats
     assert stats["retries"] >= app["faults"].injected
+
+
+async def test_an_api_key_in_the_query_never_reaches_logs_or_errors(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    app = make_app(make_orders(50), fault_rate=0.5, seed=2)
+    async with serve(app) as url:
+        src = RestSource({"base_url": url, "retry": {"base_delay": 0.001, "max_attempts": 2},
+                          "auth": {"type": "api_key", "api_key": "qk-secret-9876",
+                                   "name": "api_key", "location": "query"}},
+                         [{"name": "orders", "endpoint": {"path": "missing"}}])
+        with pytest.raises(Exception) as info:
+            await run(src)
+    out = capfd.readouterr()
+    text = out.out + out.err + str(info.value) + repr(info.value.__cause__)
+    assert "api_key=***" in text  # the URL is shown, the key masked
+    assert "qk-secret-9876" not in text

@@ -80,3 +80,16 @@ def test_the_manifest_imports_no_driver() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_tls_options_make_the_context() -> None:
+    import ssl
+
+    from etlsync.connectors.http.client import ssl_context
+    from etlsync.connectors.http.config import Tls
+
+    assert ssl_context(Tls(verify=False)) is False
+    assert ssl_context(Tls()) is True
+    ctx = ssl_context(Tls(ca_file=ssl.get_default_verify_paths().cafile)) \
+        if ssl.get_default_verify_paths().cafile else None
+    assert ctx is None or isinstance(ctx, ssl.SSLContext)
