@@ -20,7 +20,7 @@ from etlsync.core.checkpoint import Checkpoint, CheckpointStore, MemoryCheckpoin
 from etlsync.core.errors import StageError
 from etlsync.core.metrics import RunSummary, StageMetrics, now
 from etlsync.core.observe import Event, EventKind, MetricsObserver, Observer
-from etlsync.core.preview import Preview, preview_pipeline
+from etlsync.core.preview import FixedCheckpoint, Preview, PreviewSink, output_schema
 from etlsync.core.run import Run
 from etlsync.core.stages import Operator, Sink, Source, stage_name
 from etlsync.log import get_logger
@@ -112,21 +112,19 @@ class Pipeline:
         self.channel_batches = channel_batches
         self.channel_rows = channel_rows
         self.gc_threshold = gc_threshold
-        self._source_name = _unique_names("source", [source])[0]
-        self._op_names = _unique_names("op", self.operators)
-        self._sink_names = _unique_names("sink", self.sinks)
-        self._stateful = [(n, op) for n, op in zip(self._op_names, self.operators, strict=True)
+        self.source_name = _unique_names("source", [source])[0]
+        self.operator_names = _unique_names("op", self.operators)
+        self.sink_names = _unique_names("sink", self.sinks)
+        self.stateful = [(n, op) for n, op in zip(self.operator_names, self.operators, strict=True)
                           if has(op, Capability.STATEFUL)]
         self._counters = MetricsObserver(
-            [self._source_name, *self._op_names, *self._sink_names])
+            [self.source_name, *self.operator_names, *self.sink_names])
         self._observers: list[Observer] = [self._counters, *observers]
-        self._channels: dict[str, Channel[Batch]] = {}
-        self._stop_requested = False
-        self._stages_running = 0
-        self._source_task: asyncio.Task[None] | None = None
+        self.stop_requested = False
+        """A stop was asked for: the source stops reading and the run drains."""
         self._running = False
         self._run: Run | None = None
-        self._preview_rows: int | None = None
+        self.preview_rows: int | None = None
         """Preview mode: stop once this many rows came out of the operators."""
         self.log = get_logger(pipeline=name)
 
@@ -140,7 +138,7 @@ class Pipeline:
                 self._observers.remove(observer)
         return unsubscribe
 
-    def _emit(self, kind: EventKind, stage: str = "", **fields: Any) -> None:
+    def emit(self, kind: EventKind, stage: str = "", **fields: Any) -> None:
         event = Event(kind, self.name, stage, **fields)
         for observer in tuple(self._observers):
             try:
@@ -156,8 +154,8 @@ class Pipeline:
         """Ask a running pipeline to stop: the source stops reading, in-flight batches are
         written, the last checkpoint is committed and ``run()`` returns. Thread-unsafe; from
         another thread use ``loop.call_soon_threadsafe(pipeline.stop)``."""
-        self._stop_requested = True
-        task = self._source_task
+        self.stop_requested = True
+        task = self._run.source_task if self._run is not None else None
         if task is not None and not task.done():
             task.cancel()
 
@@ -165,11 +163,11 @@ class Pipeline:
     def metrics(self) -> dict[str, StageMetrics]:
         """Live per-stage counters, including the depth of each stage's input channel."""
         stages = self._counters.stages
-        for key, ch in self._channels.items():
+        for key, ch in self.channels.items():
             m = stages.get(key)
             if m is not None:
                 m.channel_batches, m.channel_rows = len(ch), ch.rows
-        for key, stage in zip([self._source_name, *self._op_names, *self._sink_names],
+        for key, stage in zip([self.source_name, *self.operator_names, *self.sink_names],
                               [self.source, *self.operators, *self.sinks], strict=True):
             hook = getattr(stage, "extra_metrics", None)
             if callable(hook) and key in stages:
@@ -179,7 +177,7 @@ class Pipeline:
     @property
     def channels(self) -> dict[str, Channel[Batch]]:
         """The running pipeline's channels, keyed by the stage that reads them."""
-        return dict(self._channels)
+        return dict(self._run.channels) if self._run is not None else {}
 
     def resolve_checkpoint_store(self) -> tuple[CheckpointStore, int | None]:
         """The store this pipeline resumes from, and the index of the sink that owns it
@@ -215,7 +213,43 @@ class Pipeline:
     async def preview(self, limit: int = 10) -> Preview:
         """A dry run: the resume point, the schemas and the first ``limit`` rows after the
         operators; no sink is opened, nothing is written or committed."""
-        return await preview_pipeline(self, limit)
+        result = Preview()
+        store, _ = self.resolve_checkpoint_store()
+        try:
+            resume = await store.peek(self.name)
+        except Exception as exc:  # noqa: BLE001 - a dry run reports what it cannot learn
+            resume = None
+            result.notes.append(f"checkpoint unavailable: {type(exc).__name__}: {exc}")
+        finally:
+            await store.close()
+        result.resume_from = self.start_position(resume)
+        try:
+            result.source_schemas = await self.source.discover()
+        except Exception as exc:  # noqa: BLE001
+            result.notes.append(f"source schema unavailable: {type(exc).__name__}: {exc}")
+        for stream, schema in result.source_schemas.items():
+            out = output_schema(self.operators, schema)
+            if out is not None:
+                result.output_schemas[stream] = out
+        for sink in self.sinks:
+            key = stage_name(sink)
+            try:
+                result.target_schemas[key] = await sink.describe()
+            except Exception as exc:  # noqa: BLE001
+                result.target_schemas[key] = None
+                result.notes.append(f"{key}: target schema unavailable: "
+                                    f"{type(exc).__name__}: {exc}")
+        if limit > 0:
+            collect = PreviewSink(limit)
+            probe = Pipeline(self.source, self.operators, [collect], name=self.name,
+                             checkpoint_store=FixedCheckpoint(resume), gc_threshold=None,
+                             channel_batches=self.channel_batches,
+                             channel_rows=self.channel_rows)
+            collect.stop = probe.stop
+            probe.preview_rows = limit
+            await probe.run(handle_signals=False)
+            result.rows = collect.rows
+        return result
 
     async def run(self, *, handle_signals: bool | None = None) -> RunSummary:
         """Run until the source is exhausted, :meth:`stop` is called, or a stage fails.
@@ -227,25 +261,25 @@ class Pipeline:
         if self._running:
             raise RuntimeError(f"pipeline {self.name!r} is already running")
         self._running = True
-        self._stop_requested = False
+        self.stop_requested = False
         started, started_wall = now(), time.time()
         store, owner = self.resolve_checkpoint_store()
         status, error = "completed", None
         restore = self._install_signals(handle_signals)
         run: Run | None = None
         try:
-            resume = await self._guard("checkpoint", store.load(self.name))
+            resume = await self.guard("checkpoint", store.load(self.name))
             run = self._run = Run(self, store, owner, resume)
             position = self.start_position(resume)
             if resume is not None and resume.state:
-                for key, op in self._stateful:
+                for key, op in self.stateful:
                     if key in resume.state:
                         op.restore_state(resume.state[key])
             self.log.info("pipeline starting", resume_from=position)
-            self._emit(EventKind.STARTED, position=position)
+            self.emit(EventKind.STARTED, position=position)
             with _gc_tuned(self.gc_threshold):
                 await run.stages(position, resume)
-            status = "stopped" if self._stop_requested else "completed"
+            status = "stopped" if self.stop_requested else "completed"
         except StageError as exc:
             status, error = "failed", str(exc)
             self.log.error("pipeline failed", stage=exc.stage, error=str(exc.cause))
@@ -254,28 +288,26 @@ class Pipeline:
             restore()
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await store.close()
-            self._source_task = None
             self._running = False
             self._summary = RunSummary(
                 pipeline=self.name, status=status, started_at=started_wall,
                 duration_seconds=now() - started, stages=dict(self.metrics),
                 committed_position=None if run is None else run.position,
                 commits=0 if run is None else run.commits, error=error)
-            self._channels = {}
             self._run = None
-            self._emit(EventKind.FINISHED, state=status, summary=self._summary)
+            self.emit(EventKind.FINISHED, state=status, summary=self._summary)
         self.log.info("pipeline finished", status=status, rows=self._summary.rows_read,
                       seconds=round(self._summary.duration_seconds, 3))
         return self._summary
 
-    async def _guard(self, stage: str, awaitable: Any) -> Any:
+    async def guard(self, stage: str, awaitable: Any) -> Any:
         """Await ``awaitable``; its error becomes one :class:`StageError` naming ``stage``."""
         try:
             return await awaitable
         except (asyncio.CancelledError, StageError):
             raise
         except Exception as exc:
-            self._emit(EventKind.ERROR, stage, error=exc)
+            self.emit(EventKind.ERROR, stage, error=exc)
             raise StageError(self.name, stage, exc) from exc
 
     # -- signals -------------------------------------------------------------------------
@@ -289,7 +321,7 @@ class Pipeline:
         installed: list[int] = []
 
         def on_signal() -> None:
-            if self._stop_requested and run_task is not None:
+            if self.stop_requested and run_task is not None:
                 run_task.cancel()
             else:
                 self.log.warning("stop requested by signal; draining")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -16,11 +16,32 @@ from etlsync.core.checkpoint import Checkpoint, CheckpointStore
 from etlsync.core.errors import StageError
 from etlsync.core.metrics import now
 from etlsync.core.observe import EventKind
-from etlsync.core.stages import OperatorOutput, Sink, StageContext
+from etlsync.core.stages import Operator, OperatorOutput, Sink, Source, StageContext
 from etlsync.core.tracker import CheckpointTracker, Ticket
 
-if TYPE_CHECKING:
-    from etlsync.core.pipeline import Pipeline
+
+class Host(Protocol):
+    """What a run needs of its :class:`~etlsync.core.pipeline.Pipeline`."""
+
+    name: str
+    source: Source
+    operators: list[Operator]
+    sinks: list[Sink]
+    source_name: str
+    operator_names: list[str]
+    sink_names: list[str]
+    stateful: list[tuple[str, Operator]]
+    channel_batches: int
+    channel_rows: int
+    stop_requested: bool
+    preview_rows: int | None
+    log: Any
+
+    def emit(self, kind: EventKind, stage: str = "", **fields: Any) -> None: ...
+
+    async def guard(self, stage: str, awaitable: Any) -> Any: ...
+
+    def stop(self) -> None: ...
 
 
 def _as_list(out: OperatorOutput) -> list[Batch]:
@@ -56,7 +77,7 @@ class Run:
         transactions), or ``None``: the runner commits to ``store`` itself.
     """
 
-    def __init__(self, pipeline: Pipeline, store: CheckpointStore, owner: int | None,
+    def __init__(self, pipeline: Host, store: CheckpointStore, owner: int | None,
                  resume: Checkpoint | None) -> None:
         self.p = pipeline
         self.store = store
@@ -73,36 +94,40 @@ class Run:
         self.last_end_of_pass = False
         self.gates: dict[int, _Gate] = {}
         """With an owning sink and others: per batch, the others' writes the owner waits for."""
+        self.channels: dict[str, Channel[Batch]] = {}
+        """The channels, keyed by the stage that reads them."""
+        self.stages_running = 0
+        self.source_task: asyncio.Task[None] | None = None
 
     async def stages(self, position: Any, resume: Checkpoint | None) -> None:
         src_ch: Channel[Batch] = Channel(self.p.channel_batches, self.p.channel_rows)
         sink_chs = [Channel[Batch](self.p.channel_batches, self.p.channel_rows) for _ in self.p.sinks]
-        self.p._channels = {"transform": src_ch, **dict(zip(self.p._sink_names, sink_chs, strict=True))}
+        self.channels = {"transform": src_ch, **dict(zip(self.p.sink_names, sink_chs, strict=True))}
         if self.p.operators:
-            self.p._channels[self.p._op_names[0]] = self.p._channels.pop("transform")
+            self.channels[self.p.operator_names[0]] = self.channels.pop("transform")
         opened: list[Sink] = []
         try:
-            for i, (name, sink) in enumerate(zip(self.p._sink_names, self.p.sinks, strict=True)):
+            for i, (name, sink) in enumerate(zip(self.p.sink_names, self.p.sinks, strict=True)):
                 ctx = StageContext(self.p.name, name, self.p.log.bind(stage=name), self.tracker,
                                    resume=resume, owns_checkpoint=i == self.owner)
                 self.contexts.append(ctx)
-                self.p._emit(EventKind.STAGE, name, state="open")
-                await self.p._guard(name, sink.open(ctx))
+                self.p.emit(EventKind.STAGE, name, state="open")
+                await self.p.guard(name, sink.open(ctx))
                 opened.append(sink)
             try:
                 async with asyncio.TaskGroup() as tg:
-                    self.p._stages_running = 2 + len(self.p.sinks)
+                    self.stages_running = 2 + len(self.p.sinks)
 
                     def finished(_: object) -> None:
-                        self.p._stages_running -= 1
+                        self.stages_running -= 1
                         self.wakeup.set()
 
-                    self.p._source_task = tg.create_task(self._source_stage(position, src_ch))
-                    self.p._source_task.add_done_callback(finished)
+                    self.source_task = tg.create_task(self._source_stage(position, src_ch))
+                    self.source_task.add_done_callback(finished)
                     tg.create_task(self._transform_stage(src_ch, sink_chs)
                                    ).add_done_callback(finished)
                     for i, (name, sink, ch) in enumerate(
-                            zip(self.p._sink_names, self.p.sinks, sink_chs, strict=True)):
+                            zip(self.p.sink_names, self.p.sinks, sink_chs, strict=True)):
                         tg.create_task(self._sink_stage(i, name, sink, ch)
                                        ).add_done_callback(finished)
                     tg.create_task(self._committer())
@@ -118,30 +143,30 @@ class Run:
                 with anyio.CancelScope(shield=True):
                     await self._final_commit()
         finally:
-            for name, sink in reversed(list(zip(self.p._sink_names, opened, strict=False))):
+            for name, sink in reversed(list(zip(self.p.sink_names, opened, strict=False))):
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await sink.close()
-                self.p._emit(EventKind.STAGE, name, state="closed")
+                self.p.emit(EventKind.STAGE, name, state="closed")
 
     async def _source_stage(self, position: Any, out: Channel[Batch]) -> None:
-        name = self.p._source_name
+        name = self.p.source_name
         agen = self.p.source.read(position)
         exhausted = False
-        self.p._emit(EventKind.STAGE, name, state="running")
+        self.p.emit(EventKind.STAGE, name, state="running")
         try:
             t0 = now()
-            while not self.p._stop_requested:
+            while not self.p.stop_requested:
                 try:
                     batch = await agen.__anext__()
                 except StopAsyncIteration:
                     exhausted = True
                     break
                 except asyncio.CancelledError:
-                    if self.p._stop_requested:
+                    if self.p.stop_requested:
                         return
                     raise
                 except Exception as exc:
-                    self.p._emit(EventKind.ERROR, name, error=exc)
+                    self.p.emit(EventKind.ERROR, name, error=exc)
                     raise StageError(self.p.name, name, exc) from exc
                 if not await self._send_from_source(batch, out, t0):
                     return
@@ -152,7 +177,7 @@ class Run:
                                              out, now())
         finally:
             out.close()
-            self.p._emit(EventKind.STAGE, name, state="finished")
+            self.p.emit(EventKind.STAGE, name, state="finished")
             with contextlib.suppress(Exception):
                 await agen.aclose()  # type: ignore[attr-defined]
 
@@ -164,12 +189,12 @@ class Run:
         self.last_end_of_pass = batch.end_of_pass
         if batch.position is not None:
             self.last_position = batch.position
-        self.p._emit(EventKind.BATCH_READ, self.p._source_name, rows=len(batch),
+        self.p.emit(EventKind.BATCH_READ, self.p.source_name, rows=len(batch),
                    seconds=now() - t0, position=batch.position)
         try:
             await out.send(batch)
         except asyncio.CancelledError:
-            if self.p._stop_requested:
+            if self.p.stop_requested:
                 return False
             raise
         return True
@@ -189,15 +214,15 @@ class Run:
                     produced = await self._apply(0, [batch])
                     if batch.end_of_pass:
                         produced = self._carry_end_of_pass(batch, produced)
-                    if self.p._stateful:
+                    if self.p.stateful:
                         ticket.state = self._snapshot()
                 finally:
                     ticket.release()
                 for out_batch in produced:
                     await self._fan_out(out_batch, outs, fan)
-                if self.p._preview_rows is not None:
+                if self.p.preview_rows is not None:
                     previewed += sum(map(len, produced))
-                    if previewed >= self.p._preview_rows:
+                    if previewed >= self.p.preview_rows:
                         self.p.stop()  # a dry run reads no further than it shows
                         return
             await self._flush_operators(outs, fan)
@@ -219,18 +244,18 @@ class Run:
         return [marker]
 
     def _snapshot(self) -> dict[str, Any]:
-        return {key: op.snapshot_state() for key, op in self.p._stateful}
+        return {key: op.snapshot_state() for key, op in self.p.stateful}
 
     async def _flush_operators(self, outs: list[Channel[Batch]], fan: int) -> None:
         ticket: Ticket | None = None
-        if self.p._stateful and not self.p._stop_requested:
+        if self.p.stateful and not self.p.stop_requested:
             ticket = self.tracker.issue(self.last_position, self.last_end_of_pass)
             ticket.retain()
         try:
             for i in range(len(self.p.operators)):
-                name, op = self.p._op_names[i], self.p.operators[i]
+                name, op = self.p.operator_names[i], self.p.operators[i]
                 with self.tracker.deferred():
-                    flushed = _as_list(await self.p._guard(name, op.flush()))
+                    flushed = _as_list(await self.p.guard(name, op.flush()))
                     for out in flushed:
                         if not out.tickets and ticket is not None:
                             out.tickets = (ticket,)
@@ -255,20 +280,20 @@ class Run:
         """Run ``batches`` through operators ``start..``; move ticket holds to the outputs."""
         tracker = self.tracker
         for i in range(start, len(self.p.operators)):
-            op, name = self.p.operators[i], self.p._op_names[i]
+            op, name = self.p.operators[i], self.p.operator_names[i]
             produced: list[Batch] = []
             for batch in batches:
                 t0 = now()
                 rows_out = 0
                 with tracker.deferred():
-                    outs = _as_list(await self.p._guard(name, op.process(batch)))
+                    outs = _as_list(await self.p.guard(name, op.process(batch)))
                     for out in outs:
                         if not out.tickets:
                             out.tickets = batch.tickets
                         out.retain()
                         rows_out += len(out)
                     batch.release()
-                self.p._emit(EventKind.BATCH_PROCESSED, name, rows=len(batch), rows_out=rows_out,
+                self.p.emit(EventKind.BATCH_PROCESSED, name, rows=len(batch), rows_out=rows_out,
                            batches=len(outs), seconds=now() - t0)
                 produced.extend(outs)
             batches = produced
@@ -279,12 +304,12 @@ class Run:
     async def _sink_stage(self, index: int, name: str, sink: Sink, inp: Channel[Batch]) -> None:
         ctx = self.contexts[index]
         owner = index == self.owner
-        self.p._emit(EventKind.STAGE, name, state="running")
+        self.p.emit(EventKind.STAGE, name, state="running")
         while True:
             try:
                 batch = await inp.receive()
             except ChannelClosed:
-                self.p._emit(EventKind.STAGE, name, state="finished")
+                self.p.emit(EventKind.STAGE, name, state="finished")
                 return
             if owner:
                 # the owning sink writes last, so the checkpoint in its transaction is the
@@ -296,16 +321,16 @@ class Run:
                 t0 = now()
                 async with self.lock:
                     ctx.offered = None
-                    await self.p._guard(name, sink.write(batch))
+                    await self.p.guard(name, sink.write(batch))
                     if ctx.offered is not None:
                         self.stored_seq = max(self.stored_seq, ctx.offered.seq)
             else:
                 t0 = now()
                 gate = self.gates.get(id(batch))
-                await self.p._guard(name, sink.write(batch))
+                await self.p.guard(name, sink.write(batch))
                 if gate is not None:
                     gate.done_one()
-            self.p._emit(EventKind.BATCH_WRITTEN, name, rows=len(batch), seconds=now() - t0,
+            self.p.emit(EventKind.BATCH_WRITTEN, name, rows=len(batch), seconds=now() - t0,
                        position=batch.position)
             batch.release()
 
@@ -316,7 +341,7 @@ class Run:
             await self.wakeup.wait()
             self.wakeup.clear()
             await self._commit_if_newer()
-            if self.p._stages_running == 0:
+            if self.stages_running == 0:
                 return
 
     async def _commit_if_newer(self) -> None:
@@ -326,13 +351,13 @@ class Run:
             return
         version, t0 = tracker.version, now()
         if self.owner is None:
-            await self.p._guard("checkpoint", self.store.commit(self.p.name, checkpoint))
+            await self.p.guard("checkpoint", self.store.commit(self.p.name, checkpoint))
         else:
             await self._store_through_owner(checkpoint)
         self.version, self.position, self.commits = version, checkpoint.position, self.commits + 1
-        self.p._emit(EventKind.COMMIT, "checkpoint", position=checkpoint.position,
+        self.p.emit(EventKind.COMMIT, "checkpoint", position=checkpoint.position,
                    seconds=now() - t0)
-        await self.p._guard(self.p._source_name, self.p.source.on_commit(checkpoint.position))
+        await self.p.guard(self.p.source_name, self.p.source.on_commit(checkpoint.position))
 
     async def _store_through_owner(self, checkpoint: Checkpoint) -> None:
         """The owning sink stores every checkpoint: one its writes did not carry yet (data
@@ -344,11 +369,11 @@ class Run:
                 return
             ctx.forced, ctx.offered = checkpoint, None
             try:
-                await self.p._guard(self.p._sink_names[self.owner], sink.write(Batch([])))
+                await self.p.guard(self.p.sink_names[self.owner], sink.write(Batch([])))
             finally:
                 ctx.forced = None
             if ctx.offered is not checkpoint:
-                raise StageError(self.p.name, self.p._sink_names[self.owner], RuntimeError(
+                raise StageError(self.p.name, self.p.sink_names[self.owner], RuntimeError(
                     "a TRANSACTIONAL sink did not store the checkpoint it was given "
                     "(its write must call context.checkpoint_for(batch), also for an empty "
                     "batch)"))
