@@ -77,7 +77,7 @@ def test_every_field_has_a_description(stage: StageType) -> None:
 
 
 def test_manifests_import_no_driver() -> None:
-    code = ("import sys; from etlsync.manifest import CATALOG; CATALOG.names('source'); "
+    code = ("import sys; from etlsync.catalog import CATALOG; CATALOG.names('source'); "
             "from etlsync.jobs.schema import job_schema; job_schema(); "
             "print([m for m in ('asyncpg', 'aiomysql', 'pymysql', 'pymongo', 'pyarrow') "
             "if m in sys.modules])")
