@@ -32,12 +32,12 @@ def _position(db: Path) -> str | None:
 
 async def test_rest_to_sqlite_survives_kill_9(tmp_path: Path) -> None:
     rng = random.Random(18)
-    orders = make_orders(3000)
-    app = make_app(orders, page_size=50, limit=60, period=1.0, fault_rate=0.2, seed=5)
+    orders = make_orders(6000)
+    app = make_app(orders, page_size=50, limit=40, period=1.0, fault_rate=0.2, seed=5)
     db = tmp_path / "target.db"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     async with serve(app) as url:
-        args = (str(EXAMPLE), url, str(db), "--rate", "60", "--page-size", "50")
+        args = (str(EXAMPLE), url, str(db), "--rate", "40", "--page-size", "50")
         kills = 0
         for i in range(4):
             proc = await asyncio.create_subprocess_exec(
@@ -48,7 +48,7 @@ async def test_rest_to_sqlite_survives_kill_9(tmp_path: Path) -> None:
                 await asyncio.sleep(0.02)
                 if _position(db) != before or proc.returncode is not None:
                     break
-            await asyncio.sleep(rng.uniform(0.05, 0.4))
+            await asyncio.sleep(rng.uniform(0.05, 0.25))
             if proc.returncode is None:
                 proc.kill()
                 kills += 1
@@ -60,8 +60,8 @@ async def test_rest_to_sqlite_survives_kill_9(tmp_path: Path) -> None:
                 # changes between runs, at the end of the order (offset pagination over rows
                 # that move would skip rows in any client: see docs/connectors/http.md)
                 orders_map = app["orders"]
-                orders_map[3000]["amount"] = -7
-                orders_map[3000]["updated_at"] = "2024-01-01T23:59:59Z"
+                orders_map[6000]["amount"] = -7
+                orders_map[6000]["updated_at"] = "2024-01-01T23:59:59Z"
                 orders_map[99999] = {"id": 99999, "customer": "late", "amount": 1,
                                      "updated_at": "2024-01-01T23:59:59Z", "lines": 0}
         assert kills >= 3
