@@ -19,6 +19,8 @@ from etlsync.core.stages import Operator, StageContext
 from etlsync.log import get_logger
 from etlsync.testing import MemorySource
 
+pytestmark = pytest.mark.integration
+
 
 async def _sink(uri: str, db: Any, **kw: Any) -> MongoSink:
     sink = MongoSink(uri, database=db.name, collection="t", **kw)

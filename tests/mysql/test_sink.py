@@ -17,6 +17,8 @@ from etlsync.core.schema import Column, ColumnType, Schema
 from etlsync.testing import MemorySource
 from tests.mysql.helpers import ListSource, execute, fetch, options
 
+pytestmark = pytest.mark.integration
+
 TRICKY = [
     {"id": 1, "s": "tab\there\nnewline \\ back", "n": None, "d": Decimal("-12.500000000"),
      "ts": dt.datetime(2024, 1, 2, 3, 4, 5, 600000), "b": b"\x00\t\n\\x", "j": {"a": [1, "x"]},

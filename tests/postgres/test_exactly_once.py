@@ -17,6 +17,8 @@ import pytest
 from etlsync.core.checkpoint import Checkpoint
 from tests.postgres.load_worker import make_row
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 N = 60_000
 

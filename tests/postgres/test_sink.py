@@ -25,6 +25,8 @@ from etlsync.core.stages import StageContext
 from etlsync.log import get_logger
 from etlsync.testing import MemorySource
 
+pytestmark = pytest.mark.integration
+
 
 def ctx(name: str = "p") -> StageContext:
     return StageContext(name, "sink", get_logger())

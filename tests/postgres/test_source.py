@@ -18,6 +18,7 @@ async def drain(source: PostgresSource, position: Any = None) -> list[Batch]:
     return [b async for b in source.read(position)]
 
 
+@pytest.mark.integration
 async def test_discover_reads_columns_types_nullability_and_composite_key(
         pg_dsn: str, conn: asyncpg.Connection, table: str) -> None:
     await conn.execute(f'CREATE TABLE "{table}" (region text, id bigint, amount numeric(12,2) '
@@ -31,6 +32,7 @@ async def test_discover_reads_columns_types_nullability_and_composite_key(
     assert schema.column("amount").native == "numeric(12,2)"
 
 
+@pytest.mark.integration
 async def test_snapshot_pages_by_composite_key_in_bounded_chunks(
         pg_dsn: str, conn: asyncpg.Connection, table: str) -> None:
     await conn.execute(f'CREATE TABLE "{table}" (a int, b text, v jsonb, PRIMARY KEY (a, b))')
@@ -45,6 +47,7 @@ async def test_snapshot_pages_by_composite_key_in_bounded_chunks(
     assert batches[-1].position["streams"][table]["done"] is True
 
 
+@pytest.mark.integration
 async def test_crash_mid_snapshot_resumes_at_last_committed_chunk(
         pg_dsn: str, conn: asyncpg.Connection, table: str) -> None:
     n, size = 5000, 100
@@ -75,6 +78,7 @@ async def test_crash_mid_snapshot_resumes_at_last_committed_chunk(
     assert sorted({r["id"] for r in first.rows} | set(ids)) == list(range(1, n + 1))
 
 
+@pytest.mark.integration
 async def test_table_without_primary_key_pages_by_ctid(pg_dsn: str, conn: asyncpg.Connection,
                                                        table: str) -> None:
     await conn.execute(f'CREATE TABLE "{table}" (v int)')
@@ -90,6 +94,7 @@ async def test_table_without_primary_key_pages_by_ctid(pg_dsn: str, conn: asyncp
     assert sum(len(b) for b in again) == 250  # a full refresh starts a new pass
 
 
+@pytest.mark.integration
 async def test_incremental_reads_above_watermark_and_handles_ties(
         pg_dsn: str, conn: asyncpg.Connection, table: str) -> None:
     await conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY, ts int)')
@@ -108,6 +113,7 @@ async def test_incremental_reads_above_watermark_and_handles_ties(
     assert [r for b in third for r in b.rows] == []
 
 
+@pytest.mark.integration
 async def test_incremental_query_pushes_predicate_down(pg_dsn: str, conn: asyncpg.Connection,
                                                        table: str) -> None:
     await conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY, ts int)')
@@ -124,6 +130,7 @@ async def test_incremental_query_pushes_predicate_down(pg_dsn: str, conn: asyncp
     assert stats is not None and stats["seq_scan"] in (0, None)
 
 
+@pytest.mark.integration
 async def test_parallel_tables_are_bounded_by_pool_size(pg_dsn: str, conn: asyncpg.Connection,
                                                         table: str) -> None:
     names = [table, f"{table}_b", f"{table}_c"]
@@ -155,6 +162,7 @@ async def test_parallel_tables_are_bounded_by_pool_size(pg_dsn: str, conn: async
     assert 1 <= peak <= 2
 
 
+@pytest.mark.integration
 async def test_query_stream_with_key_is_resumable(pg_dsn: str, conn: asyncpg.Connection,
                                                   table: str) -> None:
     await conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY, v int)')
