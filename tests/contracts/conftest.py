@@ -13,7 +13,6 @@ import pytest
 
 from etlsync.core.batch import Row
 from etlsync.core.stages import Sink
-
 from tests.contracts.connectors import (
     SINKS,
     SOURCES,

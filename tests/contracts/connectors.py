@@ -45,6 +45,10 @@ class SinkTarget:
         """What ``table`` holds now (``None``: it does not exist)."""
         raise NotImplementedError
 
+    async def count(self, table: str) -> int:
+        """Rows in ``table`` now (0 while it does not exist)."""
+        return len(await self.rows(table) or [])
+
     async def leftovers(self, table: str) -> list[str]:
         """Staging tables or temporary files an installed overwrite must not leave behind."""
         return []
@@ -98,6 +102,17 @@ class SqliteTarget(SinkTarget):
         finally:
             conn.close()
 
+    async def count(self, table: str) -> int:
+        if not self.path.exists():
+            return 0
+        conn = sqlite3.connect(self.path, timeout=10)
+        try:
+            return int(conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            conn.close()
+
     async def leftovers(self, table: str) -> list[str]:
         if not self.path.exists():
             return []
@@ -137,6 +152,12 @@ class PostgresTarget(SinkTarget):
         if not exists[0]["e"]:
             return None
         return [dict(r) for r in await self._fetch(f"SELECT * FROM public.{_pg_quote(table)}")]
+
+    async def count(self, table: str) -> int:
+        found = await self._fetch("SELECT to_regclass($1) IS NOT NULL AS e", f"public.{_pg_quote(table)}")
+        if not found[0]["e"]:
+            return 0
+        return int((await self._fetch(f"SELECT count(*) AS n FROM public.{_pg_quote(table)}"))[0]["n"])
 
     async def leftovers(self, table: str) -> list[str]:
         found = await self._fetch(
@@ -192,6 +213,16 @@ class MysqlTarget(SinkTarget):
             return None
         return await self._fetch(f"SELECT * FROM {_my_quote(table)}")
 
+    async def count(self, table: str) -> int:
+        if await self.rows_exist(table):
+            return int((await self._fetch(f"SELECT count(*) AS n FROM {_my_quote(table)}"))[0]["n"])
+        return 0
+
+    async def rows_exist(self, table: str) -> bool:
+        return bool(await self._fetch("SELECT 1 FROM information_schema.tables WHERE "
+                                      "table_schema = %s AND table_name = %s",
+                                      self.env["mysql_params"]["db"], table))
+
     async def leftovers(self, table: str) -> list[str]:
         db = self.env["mysql_params"]["db"]
         found = await self._fetch("SELECT table_name AS t FROM information_schema.tables WHERE "
@@ -222,6 +253,15 @@ class MongoTarget(SinkTarget):
             if table not in await db.list_collection_names():
                 return None
             return [d async for d in db[table].find({}, {"_id": 0})]
+        finally:
+            await client.close()
+
+    async def count(self, table: str) -> int:
+        from pymongo import AsyncMongoClient
+
+        client: Any = AsyncMongoClient(self.env["mongo_uri"])
+        try:
+            return int(await client[self.name][table].count_documents({}))
         finally:
             await client.close()
 

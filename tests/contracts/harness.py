@@ -109,8 +109,8 @@ class HeldSource(Source):
         self.holding = asyncio.Event()
 
     async def read(self, position: Any | None) -> AsyncIterator[Batch]:
-        start, n = int(position or 0), 0
-        for i in range(start, len(self.rows), self.batch_size):
+        start = int(position or 0)
+        for n, i in enumerate(range(start, len(self.rows), self.batch_size)):
             if n == self.fail_after:
                 raise RuntimeError("the source failed mid-pass")
             if n == self.hold_after:
@@ -118,7 +118,6 @@ class HeldSource(Source):
                 await asyncio.Event().wait()
             chunk = self.rows[i:i + self.batch_size]
             yield Batch([dict(r) for r in chunk], stream=self.stream, position=i + len(chunk))
-            n += 1
         yield Batch([], stream=self.stream, position=len(self.rows), end_of_pass=True)
 
 

@@ -41,17 +41,32 @@ def _ping(port: int) -> bool:
         return False
 
 
-def start_server(storage: Path, *extra: str) -> tuple[subprocess.Popen[bytes] | None, str, str]:
+_SERVE = ("import sys; from secantus import SecantusDBServer; s = SecantusDBServer("
+          "host='127.0.0.1', port=int(sys.argv[1]), storage_path=sys.argv[2], "
+          "replica_set_name='secantus', transaction_lifetime_seconds=float(sys.argv[3])); "
+          "s.start(); s.wait()")
+
+
+def start_server(storage: Path, *extra: str, transaction_lifetime: float | None = None
+                 ) -> tuple[subprocess.Popen[bytes] | None, str, str]:
     """Start ``secantusd-py`` on a free port with its data in ``storage`` (a pytest temp
-    dir, so a killed server leaves nothing behind); returns (process, uri, error)."""
-    exe = shutil.which("secantusd-py")
-    cmd = [exe] if exe else [sys.executable, "-m", "secantus.cli"]
+    dir, so a killed server leaves nothing behind); returns (process, uri, error).
+
+    :param transaction_lifetime: abort a transaction its client left open after so many
+        seconds (mongod's ``transactionLifetimeLimitSeconds``, 60 by default; the daemon has
+        no flag for it, so the server is started through its Python API).
+    """
     port = free_port()
+    if transaction_lifetime is not None:
+        cmd = [sys.executable, "-c", _SERVE, str(port), str(storage), str(transaction_lifetime)]
+    else:
+        exe = shutil.which("secantusd-py")
+        cmd = [*([exe] if exe else [sys.executable, "-m", "secantus.cli"]),
+               "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage),
+               "--log-level", "WARNING", *extra]
     try:
-        proc = subprocess.Popen(
-            [*cmd, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage),
-             "--log-level", "WARNING", *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
     except OSError as exc:
         return None, "", f"cannot start SecantusDB: {exc}"
     deadline = time.monotonic() + 30
@@ -78,7 +93,9 @@ def _mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     except ImportError:
         yield "", "pymongo not installed (pip install 'etlsync[mongo]')"
         return
-    proc, uri, err = start_server(tmp_path_factory.mktemp("secantus"))
+    # a run killed mid-transaction blocks its documents until the server aborts that
+    # transaction: 5 s here (mongod: 60 s), so kill -9 tests restart promptly
+    proc, uri, err = start_server(tmp_path_factory.mktemp("secantus"), transaction_lifetime=5)
     yield uri, err
     if proc is not None:
         stop_server(proc)

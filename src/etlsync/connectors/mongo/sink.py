@@ -157,15 +157,26 @@ class MongoSink(Sink):
         checkpoint = self._context.checkpoint_for(batch) if self.state_collection else None
         if checkpoint is None:
             if len(batch):
-                await self._apply(batch, None)
+                await self._apply(batch, None, self._cleared)
             return
-        async with self._client.start_session() as session, await session.start_transaction():
-            await self._apply(batch, session)
-            assert self.state_collection is not None
-            await write_checkpoint(self._client[self.database][self.state_collection],
-                                   self._context.pipeline, checkpoint, session=session)
+        assert self.state_collection is not None
+        state = self._client[self.database][self.state_collection]
+        pipeline = self._context.pipeline
+        cleared: set[str] = set()
 
-    async def _apply(self, batch: Batch, session: Any) -> None:
+        async def transaction(session: Any) -> None:
+            cleared.clear()
+            await self._apply(batch, session, cleared)
+            await write_checkpoint(state, pipeline, checkpoint, session=session)
+
+        # with_transaction retries a transient conflict (with back-off, up to 2 minutes):
+        # after a kill -9 the dead run's transaction holds its documents until the server
+        # aborts it (transactionLifetimeLimitSeconds, 60 s by default)
+        async with self._client.start_session() as session:
+            await session.with_transaction(transaction)
+        self._cleared |= cleared
+
+    async def _apply(self, batch: Batch, session: Any, cleared: set[str]) -> None:
         if not len(batch):
             return
         from pymongo import DeleteOne, InsertOne
@@ -178,9 +189,9 @@ class MongoSink(Sink):
             # (outside the transaction: an index is no part of a batch)
             await coll.create_index([(k, 1) for k in self.key], unique=True)
             self._indexed.add(cname)
-        if self.write_mode is WriteMode.OVERWRITE and cname not in self._cleared:
+        if self.write_mode is WriteMode.OVERWRITE and cname not in self._cleared | cleared:
             await coll.delete_many({}, session=session)
-            self._cleared.add(cname)
+            cleared.add(cname)  # the caller keeps it once the write committed
         pending: list[Any] = []
         keys: list[Any] = []
         before = batch.before
