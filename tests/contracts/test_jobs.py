@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,17 @@ KILLS = {"mongo": 4}
 the dead run's open transaction (the test server's transaction lifetime: 5 s)."""
 
 
-async def etlsync_run(job: Path, *args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "etlsync.cli", "run", str(job), "--no-progress", *args,
-        cwd=job.parent, env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+def etlsync_run(job: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``etlsync run JOB`` in a process of its own (``poll()``/``waitpid`` based: it does not
+    depend on the event loop's child watcher)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "etlsync.cli", "run", str(job), "--no-progress", *args],
+        cwd=job.parent, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+async def finish(proc: subprocess.Popen[bytes], timeout: float = 120) -> tuple[bytes, bytes]:
+    """Wait for ``proc`` without blocking the event loop; its output."""
+    return await asyncio.to_thread(proc.communicate, timeout=timeout)
 
 
 def write_job(path: Path, doc: dict[str, Any]) -> Path:
@@ -57,22 +65,22 @@ def write_csv(path: Path, n: int) -> list[dict[str, str]]:
     return rows
 
 
-async def _kill_during_progress(sink: SinkCase, proc: asyncio.subprocess.Process,
+async def _kill_during_progress(sink: SinkCase, proc: subprocess.Popen[bytes],
                                 rng: random.Random) -> bool:
     """SIGKILL ``proc`` once the target grew in this run (plus a random few ms); False if it
     finished first."""
     start = await sink.target.count(sink.table)
     for _ in range(1500):
-        if proc.returncode is not None:
+        if proc.poll() is not None:
             return False
         if await sink.target.count(sink.table) > start:
             await asyncio.sleep(rng.uniform(0, 0.08))
             break
         await asyncio.sleep(0.01)
-    if proc.returncode is not None:
+    if proc.poll() is not None:
         return False
     proc.send_signal(signal.SIGKILL)
-    await proc.wait()
+    await finish(proc)
     return proc.returncode == -signal.SIGKILL
 
 
@@ -92,17 +100,17 @@ async def test_kill_9_then_a_full_run_leaves_every_row_exactly_once(sink: SinkCa
     rng = random.Random(sink.factory.id)
     kills, seen, completed = 0, [], False
     for _ in range(KILLS.get(sink.factory.id, 6)):
-        proc = await etlsync_run(job)
+        proc = etlsync_run(job)
         if not await _kill_during_progress(sink, proc, rng):
-            _, err = await proc.communicate()  # it finished the load before the kill
+            _, err = await finish(proc)  # it finished the load before the kill
             assert proc.returncode == 0, err.decode()[-2000:]
             completed = True
             break
         kills += 1
         seen.append(await sink.target.count(sink.table))
     if not completed:  # (a run after a complete pass would start a new one: append again)
-        proc = await etlsync_run(job, "--json")
-        out, err = await proc.communicate()
+        proc = etlsync_run(job, "--json")
+        out, err = await finish(proc)
         assert proc.returncode == 0, err.decode()[-2000:]
         assert json.loads(out.decode().splitlines()[-1])["status"] == "completed"
     assert kills >= min(4, KILLS.get(sink.factory.id, 6)) and len(set(seen)) >= 3, seen
@@ -127,15 +135,15 @@ def _state(db: Path, pipeline: str) -> Any:
 
 
 async def _sigterm_when_committed(job: Path, db: Path, name: str, want: Any) -> dict[str, Any]:
-    proc = await etlsync_run(job, "--json")
+    proc = etlsync_run(job, "--json")
     for _ in range(3000):
         state = _state(db, name)
-        if (state is not None and state.position == want) or proc.returncode is not None:
+        if (state is not None and state.position == want) or proc.poll() is not None:
             break
         await asyncio.sleep(0.02)
-    assert proc.returncode is None, (await proc.communicate())[1].decode()[-2000:]
+    assert proc.poll() is None, (await finish(proc))[1].decode()[-2000:]
     proc.send_signal(signal.SIGTERM)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = await finish(proc, 60)
     assert proc.returncode == 0, (proc.returncode, err.decode()[-2000:])
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return result
@@ -173,21 +181,21 @@ async def test_sigterm_stops_a_postgres_cdc_job_with_exit_0(tmp_path: Path, pg_d
         "sink": {"type": "sqlite", "path": "out.db", "table": "t", "write_mode": "upsert",
                  "primary_key": ["id"]}})
     try:
-        proc = await etlsync_run(job, "--json")
+        proc = etlsync_run(job, "--json")
         db = tmp_path / "out.db"
         for _ in range(3000):  # the snapshot landed and the stream runs: add a change
-            if proc.returncode is not None or _count(db) == 30:
+            if proc.poll() is not None or _count(db) == 30:
                 break
             await asyncio.sleep(0.02)
         await conn.execute(f'INSERT INTO "{unique_name}" VALUES (31, \'streamed\')')
         for _ in range(3000):
-            if proc.returncode is not None or _count(db) == 31:
+            if proc.poll() is not None or _count(db) == 31:
                 break
             await asyncio.sleep(0.02)
-        assert proc.returncode is None, (await proc.communicate())[1].decode()[-2000:]
+        assert proc.poll() is None, (await finish(proc))[1].decode()[-2000:]
         await asyncio.sleep(0.3)  # let the checkpoint of the streamed change commit
         proc.send_signal(signal.SIGTERM)
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        out, err = await finish(proc, 60)
         assert proc.returncode == 0, (proc.returncode, err.decode()[-2000:])
         result = json.loads(out.decode().strip().splitlines()[-1])
         assert result["status"] == "stopped" and result["commits"] >= 1

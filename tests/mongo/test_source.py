@@ -21,22 +21,6 @@ async def _collect(source: MongoSource, position: Any = None) -> list[Any]:
 
 
 @pytest.mark.integration
-async def test_full_refresh_reads_in_id_chunks_and_resumes_mid_collection(
-        mongo_uri: str, mongo_db: Any) -> None:
-    await mongo_db.items.insert_many([{"_id": i, "v": i * 2} for i in range(2500)])
-    src = MongoSource(mongo_uri, database=mongo_db.name, collections="items", batch_size=1000)
-    batches = await _collect(src)
-    assert [len(b) for b in batches] == [1000, 1000, 500]
-    assert [r["_id"] for b in batches for r in b.rows] == list(range(2500))
-    # resume from the position after the first chunk: exactly the rest
-    rest = await _collect(src, batches[0].position)
-    assert [r["_id"] for b in rest for r in b.rows] == list(range(1000, 2500))
-    # a finished full refresh starts over on the next run
-    again = await _collect(src, batches[-1].position)
-    assert sum(len(b) for b in again) == 2500
-
-
-@pytest.mark.integration
 async def test_pipeline_commits_snapshot_positions(mongo_uri: str, mongo_db: Any) -> None:
     await mongo_db.a.insert_many([{"_id": i} for i in range(30)])
     await mongo_db.b.insert_many([{"_id": f"k{i:02}"} for i in range(20)])

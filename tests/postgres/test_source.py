@@ -9,9 +9,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from etlsync import Batch, ColumnType, ConfigError, MemoryCheckpointStore, Pipeline
+from etlsync import Batch, ColumnType, ConfigError
 from etlsync.connectors.postgres import PostgresSource
-from etlsync.testing import CollectingSink
 
 
 async def drain(source: PostgresSource, position: Any = None) -> list[Batch]:
@@ -45,37 +44,6 @@ async def test_snapshot_pages_by_composite_key_in_bounded_chunks(
     assert [(r["a"], r["b"]) for r in rows] == sorted((r["a"], r["b"]) for r in rows)
     assert rows[0]["v"] == {"i": int(rows[0]["b"][1:])}
     assert batches[-1].position["streams"][table]["done"] is True
-
-
-@pytest.mark.integration
-async def test_crash_mid_snapshot_resumes_at_last_committed_chunk(
-        pg_dsn: str, conn: asyncpg.Connection, table: str) -> None:
-    n, size = 5000, 100
-    await conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY, v text)')
-    await conn.execute(f"INSERT INTO \"{table}\" SELECT i, md5(i::text) "
-                       f"FROM generate_series(1, {n}) i")
-    store = MemoryCheckpointStore()
-    written = 0
-
-    def crash(batch: Batch) -> None:
-        nonlocal written
-        written += 1
-        if written == 23:
-            raise RuntimeError("crash")
-
-    first = CollectingSink(fail_on=crash)
-    with pytest.raises(Exception, match="crash"):
-        await Pipeline(PostgresSource(pg_dsn, table=table, batch_size=size), [], [first],
-                       name="p", checkpoint_store=store).run()
-    committed = await store.load("p")
-    assert committed is not None and committed.pass_open
-    assert committed.position["streams"][table]["last"] == [22 * size]
-    second = CollectingSink()
-    await Pipeline(PostgresSource(pg_dsn, table=table, batch_size=size), [], [second],
-                   name="p", checkpoint_store=store).run()
-    ids = [r["id"] for r in second.rows]
-    assert ids[0] == 22 * size + 1          # nothing committed is read again
-    assert sorted({r["id"] for r in first.rows} | set(ids)) == list(range(1, n + 1))
 
 
 @pytest.mark.integration
