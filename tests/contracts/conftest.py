@@ -14,6 +14,7 @@ import pytest
 from etlsync.core.batch import Row
 from etlsync.core.stages import Sink
 from tests.contracts.connectors import (
+    CDC_SOURCES,
     SINKS,
     SOURCES,
     SinkFactory,
@@ -86,6 +87,19 @@ async def sink(request: pytest.FixtureRequest, unique_name: str, tmp_path: Path
 @pytest.fixture(params=_params(SOURCES))
 async def source(request: pytest.FixtureRequest, unique_name: str, tmp_path: Path
                  ) -> AsyncIterator[SourceCase]:
+    async for case in _source_case(request, unique_name, tmp_path):
+        yield case
+
+
+@pytest.fixture(params=_params(CDC_SOURCES))
+async def cdc_source(request: pytest.FixtureRequest, unique_name: str, tmp_path: Path
+                     ) -> AsyncIterator[SourceCase]:
+    async for case in _source_case(request, unique_name, tmp_path):
+        yield case
+
+
+async def _source_case(request: pytest.FixtureRequest, unique_name: str, tmp_path: Path
+                       ) -> AsyncIterator[SourceCase]:
     factory: SourceFactory = request.param
     env = {f: request.getfixturevalue(f) for f in factory.fixtures}
     origin = factory.origin(unique_name, tmp_path, env)

@@ -583,3 +583,86 @@ SOURCES: tuple[SourceFactory, ...] = (
     SourceFactory("mongo", "mongo", MongoOrigin, ("mongo_uri",)),
     SourceFactory("memory", "memory", MemoryOrigin),
 )
+
+
+# -- change-data-capture sources ------------------------------------------------------------
+
+class CdcOrigin(SourceOrigin):
+    """A table (collection) a CDC source captures: :meth:`add` inserts rows in transactions
+    of a few rows each, before a run (snapshot) or between runs (the stream)."""
+
+    async def add(self, rows: Sequence[Row]) -> None:
+        for i in range(0, len(rows), 4):
+            await self.insert(rows[i:i + 4])
+
+    async def insert(self, rows: Sequence[Row]) -> None:
+        """Insert ``rows`` in one transaction."""
+        raise NotImplementedError
+
+
+class PostgresCdcOrigin(CdcOrigin):
+    def spec(self) -> dict[str, Any]:
+        return {"connection": self.env["pg_dsn"], "slot": f"{self.name}_slot",
+                "publication": f"{self.name}_pub", "tables": [f"public.{self.name}"],
+                "snapshot_chunk_rows": 7, "batch_rows": 7, "status_interval": 0.5}
+
+    async def insert(self, rows: Sequence[Row]) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.env["pg_dsn"])
+        try:
+            await conn.execute(f'CREATE TABLE IF NOT EXISTS "{self.name}" '
+                               "(id bigint PRIMARY KEY, name text, v bigint)")
+            async with conn.transaction():
+                await conn.executemany(f'INSERT INTO "{self.name}" VALUES ($1, $2, $3)',
+                                       [(r["id"], r["name"], r["v"]) for r in rows])
+        finally:
+            await conn.close()
+
+    async def cleanup(self) -> None:
+        import asyncio
+
+        import asyncpg
+
+        conn = await asyncpg.connect(self.env["pg_dsn"])
+        try:
+            for _ in range(50):
+                try:
+                    await conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM "
+                                       "pg_replication_slots WHERE slot_name = $1",
+                                       f"{self.name}_slot")
+                    break
+                except asyncpg.ObjectInUseError:  # the walsender of a stopped run lingers
+                    await asyncio.sleep(0.1)
+            await conn.execute(f'DROP PUBLICATION IF EXISTS "{self.name}_pub"')
+            await conn.execute(f'DROP TABLE IF EXISTS "{self.name}"')
+        finally:
+            await conn.close()
+
+
+class MysqlCdcOrigin(CdcOrigin, MysqlOrigin):
+    def spec(self) -> dict[str, Any]:
+        return {**MysqlOrigin.spec(self), "snapshot": True, "chunk_rows": 7,
+                "max_batch_rows": 7}
+
+    async def insert(self, rows: Sequence[Row]) -> None:
+        await self._execute(f"CREATE TABLE IF NOT EXISTS `{self.name}` "
+                            "(id bigint PRIMARY KEY, name varchar(40), v bigint)")
+        values = ", ".join(f"({int(r['id'])}, '{r['name']}', {int(r['v'])})" for r in rows)
+        await self._execute(f"INSERT INTO `{self.name}` VALUES {values}")
+
+
+class MongoCdcOrigin(CdcOrigin, MongoOrigin):
+    def spec(self) -> dict[str, Any]:
+        return {**MongoOrigin.spec(self), "snapshot": True, "snapshot_chunk_size": 7,
+                "batch_size": 7, "max_await_ms": 100}
+
+    async def insert(self, rows: Sequence[Row]) -> None:
+        await MongoOrigin.add(self, rows)
+
+
+CDC_SOURCES: tuple[SourceFactory, ...] = (
+    SourceFactory("postgres_cdc", "postgres_cdc", PostgresCdcOrigin, ("pg_dsn",)),
+    SourceFactory("mysql_cdc", "mysql_cdc", MysqlCdcOrigin, ("mysql_params",)),
+    SourceFactory("mongo_cdc", "mongo_cdc", MongoCdcOrigin, ("mongo_uri",)),
+)
