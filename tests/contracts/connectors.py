@@ -13,7 +13,8 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,18 @@ from etlsync.core.batch import Row
 
 Env = dict[str, Any]
 """The values of the service fixtures a factory asked for (``{"pg_dsn": ...}``)."""
+
+
+@asynccontextmanager
+async def mongo_client(env: Env) -> AsyncIterator[Any]:
+    """A client of the test server, closed afterwards."""
+    from pymongo import AsyncMongoClient
+
+    client: Any = AsyncMongoClient(env["mongo_uri"])
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 # -- sinks ----------------------------------------------------------------------------------
@@ -245,44 +258,24 @@ class MongoTarget(SinkTarget):
         return {"connection": self.env["mongo_uri"], "database": self.name, "collection": table}
 
     async def rows(self, table: str) -> list[Row] | None:
-        from pymongo import AsyncMongoClient
-
-        client: Any = AsyncMongoClient(self.env["mongo_uri"])
-        try:
+        async with mongo_client(self.env) as client:
             db = client[self.name]
             if table not in await db.list_collection_names():
                 return None
             return [d async for d in db[table].find({}, {"_id": 0})]
-        finally:
-            await client.close()
 
     async def count(self, table: str) -> int:
-        from pymongo import AsyncMongoClient
-
-        client: Any = AsyncMongoClient(self.env["mongo_uri"])
-        try:
+        async with mongo_client(self.env) as client:
             return int(await client[self.name][table].count_documents({}))
-        finally:
-            await client.close()
 
     async def leftovers(self, table: str) -> list[str]:
-        from pymongo import AsyncMongoClient
-
-        client: Any = AsyncMongoClient(self.env["mongo_uri"])
-        try:
+        async with mongo_client(self.env) as client:
             names = await client[self.name].list_collection_names()
             return [n for n in names if n not in (table, "_etlsync_state") and table in n]
-        finally:
-            await client.close()
 
     async def cleanup(self) -> None:
-        from pymongo import AsyncMongoClient
-
-        client: Any = AsyncMongoClient(self.env["mongo_uri"])
-        try:
+        async with mongo_client(self.env) as client:
             await client.drop_database(self.name)
-        finally:
-            await client.close()
 
 
 class FileTarget(SinkTarget):
@@ -540,23 +533,13 @@ class MongoOrigin(SourceOrigin):
                 "collections": ["rows"]}
 
     async def add(self, rows: Sequence[Row]) -> None:
-        from pymongo import AsyncMongoClient
-
-        client: Any = AsyncMongoClient(self.env["mongo_uri"])
-        try:
+        async with mongo_client(self.env) as client:
             await client[self.name]["rows"].insert_many(
                 [{"_id": r["id"], **r} for r in rows])
-        finally:
-            await client.close()
 
     async def cleanup(self) -> None:
-        from pymongo import AsyncMongoClient
-
-        client: Any = AsyncMongoClient(self.env["mongo_uri"])
-        try:
+        async with mongo_client(self.env) as client:
             await client.drop_database(self.name)
-        finally:
-            await client.close()
 
 
 class MemoryOrigin(SourceOrigin):
@@ -620,24 +603,9 @@ class PostgresCdcOrigin(CdcOrigin):
             await conn.close()
 
     async def cleanup(self) -> None:
-        import asyncio
+        from tests.postgres_cdc.conftest import Names  # the same slot and publication names
 
-        import asyncpg
-
-        conn = await asyncpg.connect(self.env["pg_dsn"])
-        try:
-            for _ in range(50):
-                try:
-                    await conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM "
-                                       "pg_replication_slots WHERE slot_name = $1",
-                                       f"{self.name}_slot")
-                    break
-                except asyncpg.ObjectInUseError:  # the walsender of a stopped run lingers
-                    await asyncio.sleep(0.1)
-            await conn.execute(f'DROP PUBLICATION IF EXISTS "{self.name}_pub"')
-            await conn.execute(f'DROP TABLE IF EXISTS "{self.name}"')
-        finally:
-            await conn.close()
+        await Names(self.name).cleanup(self.env["pg_dsn"])
 
 
 class MysqlCdcOrigin(CdcOrigin, MysqlOrigin):

@@ -168,6 +168,8 @@ async def test_sigterm_stops_a_postgres_cdc_job_with_exit_0(tmp_path: Path, pg_d
                                                             unique_name: str) -> None:
     import asyncpg
 
+    from tests.postgres_cdc.conftest import Names  # drops the slot, publication and table
+
     conn = await asyncpg.connect(pg_dsn)
     slot, pub = f"{unique_name}_slot", f"{unique_name}_pub"
     await conn.execute(f'CREATE TABLE "{unique_name}" (id int PRIMARY KEY, name text)')
@@ -203,16 +205,8 @@ async def test_sigterm_stops_a_postgres_cdc_job_with_exit_0(tmp_path: Path, pg_d
         assert state is not None and state.position == result["committed_position"]
         assert _count(db) == 31
     finally:
-        for _ in range(50):
-            try:
-                await conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM "
-                                   "pg_replication_slots WHERE slot_name = $1", slot)
-                break
-            except asyncpg.ObjectInUseError:
-                await asyncio.sleep(0.1)
-        await conn.execute(f'DROP PUBLICATION IF EXISTS "{pub}"')
-        await conn.execute(f'DROP TABLE IF EXISTS "{unique_name}"')
         await conn.close()
+        await Names(unique_name).cleanup(pg_dsn)
 
 
 def _count(db: Path) -> int:
