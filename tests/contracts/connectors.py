@@ -167,10 +167,13 @@ class PostgresTarget(SinkTarget):
         return [dict(r) for r in await self._fetch(f"SELECT * FROM public.{_pg_quote(table)}")]
 
     async def count(self, table: str) -> int:
-        found = await self._fetch("SELECT to_regclass($1) IS NOT NULL AS e", f"public.{_pg_quote(table)}")
-        if not found[0]["e"]:
+        import asyncpg
+
+        try:
+            found = await self._fetch(f"SELECT count(*) AS n FROM public.{_pg_quote(table)}")
+        except asyncpg.UndefinedTableError:
             return 0
-        return int((await self._fetch(f"SELECT count(*) AS n FROM public.{_pg_quote(table)}"))[0]["n"])
+        return int(found[0]["n"])
 
     async def leftovers(self, table: str) -> list[str]:
         found = await self._fetch(

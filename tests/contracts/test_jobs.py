@@ -30,8 +30,11 @@ from tests.contracts.harness import table_of
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-ROWS = {"sqlite": 20_000, "postgres": 20_000, "mysql": 20_000, "mongo": 3_000}
-"""Rows per sink type: enough for a load of about a second (SecantusDB is slow)."""
+ROWS = {"sqlite": 20_000, "postgres": 30_000, "mysql": 30_000, "mongo": 3_000}
+"""Rows per sink type: a load of a few seconds (SecantusDB is slow), in small transactions so
+that the kills land near their points."""
+BATCH = {"mongo": 100, "sqlite": 250}
+"""Rows per batch (one transaction each; default 50)."""
 KILLS = {"mongo": 4}
 """Kills per sink type (default 6). A MongoDB run after a kill waits for the server to abort
 the dead run's open transaction (the test server's transaction lifetime: 5 s)."""
@@ -65,18 +68,17 @@ def write_csv(path: Path, n: int) -> list[dict[str, str]]:
     return rows
 
 
-async def _kill_during_progress(sink: SinkCase, proc: subprocess.Popen[bytes],
-                                rng: random.Random) -> bool:
-    """SIGKILL ``proc`` once the target grew in this run (plus a random few ms); False if it
-    finished first."""
-    start = await sink.target.count(sink.table)
-    for _ in range(1500):
+async def _kill_at(sink: SinkCase, proc: subprocess.Popen[bytes], rows: int,
+                  rng: random.Random) -> bool:
+    """SIGKILL ``proc`` once the target holds ``rows`` rows (plus a random few ms); False if
+    it finished first."""
+    for _ in range(6000):
         if proc.poll() is not None:
             return False
-        if await sink.target.count(sink.table) > start:
-            await asyncio.sleep(rng.uniform(0, 0.08))
+        if await sink.target.count(sink.table) >= rows:
+            await asyncio.sleep(rng.uniform(0, 0.02))
             break
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.005)
     if proc.poll() is not None:
         return False
     proc.send_signal(signal.SIGKILL)
@@ -96,12 +98,15 @@ async def test_kill_9_then_a_full_run_leaves_every_row_exactly_once(sink: SinkCa
             **sink.factory.options, "write_mode": "append"}
     job = write_job(sink.tmp / "job.yaml", {
         "name": sink.table, "source": {"type": "csv", "path": "rows.csv"},
-        "batch_size": 100 if sink.factory.id == "mongo" else 250, "sink": spec})
+        "batch_size": BATCH.get(sink.factory.id, 50), "sink": spec})
     rng = random.Random(sink.factory.id)
     kills, seen, completed = 0, [], False
-    for _ in range(KILLS.get(sink.factory.id, 6)):
+    points = sorted(rng.sample(range(n // 20, n * 9 // 10), KILLS.get(sink.factory.id, 6)))
+    for point in points:  # kill points spread over the load, in order
+        if await sink.target.count(sink.table) >= point:
+            continue  # the last run got past it before it died
         proc = etlsync_run(job)
-        if not await _kill_during_progress(sink, proc, rng):
+        if not await _kill_at(sink, proc, point, rng):
             _, err = await finish(proc)  # it finished the load before the kill
             assert proc.returncode == 0, err.decode()[-2000:]
             completed = True
