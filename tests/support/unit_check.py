@@ -31,6 +31,9 @@ def main(args: list[str]) -> int:
     with socket.socket() as closed:  # bound, never listening: connections are refused
         closed.bind(("127.0.0.1", 0))
         env = unreachable_env(closed.getsockname()[1])
+        # this tree's code, whatever an editable install elsewhere points at
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"),
+                                                        os.environ.get("PYTHONPATH")) if p)
         return subprocess.call([sys.executable, "-m", "pytest", "-m", "not integration", *args],
                                cwd=ROOT, env=env)
 
