@@ -120,6 +120,8 @@ class PostgresSink(Sink):
             self.schema_policy = SchemaPolicy(schema_policy)
         except ValueError as exc:
             raise ConfigError(f"PostgresSink({table!r}): {exc}") from None
+        for name_ in (table, schema, state_table, state_schema or schema):
+            quote_ident(name_)  # a NUL byte is refused here, not by the server mid-run
         self.primary_key = tuple(primary_key)
         self.column_map = dict(column_map or {})
         self.type_map = dict(type_map or {})
