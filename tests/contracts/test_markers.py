@@ -1,9 +1,9 @@
 """``python3 -m pytest -m "not integration"`` runs the unit tests alone.
 
 A test asking for a service fixture gets the ``integration`` marker (``tests/conftest.py``).
-In CI (``.ci/run``), ``python3 -m tests.support.unit_check`` runs the unit selection with every
-service unreachable and ``CI=true`` (a missing service fails a test), so it passes only if no
-unit test touches a service. Here, a check of that check: it does fail a service's test.
+``tests.support.unit_check`` runs the unit selection with every service unreachable and
+``CI=true`` (a missing service fails a test), so it passes only if no unit test touches a
+service; the last test below runs it, the first checks that the check can fail.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+
+import pytest
 
 from tests.support.unit_check import ROOT, unreachable_env
 
@@ -32,3 +34,12 @@ def test_the_unreachable_services_fail_an_integration_test_and_pass_unit_tests()
     assert failing.returncode == 1 and "required service unavailable" in failing.stdout, \
         failing.stdout[-2000:]
     assert passing.returncode == 0 and "deselected" in passing.stdout, passing.stdout[-2000:]
+
+
+@pytest.mark.integration  # not itself a unit test: it runs them (and must not run itself)
+def test_the_unit_tests_run_with_every_service_unreachable() -> None:
+    """The whole ``-m "not integration"`` selection passes with PostgreSQL, MariaDB and
+    MongoDB unreachable and ``CI=true`` (a unit test that touched a service would fail)."""
+    from tests.support.unit_check import main
+
+    assert main(["-q", "-p", "no:cacheprovider", "-x"]) == 0

@@ -3,7 +3,8 @@
 PostgreSQL, MariaDB and MongoDB are pointed at a port that is bound but never listens (every
 connection is refused), service setup is off, and ``CI=true`` makes a test that finds its
 service missing fail instead of skipping: the run passes only if no unit test touches a service.
-``.ci/run`` runs it before the whole suite: ``python3 -m tests.support.unit_check [pytest args]``.
+``tests/contracts/test_markers.py`` runs it as part of the suite; by hand:
+``python3 -m tests.support.unit_check [pytest args]``.
 """
 
 from __future__ import annotations
