@@ -150,7 +150,8 @@ async def revert(conn: asyncpg.Connection, run_id: str, schema: str, table: str,
         if later is not None and not force:
             raise RevertError(f"run {later} changed {schema}.{table} after run {run_id}: "
                               "revert that run first (or force)")
-        kinds = {r["kind"]: json.loads(r["detail"]) if r["detail"] else None for r in markers}
+        kinds: dict[str, Any] = {r["kind"]: json.loads(r["detail"]) if r["detail"] else {}
+                                 for r in markers}
         if "C" in kinds:
             if await conn.fetchval("SELECT to_regclass($1)", target) is not None:
                 await conn.execute(f"DROP TABLE {target}")

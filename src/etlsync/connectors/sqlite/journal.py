@@ -284,8 +284,9 @@ class SqliteJournaled:
 
     async def revert(self, run_id: str, rewind: Rewind | None = None,
                      *, force: bool = False) -> RevertReport:
-        return await self._offline(lambda c: revert(c, run_id, self.table, rewind,
-                                                    self.state_table, force))
+        report: RevertReport = await self._offline(
+            lambda c: revert(c, run_id, self.table, rewind, self.state_table, force))
+        return report
 
     async def forget(self, run_ids: Sequence[str]) -> int:
         if not run_ids or not os.path.exists(self.path):
@@ -302,7 +303,8 @@ class SqliteJournaled:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        return await self._offline(run)
+        dropped: int = await self._offline(run)
+        return dropped
 
     async def _offline(self, fn: Any) -> Any:
         serial = SerialThread("etlsync-sqlite-journal")

@@ -1,0 +1,566 @@
+"""The service: schedules, triggers, the queue, executions, recovery, retention.
+
+>>> service = Service(load_project("shop/"))
+>>> await service.run_until_stopped()       # or: await service.start(); ...; await service.stop()
+
+The Python API (the web console builds on it): :meth:`Service.jobs`,
+:meth:`Service.trigger`, :meth:`Service.cancel`, :meth:`Service.runs`, :meth:`Service.run`,
+:meth:`Service.logs`, :meth:`Service.rollback`, :attr:`Service.events` (live events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import os
+import secrets
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from etlsync.core.errors import ConfigError
+from etlsync.log import get_logger
+from etlsync.service.alerts import Alert, Alerts, build_channels
+from etlsync.service.clock import Clock, SystemClock
+from etlsync.service.events import EventBus, ServiceEvent
+from etlsync.service.execution import Execution, run_context
+from etlsync.service.project import JobEntry, Project, seconds
+from etlsync.service.queue import QueuedRun, RunQueue
+from etlsync.service.schedule import Fire, due_fires
+from etlsync.service.state import LogLine, RunRecord, RunStatus, StateStore, iso, open_state
+
+log = get_logger(component="serve")
+_DEP_STATUSES = {"succeeded": {RunStatus.SUCCEEDED}, "failed": {RunStatus.FAILED,
+                 RunStatus.TIMED_OUT}, "any": set(RunStatus) - {RunStatus.QUEUED,
+                                                                 RunStatus.RUNNING}}
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    name: str
+    schedule: str | None
+    next_fire: str | None
+    depends_on: list[str]
+    triggers: list[str]
+    continuous: bool
+    journal: bool
+    priority: int
+    resources: list[str]
+    active: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class AnotherInstance(ConfigError):
+    """A second ``serve`` on a SQLite state database that a live one already uses."""
+
+
+class Service:
+    """Runs a project's jobs until stopped.
+
+    :param clock: the scheduler's clock (tests pass a :class:`~etlsync.service.clock.ManualClock`).
+    :param state: the state database (default: the project's ``state.url``).
+    :param http: serve the HTTP API when the project configures ``http`` (``False``: never).
+    :param watch: watch directories of file triggers (``False``: only scan at start).
+    """
+
+    def __init__(self, project: Project, *, clock: Clock | None = None,
+                 state: StateStore | None = None, instance_id: str | None = None,
+                 env: Mapping[str, str] | None = None, http: bool = True,
+                 watch: bool = True) -> None:
+        spec = project.spec
+        self.project, self.clock, self.env = project, clock or SystemClock(), env
+        self.redact = project.redact
+        self.store = state or open_state(spec.state.url, project.root,
+                                         password_env=spec.state.password_env,
+                                         password_file=spec.state.password_file,
+                                         sslmode=spec.state.sslmode,
+                                         sslrootcert=spec.state.sslrootcert)
+        self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-" \
+                                          f"{secrets.token_hex(2)}"
+        self.lease_ttl = seconds(spec.state.lease_ttl, "state.lease_ttl") or 30.0
+        self.heartbeat_every = seconds(spec.state.heartbeat, "state.heartbeat") or 5.0
+        if self.heartbeat_every * 2 >= self.lease_ttl:
+            raise ConfigError("state.heartbeat: must be under half of state.lease_ttl")
+        self.lease_margin = min(self.heartbeat_every, self.lease_ttl / 4)
+        self.queue = RunQueue(spec.queue.concurrency, spec.queue.resources)
+        self.events = EventBus()
+        self.alerts = Alerts(spec.alerts, build_channels(spec.alerts, self.redact,
+                                                         str(project.root)),
+                             self.store, self.clock, project.name)
+        self.http_enabled, self.watch = http and spec.http is not None, watch
+        self.executions: dict[str, Execution] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[Any]] = []
+        self._wake = asyncio.Event()
+        self._dispatch_wake = asyncio.Event()
+        self._last_fire: dict[str, float] = {}
+        self._stopping = False
+        self._started = False
+        self._idle = asyncio.Event()
+        self._triggers: list[Any] = []
+        self._records: dict[str, RunRecord] = {}
+        self._wake_at: tuple[float, asyncio.Task[None]] | None = None
+        """Queued runs of this instance, by id, until admitted."""
+        self.http: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the state database, recover what a dead instance left, start the loops."""
+        await self.store.open()
+        await self._claim_instance()
+        self._started = True
+        await self._recover()
+        now = self.clock.now()
+        for name, entry in self.project.jobs.items():
+            if entry.schedule is not None:
+                last = await self.store.last_fire(name)
+                if last is None:
+                    await self.store.set_last_fire(name, now)
+                self._last_fire[name] = now if last is None else last
+            if entry.continuous:
+                await self.enqueue(entry, "continuous")
+        await self._resume_stopped()
+        self._loops = [asyncio.create_task(coro, name=f"etlsync-serve-{n}") for n, coro in (
+            ("scheduler", self._scheduler()), ("dispatcher", self._dispatcher()),
+            ("heartbeat", self._heartbeat()), ("retention", self._retention()))]
+        from etlsync.service.triggers import start_triggers
+        self._triggers = await start_triggers(self)
+        if self.http_enabled:
+            from etlsync.service.http import HttpApi
+            self.http = HttpApi(self)
+            await self.http.start()
+        self._kick()
+        log.info("serving", project=self.project.name, instance=self.instance_id,
+                 state=self.store.db.url, jobs=len(self.project.jobs))
+
+    async def stop(self, *, drain_seconds: float = 60.0) -> None:
+        """Stop triggers and schedules, stop running pipelines gracefully (drained and
+        committed; recorded as ``stopped``), and close. Queued runs stay queued."""
+        if not self._started:
+            return
+        self._stopping = True
+        if self.http is not None:
+            await self.http.stop()
+        for trigger in self._triggers:
+            with contextlib.suppress(Exception):
+                await trigger.stop()
+        for ex in list(self.executions.values()):
+            ex.stop(RunStatus.STOPPED, "shutdown: stopping gracefully")
+        running = [t for t in self._tasks if not t.done()]
+        if running:
+            done, pending = await asyncio.wait(running, timeout=drain_seconds)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._wake_at is not None:
+            self._wake_at[1].cancel()
+        for t in self._loops:
+            t.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.store.stop_instance(self.instance_id, self.clock.now())
+        await self.store.close()
+        self._started = False
+        log.info("stopped", instance=self.instance_id)
+
+    async def run_until_stopped(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    async def _claim_instance(self) -> None:
+        if not self.store.shared:
+            for other, host, pid in await self.store.live_instances():
+                if host == socket.gethostname() and not _alive(pid):
+                    await self.store.expire_instance(other)
+                else:
+                    raise AnotherInstance(
+                        f"another etlsync serve ({other}, pid {pid} on {host}) uses the SQLite "
+                        f"state database {self.store.db.url}: one instance per SQLite file "
+                        "(several instances need a PostgreSQL state database)")
+        await self.store.register_instance(self.instance_id, socket.gethostname(), os.getpid(),
+                                           self.clock.now(), self.lease_ttl)
+
+    # -- the Python API ----------------------------------------------------------------
+    def jobs(self) -> list[JobInfo]:
+        out = []
+        for name, e in sorted(self.project.jobs.items()):
+            nxt = None
+            if e.schedule is not None and name in self._last_fire:
+                nxt = iso(e.schedule.next_after(self._last_fire[name]))
+            out.append(JobInfo(name, e.schedule.describe() if e.schedule else (
+                "continuous" if e.continuous else None), nxt, e.spec.depends_on,
+                [t.type for t in e.spec.triggers], e.continuous, e.journal, e.spec.priority,
+                e.spec.resources, self.queue.has_job(name)))
+        return out
+
+    async def trigger(self, job: str, *, params: Mapping[str, Any] | None = None,
+                      trigger: str = "api", priority: int | None = None,
+                      dedupe: str | None = None) -> RunRecord | None:
+        """Queue a run of ``job`` now (``params`` become ``${trigger.x}``); ``None`` when
+        ``dedupe`` names a run that exists already."""
+        return await self.enqueue(self.project.job(job), trigger, context=dict(params or {}),
+                                  priority=priority, dedupe=dedupe)
+
+    async def cancel(self, run_id: str) -> bool:
+        """Cancel a queued run, or stop a running one (drained, committed, ``cancelled``).
+        A run of another instance is asked to stop through the state database."""
+        run = await self.store.get_run(run_id)
+        if run is None or run.status.finished:
+            return False
+        if self.queue.cancel(run.id) is not None:
+            run.status, run.ended_at = RunStatus.CANCELLED, self.clock.now()
+            run.note = "cancelled while queued"
+            await self.store.update_run(run, "status", "ended_at", "note", fenced=False)
+            self.publish("run_finished", run)
+            self._kick()
+            return True
+        ex = self.executions.get(run.id)
+        if ex is not None:
+            ex.stop(RunStatus.CANCELLED, "cancelled: stopping gracefully")
+            return True
+        return await self.store.request_cancel(run.id)
+
+    async def runs(self, *, job: str | None = None, status: Sequence[str] = (),
+                   limit: int = 50) -> list[RunRecord]:
+        return await self.store.runs(job=job, status=status, limit=limit)
+
+    async def run(self, run_id: str) -> RunRecord | None:
+        return await self.store.get_run(run_id)
+
+    async def logs(self, run_id: str) -> list[LogLine]:
+        return await self.store.logs(run_id)
+
+    async def rollback(self, run_id: str, *, force: bool = False) -> Any:
+        from etlsync.service.rollback import rollback
+        result = await rollback(self.project, self.store, run_id, force=force, clock=self.clock,
+                                env=self.env)
+        self.publish("rollback", result.run, reports=[str(r) for r in result.reports])
+        return result
+
+    async def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until nothing is queued or running here (tests; finite jobs only)."""
+        async with asyncio.timeout(timeout):
+            while self.queue.waiting or self.executions or any(
+                    not t.done() for t in self._tasks):
+                self._idle.clear()
+                await self._idle.wait()
+
+    # -- queueing ----------------------------------------------------------------------
+    def run_context(self, run: RunRecord) -> dict[str, Any]:
+        """What ``${run.x}``, ``${trigger.x}`` and ``${upstream.job.x}`` read for ``run``."""
+        return run_context(run)
+
+    async def enqueue(self, entry: JobEntry, trigger: str, *, fire: Fire | None = None,
+                      context: dict[str, Any] | None = None, priority: int | None = None,
+                      dedupe: str | None = None, retry_of: str | None = None,
+                      attempt: int = 1, not_before: float = 0.0,
+                      window: tuple[float, float] | None = None) -> RunRecord | None:
+        """Record a queued run and put it in the queue; ``None`` if ``dedupe`` existed."""
+        now = self.clock.now()
+        run = RunRecord(id=secrets.token_hex(8), job=entry.name, trigger=trigger,
+                        priority=entry.spec.priority if priority is None else priority,
+                        queued_at=now, dedupe=dedupe, instance=self.instance_id,
+                        attempt=attempt, retry_of=retry_of, context=context or {})
+        if fire is not None:
+            run.scheduled_for, run.window_start, run.window_end = \
+                fire.scheduled_for, fire.window_start, fire.window_end
+            if fire.misfired:
+                run.note = f"misfire ({entry.spec.misfire.value}) after downtime"
+        elif window is not None:
+            run.window_start, run.window_end = window
+        if not await self.store.create_run(run):
+            return None
+        self._put(run, entry, not_before)
+        self.publish("run_queued", run)
+        return run
+
+    def _put(self, run: RunRecord, entry: JobEntry, not_before: float = 0.0) -> None:
+        self.queue.put(QueuedRun(run_id=run.id, job=run.job, priority=run.priority,
+                                 queued_at=run.queued_at, resources=tuple(entry.spec.resources),
+                                 continuous=entry.continuous, not_before=not_before))
+        self._records[run.id] = run
+        self._kick()
+
+    def _kick(self) -> None:
+        self._dispatch_wake.set()
+
+    def publish(self, kind: str, run: RunRecord | None, **detail: Any) -> None:
+        self.events.publish(ServiceEvent(kind, self.clock.now(), run, detail))
+
+    # -- loops -------------------------------------------------------------------------
+    async def _dispatcher(self) -> None:
+        while True:
+            await self._dispatch_wake.wait()
+            self._dispatch_wake.clear()
+            if self._stopping:
+                continue
+            for item in self.queue.admit(self.clock.now()):
+                run = self._records.pop(item.run_id, None)
+                if run is None:
+                    self.queue.done(item.run_id)
+                    continue
+                task = asyncio.create_task(self._execute(run, item))
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+            wake = self.queue.next_wakeup()
+            if wake is not None and (self._wake_at is None or wake < self._wake_at[0]
+                                     or self._wake_at[1].done()):
+                if self._wake_at is not None:
+                    self._wake_at[1].cancel()
+                self._wake_at = (wake, asyncio.create_task(self._kick_at(wake)))
+            self._signal_idle()
+
+    async def _kick_at(self, when: float) -> None:
+        await self.clock.sleep_until(when)
+        self._kick()
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("run task failed", error=repr(task.exception()))
+        self._kick()
+        self._signal_idle()
+
+    def _signal_idle(self) -> None:
+        if not self.queue.waiting and not self.executions and all(t.done() for t in self._tasks):
+            self._idle.set()
+
+    async def _execute(self, run: RunRecord, item: QueuedRun) -> None:
+        entry = self.project.jobs.get(run.job)
+        if entry is None:
+            self.queue.done(run.id)
+            return
+        ex = Execution(self, run, entry)
+        self.executions[run.id] = ex
+        try:
+            try:
+                got = await ex.acquire()
+            except Exception as exc:  # noqa: BLE001 - the state database is away: retry soon
+                log.error("cannot take the job's lease", job=run.job, error=str(exc))
+                got = False
+            if not got:
+                holder = await self.store.lease_holder(run.job)
+                wait = min(max(holder[2], 0.2), 5.0) if holder else 0.2
+                self._records[run.id] = run
+                self.queue.requeue(run.id, self.clock.now() + wait)
+                return
+            ex.task = asyncio.current_task()
+            finished = await ex.execute()
+            self.queue.done(run.id)
+            self.publish("run_finished", finished)
+            await self._after(entry, finished)
+        finally:
+            self.executions.pop(run.id, None)
+            self.queue.done(run.id)
+
+    async def _after(self, entry: JobEntry, run: RunRecord) -> None:
+        """Alerts, retries and restarts, dependents."""
+        status = run.status
+        if status is RunStatus.FAILED:
+            await self.alerts.emit(Alert("failure", run.job, run.error or "failed", run.id))
+        elif status is RunStatus.TIMED_OUT:
+            await self.alerts.emit(Alert("timeout", run.job, run.note or "over its time limit",
+                                         run.id))
+        elif status is RunStatus.SUCCEEDED:
+            await self.alerts.emit(Alert("recovery", run.job, "succeeded again", run.id))
+        if self._stopping or status is RunStatus.LOST:
+            return
+        retries = entry.spec.retries
+        if status in (RunStatus.FAILED, RunStatus.TIMED_OUT) and (
+                entry.continuous or run.attempt <= retries.max_attempts):
+            base = seconds(retries.backoff, "backoff") or 0.0
+            cap = seconds(retries.max_backoff, "max_backoff") or 0.0
+            attempt = run.attempt
+            if entry.continuous and (run.ended_at or 0) - (run.started_at or 0) > cap:
+                attempt = 1  # it ran a good while: start the backoff over
+            delay = min(base * 2 ** (attempt - 1), cap)
+            await self.enqueue(entry, "retry", context=run.context, retry_of=run.id,
+                               attempt=attempt + 1, not_before=self.clock.now() + delay,
+                               dedupe=f"retry:{run.id}", window=_window(run))
+        elif entry.continuous and status is RunStatus.SUCCEEDED:
+            await self.enqueue(entry, "continuous", dedupe=f"restart:{run.id}")
+        await self._downstream(run)
+
+    async def _downstream(self, run: RunRecord) -> None:
+        for name, other in self.project.jobs.items():
+            for t in other.spec.triggers:
+                if t.type == "job" and t.job == run.job and any(
+                        run.status in _DEP_STATUSES[s] for s in t.on):
+                    await self.enqueue(other, "job", context={"upstream": {run.job: _ref(run)}},
+                                       dedupe=f"job:{name}:{run.id}", window=_window(run))
+        if run.status is not RunStatus.SUCCEEDED:
+            return
+        for name in self.project.graph.dependents(run.job):
+            other = self.project.jobs[name]
+            mine = await self.store.runs(job=name, limit=1)
+            since = mine[0].queued_at if mine else None
+            ups: dict[str, RunRecord] = {}
+            for dep in other.spec.depends_on:
+                found = await self.store.runs(job=dep, status=["succeeded"], limit=1)
+                if not found or (since is not None and (found[0].ended_at or 0) < since):
+                    break
+                ups[dep] = found[0]
+            else:
+                starts = [r.window_start for r in ups.values() if r.window_start is not None]
+                ends = [r.window_end for r in ups.values() if r.window_end is not None]
+                window = (min(starts), max(ends)) if starts and ends else None
+                key = ",".join(sorted(r.id for r in ups.values()))
+                await self.enqueue(other, "depends_on",
+                                   context={"upstream": {j: _ref(r) for j, r in ups.items()}},
+                                   dedupe=f"deps:{name}:{key}", window=window)
+
+    async def _scheduler(self) -> None:
+        heap: list[tuple[float, str]] = []
+        for name, entry in self.project.jobs.items():
+            if entry.schedule is not None:
+                heap.append((entry.schedule.next_after(self._last_fire[name]), name))
+        heapq.heapify(heap)
+        while heap:
+            await self.clock.sleep_until(heap[0][0])
+            now = self.clock.now()
+            while heap and heap[0][0] <= now:
+                _, name = heapq.heappop(heap)
+                entry = self.project.jobs[name]
+                await self._fire(entry, now)
+                assert entry.schedule is not None
+                heapq.heappush(heap, (entry.schedule.next_after(self._last_fire[name]), name))
+
+    async def _fire(self, entry: JobEntry, now: float) -> None:
+        assert entry.schedule is not None
+        fires, last = due_fires(entry.schedule, self._last_fire[entry.name], now,
+                                entry.spec.misfire, entry.misfire_grace, entry.spec.max_catch_up)
+        for fire in fires:
+            await self.enqueue(entry, "schedule", fire=fire,
+                               dedupe=f"schedule:{entry.name}:{fire.scheduled_for:.3f}")
+        if last != self._last_fire[entry.name]:
+            self._last_fire[entry.name] = last
+            await self.store.set_last_fire(entry.name, last)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_every)
+            try:
+                await self.beat()
+            except Exception as exc:  # noqa: BLE001 - the state database may be away a while
+                log.error("heartbeat failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def beat(self) -> None:
+        """One heartbeat: renew leases (runs whose lease was lost stop), take cancel requests,
+        recover runs of dead instances, check lag and dead-letter alerts, send digests."""
+        import time as _time
+        started = _time.monotonic()
+        held = await self.store.heartbeat(self.instance_id, self.lease_ttl)
+        for ex in list(self.executions.values()):
+            if ex.lease is None or ex.run.status is not RunStatus.RUNNING:
+                continue
+            if held.get(ex.run.job) == ex.lease.token:
+                ex.lease.renewed(started)
+            else:
+                ex.lease.lost = True
+                ex.stop(RunStatus.LOST, "lease lost (another instance took the job): stopping")
+        for run_id in await self.store.cancel_requests(self.instance_id):
+            if run_id in self.executions:
+                self.executions[run_id].stop(RunStatus.CANCELLED, "cancel requested")
+            elif self.queue.cancel(run_id) is not None:
+                await self.cancel(run_id)
+        await self._recover()
+        for ex in list(self.executions.values()):
+            await ex.flush_logs()
+            await self._check_running(ex)
+        await self.alerts.flush_due()
+
+    async def _check_running(self, ex: Execution) -> None:
+        now = self.clock.now()
+        a = self.alerts
+        if a.lag is not None and a.enabled("lag"):
+            lag = ex.observer.lag(_wall(), ex.pipeline)
+            if lag > a.lag:
+                await a.emit(Alert("lag", ex.run.job, f"lag {lag:.0f}s over {a.lag:g}s",
+                                   ex.run.id, now))
+        if a.dead_letter_rate is not None and ex.pipeline is not None:
+            bad = sum(int(m.extra.get("bad_rows", 0)) for m in ex.pipeline.metrics.values())
+            rows = max(ex.observer.rows_read, 1)
+            if bad > ex.dead_letters_seen and bad / rows > a.dead_letter_rate:
+                ex.dead_letters_seen = bad
+                await a.emit(Alert("dead_letters", ex.run.job,
+                                   f"{bad} of {rows} rows dead-lettered ({bad / rows:.1%} over "
+                                   f"{a.dead_letter_rate:.1%})", ex.run.id, now))
+
+    async def _recover(self) -> None:
+        """Runs a dead instance left: ``running`` ones are marked lost and run again (once:
+        one instance wins each), ``queued`` ones are adopted."""
+        host = socket.gethostname()
+        for other, other_host, pid in await self.store.live_instances():
+            if other != self.instance_id and other_host == host and not _alive(pid):
+                await self.store.expire_instance(other)
+        for lost in await self.store.mark_lost(self.clock.now()):
+            entry = self.project.jobs.get(lost.job)
+            self.publish("run_finished", lost)
+            await self.alerts.emit(Alert("failure", lost.job, lost.error or "lost", lost.id))
+            if entry is not None:
+                await self.enqueue(entry, "recovery", context=lost.context, retry_of=lost.id,
+                                   attempt=lost.attempt + 1, dedupe=f"recovery:{lost.id}",
+                                   window=_window(lost))
+        for run in await self.store.adopt_queued(self.instance_id):
+            entry = self.project.jobs.get(run.job)
+            if entry is not None and run.id not in self._records and \
+                    run.id not in self.executions:
+                self._put(run, entry)
+
+    async def _resume_stopped(self) -> None:
+        for name, entry in self.project.jobs.items():
+            if entry.continuous:
+                continue
+            last = await self.store.last_finished(name)
+            if last is not None and last.status is RunStatus.STOPPED and \
+                    not self.queue.has_job(name):
+                await self.enqueue(entry, "resume", context=last.context, retry_of=last.id,
+                                   dedupe=f"resume:{last.id}", window=_window(last))
+
+    async def _retention(self) -> None:
+        from etlsync.service.rollback import forget_journals
+        r = self.project.spec.state.retention
+        while True:
+            try:
+                now = self.clock.now()
+                await forget_journals(self.project, self.store,
+                                      now - (seconds(r.journal, "state.retention.journal") or 0),
+                                      self.env)
+                await self.store.prune(now - (seconds(r.runs, "state.retention.runs") or 0),
+                                       now - (seconds(r.logs, "state.retention.logs") or 0))
+            except Exception as exc:  # noqa: BLE001 - retried at the next pass
+                log.error("retention pass failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(3600)
+
+
+def _window(run: RunRecord) -> tuple[float, float] | None:
+    if run.window_start is None or run.window_end is None:
+        return None
+    return run.window_start, run.window_end
+
+
+def _ref(run: RunRecord) -> dict[str, Any]:
+    return {"run_id": run.id, "status": run.status.value, "ended_at": iso(run.ended_at),
+            "window_start": iso(run.window_start) or "", "window_end": iso(run.window_end) or ""}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wall() -> float:
+    import time
+    return time.time()
