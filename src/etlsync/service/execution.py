@@ -161,7 +161,7 @@ class Execution:
 
     def log(self, level: str, message: str) -> None:
         if len(self.lines) < MAX_LOG_LINES:
-            self.lines.append(LogLine(self.run.id, time.time(), level,
+            self.lines.append(LogLine(self.run.id, self.service.clock.now(), level,
                                       self.service.redact(message)))
 
     async def flush_logs(self) -> None:
@@ -233,9 +233,7 @@ class Execution:
         svc = self.service
         timer = None
         if self.entry.max_run_time is not None:
-            timer = asyncio.get_running_loop().call_later(
-                self.entry.max_run_time, self.stop, RunStatus.TIMED_OUT,
-                f"over its time limit ({self.entry.max_run_time:g}s): stopping")
+            timer = asyncio.create_task(self._time_limit(self.entry.max_run_time))
         result: JobResult | None = None
         error: str | None = None
         try:
@@ -268,6 +266,10 @@ class Execution:
             error = error or "the lease passed to another instance"
         return await self._finish(status, error=error, note=self.stop_note)
 
+    async def _time_limit(self, limit: float) -> None:
+        await self.service.clock.sleep_until((self.run.started_at or 0.0) + limit)
+        self.stop(RunStatus.TIMED_OUT, f"over its time limit ({limit:g}s): stopping")
+
     def _status(self, result: JobResult | None, error: str | None) -> RunStatus:
         if self.stop_reason is RunStatus.LOST:
             return RunStatus.LOST
@@ -284,7 +286,8 @@ class Execution:
         svc, run = self.service, self.run
         run.status, run.ended_at = status, svc.clock.now()
         run.error = None if error is None else svc.redact(error)
-        run.note = note
+        if note:
+            run.note = f"{run.note}; {note}" if run.note else note
         if run.started_at is None:
             run.started_at = run.ended_at
         self.log("error" if status is RunStatus.FAILED else "info",

@@ -298,11 +298,19 @@ def load_project(path: str | Path, env: Mapping[str, str] | None = None, *,
     secrets: set[str] = set()
     try:
         raw = substitute(raw, env, "", secrets)
+        jobs_raw = raw.pop("jobs", None) or {}
+        if not isinstance(jobs_raw, dict):
+            raise ConfigError("jobs: expected a mapping of job names to their settings")
         spec = msgspec.convert(raw, ProjectSpec, strict=False)
     except ConfigError as exc:
         raise ConfigError(f"{file}: {exc}") from None
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{file}: {_where(exc)}") from None
+    for name, entry_raw in jobs_raw.items():
+        try:
+            spec.jobs[str(name)] = msgspec.convert(entry_raw or {}, JobEntrySpec, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{file}: {_where(exc, f'jobs.{name}')}") from None
     root = file.parent
     entries = dict(spec.jobs)
     jobs_dir = root / spec.jobs_dir
@@ -330,12 +338,11 @@ def load_project(path: str | Path, env: Mapping[str, str] | None = None, *,
     return Project(file, spec, jobs, graph, Redactor(secrets))
 
 
-def _where(exc: msgspec.ValidationError) -> str:
+def _where(exc: msgspec.ValidationError, prefix: str = "") -> str:
     text = str(exc)
     m = re.match(r"^(.*) - at `\$(.*)`$", text, re.S)
-    if not m:
-        return text
-    what, key = m.group(1), m.group(2).lstrip(".")
+    what, key = (m.group(1), m.group(2).lstrip(".")) if m else (text, "")
+    key = ".".join(k for k in (prefix, key) if k)
     unknown = re.match(r"Object contains unknown field `(.+)`", what)
     if unknown:
         return f"{key + '.' if key else ''}{unknown.group(1)}: unknown key"

@@ -16,6 +16,7 @@ import heapq
 import os
 import secrets
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +104,8 @@ class Service:
         self._idle = asyncio.Event()
         self._triggers: list[Any] = []
         self._records: dict[str, RunRecord] = {}
+        self._busy = 0
+        """Schedulers and triggers queueing runs right now (for :meth:`wait_idle`)."""
         self._wake_at: tuple[float, asyncio.Task[None]] | None = None
         """Queued runs of this instance, by id, until admitted."""
         self.http: Any = None
@@ -121,6 +124,7 @@ class Service:
                 if last is None:
                     await self.store.set_last_fire(name, now)
                 self._last_fire[name] = now if last is None else last
+                await self._fire(entry, now)  # what was missed while no instance ran
             if entry.continuous:
                 await self.enqueue(entry, "continuous")
         await self._resume_stopped()
@@ -247,7 +251,7 @@ class Service:
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until nothing is queued or running here (tests; finite jobs only)."""
         async with asyncio.timeout(timeout):
-            while self.queue.waiting or self.executions or any(
+            while self._busy or self.queue.waiting or self.executions or any(
                     not t.done() for t in self._tasks):
                 self._idle.clear()
                 await self._idle.wait()
@@ -263,8 +267,21 @@ class Service:
                       attempt: int = 1, not_before: float = 0.0,
                       window: tuple[float, float] | None = None) -> RunRecord | None:
         """Record a queued run and put it in the queue; ``None`` if ``dedupe`` existed."""
+        self._busy += 1
+        try:
+            return await self._enqueue(entry, trigger, fire, context, priority, dedupe, retry_of,
+                                       attempt, not_before, window)
+        finally:
+            self._busy -= 1
+            self._signal_idle()
+
+    async def _enqueue(self, entry: JobEntry, trigger: str, fire: Fire | None,
+                       context: dict[str, Any] | None, priority: int | None,
+                       dedupe: str | None, retry_of: str | None, attempt: int,
+                       not_before: float, window: tuple[float, float] | None
+                       ) -> RunRecord | None:
         now = self.clock.now()
-        run = RunRecord(id=secrets.token_hex(8), job=entry.name, trigger=trigger,
+        run = RunRecord(id=new_run_id(), job=entry.name, trigger=trigger,
                         priority=entry.spec.priority if priority is None else priority,
                         queued_at=now, dedupe=dedupe, instance=self.instance_id,
                         attempt=attempt, retry_of=retry_of, context=context or {})
@@ -329,7 +346,8 @@ class Service:
         self._signal_idle()
 
     def _signal_idle(self) -> None:
-        if not self.queue.waiting and not self.executions and all(t.done() for t in self._tasks):
+        if not self._busy and not self.queue.waiting and not self.executions and \
+                all(t.done() for t in self._tasks):
             self._idle.set()
 
     async def _execute(self, run: RunRecord, item: QueuedRun) -> None:
@@ -424,13 +442,19 @@ class Service:
         heapq.heapify(heap)
         while heap:
             await self.clock.sleep_until(heap[0][0])
-            now = self.clock.now()
-            while heap and heap[0][0] <= now:
-                _, name = heapq.heappop(heap)
-                entry = self.project.jobs[name]
-                await self._fire(entry, now)
-                assert entry.schedule is not None
-                heapq.heappush(heap, (entry.schedule.next_after(self._last_fire[name]), name))
+            self._busy += 1
+            try:
+                now = self.clock.now()
+                while heap and heap[0][0] <= now:
+                    _, name = heapq.heappop(heap)
+                    entry = self.project.jobs[name]
+                    await self._fire(entry, now)
+                    assert entry.schedule is not None
+                    heapq.heappush(heap, (entry.schedule.next_after(self._last_fire[name]),
+                                          name))
+            finally:
+                self._busy -= 1
+                self._signal_idle()
 
     async def _fire(self, entry: JobEntry, now: float) -> None:
         assert entry.schedule is not None
@@ -538,6 +562,17 @@ class Service:
             except Exception as exc:  # noqa: BLE001 - retried at the next pass
                 log.error("retention pass failed", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(3600)
+
+
+def new_run_id() -> str:
+    """Unique, and in creation order (so runs queued at one logical time sort as queued)."""
+    global _last_id_ms
+    ms = max(time.time_ns() // 1_000_000, _last_id_ms + 1)
+    _last_id_ms = ms
+    return f"{ms:011x}{secrets.token_hex(3)}"
+
+
+_last_id_ms = 0
 
 
 def _window(run: RunRecord) -> tuple[float, float] | None:
