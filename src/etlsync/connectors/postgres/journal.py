@@ -36,18 +36,19 @@ MARKERS = "_etlsync_journal_runs"
 
 def _ddl(s: str) -> list[str]:
     j, m = qualified(s, JOURNAL), qualified(s, MARKERS)
-    gate = (f"DECLARE r text := current_setting('{SETTING}', true); "
-            "t text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME; "
-            "BEGIN IF r IS NULL OR r = '' THEN RETURN NULL; END IF; ")
+    # names that no user column will shadow inside the trigger functions
+    run, tbl, row = "etlsync_run_", "etlsync_tbl_", "etlsync_row_"
+    gate = (f"DECLARE {run} text := current_setting('{SETTING}', true); "
+            f"{tbl} text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME; "
+            f"BEGIN IF {run} IS NULL OR {run} = '' THEN RETURN NULL; END IF; ")
+    insert = f"INSERT INTO {j} (run_id, tbl, op, img) SELECT {run}, {tbl}"
     fns = {
-        "i": f"INSERT INTO {j} (run_id, tbl, op, img) SELECT r, t, 'I', to_jsonb(n) "
-             "FROM etlsync_new n;",
-        "u": f"INSERT INTO {j} (run_id, tbl, op, img) SELECT r, t, 'U', to_jsonb(o) "
-             "FROM etlsync_old o;",
-        "d": f"INSERT INTO {j} (run_id, tbl, op, img) SELECT r, t, 'D', to_jsonb(o) "
-             "FROM etlsync_old o;",
+        "i": f"{insert}, 'I', to_jsonb({row}) FROM etlsync_new {row};",
+        "u": f"{insert}, 'U', to_jsonb({row}) FROM etlsync_old {row};",
+        "d": f"{insert}, 'D', to_jsonb({row}) FROM etlsync_old {row};",
         "t": f"EXECUTE format('INSERT INTO {j} (run_id, tbl, op, img) SELECT $1, $2, ''D'', "
-             "to_jsonb(x) FROM %I.%I x', TG_TABLE_SCHEMA, TG_TABLE_NAME) USING r, t;",
+             f"to_jsonb({row}) FROM %I.%I {row}', TG_TABLE_SCHEMA, TG_TABLE_NAME) "
+             f"USING {run}, {tbl};",
     }
     out = [f"CREATE TABLE IF NOT EXISTS {j} (seq bigserial PRIMARY KEY, run_id text NOT NULL, "
            "tbl text NOT NULL, op char(1) NOT NULL, img jsonb NOT NULL)",
