@@ -25,13 +25,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 async def with_store(project_path: str, fn: Callable[[Any, Any], Awaitable[int]]) -> int:
     """Open the project's state database, run ``fn(project, store)``, close it."""
-    from etlsync.service import load_project, open_state
+    from etlsync.service import load_project
 
     project = load_project(project_path, validate_jobs=False)
-    s = project.spec.state
-    store = open_state(s.url, project.root, password_env=s.password_env,
-                       password_file=s.password_file, sslmode=s.sslmode,
-                       sslrootcert=s.sslrootcert)
+    store = project.state_store()
     await store.open()
     try:
         return await fn(project, store)
@@ -46,9 +43,9 @@ def _runs(args: argparse.Namespace, redact: Redactor) -> int:
 
 
 async def _main(args: argparse.Namespace, store: Any, redact: Redactor) -> int:
-    from etlsync.service.state import effective_status, iso
+    from etlsync.service.state import effective_status, iso, live_instance_ids
 
-    live = {i for i, _, _ in await store.live_instances()}
+    live = await live_instance_ids(store)
     if args.what:
         run = await store.get_run(args.what[1])
         if run is None:

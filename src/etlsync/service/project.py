@@ -94,6 +94,7 @@ class RetentionSpec(_Spec):
 
 class StateSpec(_Spec):
     url: str | None = None
+    schema: str | None = None
     password_env: str | None = None
     password_file: str | None = None
     sslmode: str | None = None
@@ -252,6 +253,15 @@ class Project:
         except KeyError:
             raise ConfigError(f"no job {name!r} in project {self.name!r} (jobs: "
                               f"{', '.join(sorted(self.jobs))})") from None
+
+    def state_store(self) -> Any:
+        """The project's state database (:class:`~etlsync.service.state.StateStore`)."""
+        from etlsync.service.state import open_state
+
+        s = self.spec.state
+        return open_state(s.url, self.root, password_env=s.password_env,
+                          password_file=s.password_file, sslmode=s.sslmode,
+                          sslrootcert=s.sslrootcert, schema=s.schema)
 
     def resolve(self, value: str) -> Path:
         p = Path(value).expanduser()

@@ -30,7 +30,7 @@ from etlsync.service.execution import Execution, run_context
 from etlsync.service.project import JobEntry, Project, seconds
 from etlsync.service.queue import QueuedRun, RunQueue
 from etlsync.service.schedule import Fire, due_fires
-from etlsync.service.state import LogLine, RunRecord, RunStatus, StateStore, iso, open_state
+from etlsync.service.state import LogLine, RunRecord, RunStatus, StateStore, iso, process_alive
 
 log = get_logger(component="serve")
 _DEP_STATUSES = {"succeeded": {RunStatus.SUCCEEDED}, "failed": {RunStatus.FAILED,
@@ -75,11 +75,7 @@ class Service:
         spec = project.spec
         self.project, self.clock, self.env = project, clock or SystemClock(), env
         self.redact = project.redact
-        self.store = state or open_state(spec.state.url, project.root,
-                                         password_env=spec.state.password_env,
-                                         password_file=spec.state.password_file,
-                                         sslmode=spec.state.sslmode,
-                                         sslrootcert=spec.state.sslrootcert)
+        self.store: StateStore = state or project.state_store()
         self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-" \
                                           f"{secrets.token_hex(2)}"
         self.lease_ttl = seconds(spec.state.lease_ttl, "state.lease_ttl") or 30.0
@@ -181,7 +177,7 @@ class Service:
     async def _claim_instance(self) -> None:
         if not self.store.shared:
             for other, host, pid in await self.store.live_instances():
-                if host == socket.gethostname() and not _alive(pid):
+                if host == socket.gethostname() and not process_alive(pid):
                     await self.store.expire_instance(other)
                 else:
                     raise AnotherInstance(
@@ -519,11 +515,13 @@ class Service:
 
     async def _recover(self) -> None:
         """Runs a dead instance left: ``running`` ones are marked lost and run again (once:
-        one instance wins each), ``queued`` ones are adopted."""
-        host = socket.gethostname()
-        for other, other_host, pid in await self.store.live_instances():
-            if other != self.instance_id and other_host == host and not _alive(pid):
-                await self.store.expire_instance(other)
+        one instance wins each), ``queued`` ones are adopted. On a shared database an
+        instance is dead when its lease expired; on SQLite also when its process is gone."""
+        if not self.store.shared:  # one host: a process that is gone holds nothing
+            host = socket.gethostname()
+            for other, other_host, pid in await self.store.live_instances():
+                if other != self.instance_id and other_host == host and not process_alive(pid):
+                    await self.store.expire_instance(other)
         for lost in await self.store.mark_lost(self.clock.now()):
             entry = self.project.jobs.get(lost.job)
             self.publish("run_finished", lost)
@@ -584,16 +582,6 @@ def _window(run: RunRecord) -> tuple[float, float] | None:
 def _ref(run: RunRecord) -> dict[str, Any]:
     return {"run_id": run.id, "status": run.status.value, "ended_at": iso(run.ended_at),
             "window_start": iso(run.window_start) or "", "window_end": iso(run.window_end) or ""}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _wall() -> float:

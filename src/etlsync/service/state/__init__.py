@@ -7,10 +7,16 @@ from typing import Any
 
 from etlsync.core.errors import ConfigError
 from etlsync.service.state.records import LogLine, RunRecord, RunStatus, iso
-from etlsync.service.state.store import Database, StateStore, effective_status
+from etlsync.service.state.store import (
+    Database,
+    StateStore,
+    effective_status,
+    live_instance_ids,
+    process_alive,
+)
 
 __all__ = ["Database", "LogLine", "RunRecord", "RunStatus", "StateStore", "effective_status",
-           "iso", "open_state"]
+           "iso", "live_instance_ids", "open_state", "process_alive"]
 
 DEFAULT_STATE = ".etlsync/serve.db"
 
@@ -18,7 +24,7 @@ DEFAULT_STATE = ".etlsync/serve.db"
 def open_state(url: str | None, root: Path, **pg: Any) -> StateStore:
     """The store at ``url``: a SQLite path (relative to ``root``; default
     ``.etlsync/serve.db``) or a ``postgresql://`` URI (``pg``: ``password_env``,
-    ``password_file``, ``sslmode``, ``sslrootcert``)."""
+    ``password_file``, ``sslmode``, ``sslrootcert``, ``schema``: where its tables live)."""
     if url is None or not url.startswith(("postgres://", "postgresql://")):
         text = url.removeprefix("sqlite://").removeprefix("sqlite:") if url else DEFAULT_STATE
         p = Path(text).expanduser()
@@ -32,4 +38,7 @@ def open_state(url: str | None, root: Path, **pg: Any) -> StateStore:
         raise ConfigError(f"state.url: a PostgreSQL state database needs asyncpg "
                           f"(pip install 'etlsync[postgres]'): {exc}") from None
     given = {k: v for k, v in pg.items() if v is not None}
-    return StateStore(PostgresDatabase(PgConnectionConfig(dsn=url, **given)))
+    schema = given.pop("schema", None)
+    if schema is not None:
+        given["server_settings"] = {"search_path": schema}
+    return StateStore(PostgresDatabase(PgConnectionConfig(dsn=url, **given), schema=schema))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from etlsync.service.state.store import Database
@@ -26,10 +27,10 @@ class PostgresDatabase(Database):
 
     shared = True
 
-    def __init__(self, config: Any, *, pool_size: int = 4) -> None:
-        self.config = config
+    def __init__(self, config: Any, *, pool_size: int = 4, schema: str | None = None) -> None:
+        self.config, self.schema = config, schema
         host, port, database = config.identity()
-        self.url = f"postgresql://{host}:{port}/{database}"
+        self.url = f"postgresql://{host}:{port}/{database}" + (f"#{schema}" if schema else "")
         self.pool_size = pool_size
         self._pool: Any = None
         self._sql: dict[str, str] = {}
@@ -37,6 +38,16 @@ class PostgresDatabase(Database):
     async def open(self) -> None:
         import asyncpg
 
+        if self.schema is not None:
+            from etlsync.connectors.postgres.connection import quote_ident
+
+            conn = await self.config.connect()
+            try:
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
+            except asyncpg.UniqueViolationError:
+                pass  # created by another instance at the same moment
+            finally:
+                await conn.close()
         self._pool = await asyncpg.create_pool(min_size=1, max_size=self.pool_size,
                                                connect=self._connect)
 
@@ -57,6 +68,13 @@ class PostgresDatabase(Database):
         status = await self._pool.execute(self._translated(sql), *args)
         tail = str(status).rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
+
+    async def create(self, statements: Sequence[str]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            # CREATE ... IF NOT EXISTS races between instances starting together
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('etlsync_state_ddl'))")
+            for sql in statements:
+                await conn.execute(sql)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -13,6 +13,8 @@ finish nor overwrite a run another instance took over. Lease times are the datab
 from __future__ import annotations
 
 import json
+import os
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -72,6 +74,11 @@ class Database(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    async def create(self, statements: Sequence[str]) -> None:
+        """Create the store's tables (several instances may start at once)."""
+        for sql in statements:
+            await self.execute(sql)
+
 
 class StateStore:
     """The service's view of the state database."""
@@ -85,8 +92,7 @@ class StateStore:
 
     async def open(self) -> None:
         await self.db.open()
-        for sql in SCHEMA:
-            await self.db.execute(sql)
+        await self.db.create(SCHEMA)
 
     async def close(self) -> None:
         await self.db.close()
@@ -296,6 +302,23 @@ class StateStore:
         runs = await self.db.execute("DELETE FROM etlsync_runs WHERE ended_at < ? AND status "
                                      "NOT IN ('queued', 'running')", runs_before)
         return runs, lines
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def live_instance_ids(store: StateStore) -> set[str]:
+    """Instances whose lease holds and (on this host) whose process exists."""
+    here = socket.gethostname()
+    return {i for i, host, pid in await store.live_instances()
+            if host != here or process_alive(pid)}
 
 
 def effective_status(run: RunRecord, live: set[str]) -> str:
