@@ -190,8 +190,18 @@ class Execution:
         return True
 
     async def execute(self) -> RunRecord:
+        """Record the run as started, build its job, run it, record the end. (The start is
+        recorded first: building the stages is part of the run, and a run that cannot be
+        built is a failed run.)"""
         svc, run = self.service, self.run
         assert self.lease is not None, "acquire() first"
+        run.status, run.started_at = RunStatus.RUNNING, svc.clock.now()
+        if not await svc.store.update_run(run, "status", "started_at", "fence", "instance",
+                                          fenced=False):
+            raise RuntimeError(f"run {run.id} vanished from the history")
+        svc.publish("run_started", run)
+        self.log("info", f"started on {svc.instance_id} (lease token {self.lease.token})")
+        await asyncio.sleep(0)  # runs that started together all say so before any builds
         try:
             built = self.entry.build(svc.run_context(run), svc.env)
             pipeline = self._pipeline(built)
@@ -200,13 +210,8 @@ class Execution:
             run.checkpoint_before = None if before is None else before.encode().decode()
         except Exception as exc:  # noqa: BLE001 - a run that cannot start is a failed run
             return await self._finish(RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-        run.status, run.started_at = RunStatus.RUNNING, svc.clock.now()
-        if not await svc.store.update_run(run, "status", "started_at", "fence", "instance",
-                                          "checkpoint_before", "journal", fenced=False):
-            raise RuntimeError(f"run {run.id} vanished from the history")
-        svc.publish("run_started", run)
-        self.log("info", f"started on {svc.instance_id} (lease token {self.lease.token})")
-        await self.flush_logs()
+        # what a rollback of this run needs, before it writes anything
+        await svc.store.update_run(run, "checkpoint_before", "journal")
         if self.stop_reason is not None:  # cancelled while starting
             pipeline.stop()
         return await self._run_pipeline(built, pipeline, store)

@@ -37,6 +37,10 @@ class QueuedRun:
 _seq = itertools.count()
 
 
+def _key(item: QueuedRun) -> tuple[int, float, int]:
+    return item.sort_key
+
+
 class RunQueue:
     def __init__(self, concurrency: int, resources: Mapping[str, int] | None = None) -> None:
         if concurrency < 1:
@@ -53,7 +57,7 @@ class RunQueue:
         for r in item.resources:
             if r not in self.limits:
                 raise ConfigError(f"job {item.job!r}: unknown resource {r!r}")
-        bisect.insort(self._waiting, item)
+        bisect.insort(self._waiting, item, key=_key)
 
     def cancel(self, run_id: str) -> QueuedRun | None:
         """Remove a queued (not yet admitted) run."""
@@ -108,7 +112,7 @@ class RunQueue:
             return
         self.done(run_id)
         item.not_before = not_before
-        bisect.insort(self._waiting, item)
+        bisect.insort(self._waiting, item, key=_key)
 
     def next_wakeup(self) -> float | None:
         """The earliest ``not_before`` in the future among waiting runs."""

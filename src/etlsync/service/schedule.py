@@ -12,6 +12,7 @@ elapsed time). croniter fires a fixed-hour job twice in the repeated hour; crons
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
@@ -57,6 +58,12 @@ class Schedule:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def iter_after(self, t: float) -> Iterator[float]:
+        """The fires strictly after ``t``, in order."""
+        while True:
+            t = self.next_after(t)
+            yield t
+
 
 class Cron(Schedule):
     """A five-field cron expression evaluated in ``tz`` (an IANA name; default UTC)."""
@@ -83,6 +90,10 @@ class Cron(Schedule):
 
     def previous(self, t: float) -> float:
         return next(CronSim(self.expression, self._at(t), reverse=True)).timestamp()
+
+    def iter_after(self, t: float) -> Iterator[float]:
+        for at in CronSim(self.expression, self._at(t)):  # one parse for every fire
+            yield at.timestamp()
 
     def describe(self) -> str:
         return f"cron {self.expression!r} ({self.tz})"

@@ -17,7 +17,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +101,12 @@ class Service:
         self._triggers: list[Any] = []
         self._records: dict[str, RunRecord] = {}
         self._busy = 0
+        self._completion: dict[str, list[tuple[JobEntry, Any]]] = {}
+        """Job -> the (job, trigger) pairs that run when it completes."""
+        for entry in project.jobs.values():
+            for t in entry.spec.triggers:
+                if t.type == "job" and t.job:
+                    self._completion.setdefault(t.job, []).append((entry, t))
         """Schedulers and triggers queueing runs right now (for :meth:`wait_idle`)."""
         self._wake_at: tuple[float, asyncio.Task[None]] | None = None
         """Queued runs of this instance, by id, until admitted."""
@@ -118,7 +124,7 @@ class Service:
             if entry.schedule is not None:
                 last = await self.store.last_fire(name)
                 if last is None:
-                    await self.store.set_last_fire(name, now)
+                    await self.store.set_last_fires({name: now})
                 self._last_fire[name] = now if last is None else last
                 await self._fire(entry, now)  # what was missed while no instance ran
             if entry.continuous:
@@ -403,12 +409,10 @@ class Service:
         await self._downstream(run)
 
     async def _downstream(self, run: RunRecord) -> None:
-        for name, other in self.project.jobs.items():
-            for t in other.spec.triggers:
-                if t.type == "job" and t.job == run.job and any(
-                        run.status in _DEP_STATUSES[s] for s in t.on):
-                    await self.enqueue(other, "job", context={"upstream": {run.job: _ref(run)}},
-                                       dedupe=f"job:{name}:{run.id}", window=_window(run))
+        for other, t in self._completion.get(run.job, ()):
+            if any(run.status in _DEP_STATUSES[s] for s in t.on):
+                await self.enqueue(other, "job", context={"upstream": {run.job: _ref(run)}},
+                                   dedupe=f"job:{other.name}:{run.id}", window=_window(run))
         if run.status is not RunStatus.SUCCEEDED:
             return
         for name in self.project.graph.dependents(run.job):
@@ -431,28 +435,53 @@ class Service:
                                    dedupe=f"deps:{name}:{key}", window=window)
 
     async def _scheduler(self) -> None:
+        """Fire schedules. A fire on time takes the fast path (its window is the previous
+        fire to this one); one found late (the process was suspended) goes through
+        :func:`due_fires` and its misfire policy. The runs due at one moment are queued
+        together, so their history rows share transactions."""
         heap: list[tuple[float, str]] = []
+        upcoming: dict[str, Iterator[float]] = {}
+        window_start: dict[str, float] = {}
         for name, entry in self.project.jobs.items():
             if entry.schedule is not None:
-                heap.append((entry.schedule.next_after(self._last_fire[name]), name))
+                upcoming[name] = entry.schedule.iter_after(self._last_fire[name])
+                heap.append((next(upcoming[name]), name))
+                window_start[name] = entry.schedule.previous(heap[-1][0])
         heapq.heapify(heap)
         while heap:
             await self.clock.sleep_until(heap[0][0])
             self._busy += 1
             try:
                 now = self.clock.now()
+                due: list[tuple[JobEntry, Fire]] = []
+                late: list[JobEntry] = []
                 while heap and heap[0][0] <= now:
-                    _, name = heapq.heappop(heap)
+                    t, name = heapq.heappop(heap)
                     entry = self.project.jobs[name]
+                    if now - t <= entry.misfire_grace:
+                        due.append((entry, Fire(t, window_start[name], t)))
+                        self._last_fire[name] = t
+                    else:
+                        late.append(entry)
+                for entry in late:
                     await self._fire(entry, now)
                     assert entry.schedule is not None
-                    heapq.heappush(heap, (entry.schedule.next_after(self._last_fire[name]),
-                                          name))
+                    upcoming[entry.name] = entry.schedule.iter_after(self._last_fire[entry.name])
+                await asyncio.gather(*(self.enqueue(
+                    e, "schedule", fire=f, dedupe=f"schedule:{e.name}:{f.scheduled_for:.3f}")
+                    for e, f in due))
+                if due:
+                    await self.store.set_last_fires({e.name: f.scheduled_for for e, f in due})
+                for entry in [e for e, _ in due] + late:
+                    nxt = next(upcoming[entry.name])
+                    window_start[entry.name] = self._last_fire[entry.name]
+                    heapq.heappush(heap, (nxt, entry.name))
             finally:
                 self._busy -= 1
                 self._signal_idle()
 
     async def _fire(self, entry: JobEntry, now: float) -> None:
+        """Queue what is due for ``entry`` at ``now`` after a gap (start, suspension)."""
         assert entry.schedule is not None
         fires, last = due_fires(entry.schedule, self._last_fire[entry.name], now,
                                 entry.spec.misfire, entry.misfire_grace, entry.spec.max_catch_up)
@@ -461,7 +490,7 @@ class Service:
                                dedupe=f"schedule:{entry.name}:{fire.scheduled_for:.3f}")
         if last != self._last_fire[entry.name]:
             self._last_fire[entry.name] = last
-            await self.store.set_last_fire(entry.name, last)
+            await self.store.set_last_fires({entry.name: last})
 
     async def _heartbeat(self) -> None:
         while True:

@@ -84,18 +84,20 @@ _JSON = {"context"}
 _BOOL = {"journal", "cancel_requested"}
 
 
+def column_value(run: RunRecord, name: str) -> Any:
+    """``run``'s field ``name`` as the database stores it."""
+    v = getattr(run, name)
+    if name in _JSON:
+        return msgspec.json.encode(v, enc_hook=str).decode()
+    if name in _BOOL:
+        return 1 if v else 0
+    if name == "status":
+        return v.value
+    return v
+
+
 def to_row(run: RunRecord) -> tuple[Any, ...]:
-    out: list[Any] = []
-    for name in COLUMNS:
-        v = getattr(run, name)
-        if name in _JSON:
-            v = msgspec.json.encode(v, enc_hook=str).decode()
-        elif name in _BOOL:
-            v = 1 if v else 0
-        elif name == "status":
-            v = v.value
-        out.append(v)
-    return tuple(out)
+    return tuple(column_value(run, name) for name in COLUMNS)
 
 
 def from_row(row: tuple[Any, ...]) -> RunRecord:

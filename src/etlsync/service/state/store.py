@@ -16,10 +16,18 @@ import json
 import os
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from etlsync.service.state.records import COLUMNS, LogLine, RunRecord, RunStatus, from_row, to_row
+from etlsync.service.state.records import (
+    COLUMNS,
+    LogLine,
+    RunRecord,
+    RunStatus,
+    column_value,
+    from_row,
+    to_row,
+)
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS etlsync_runs (id TEXT PRIMARY KEY, job TEXT NOT NULL, "
@@ -48,6 +56,8 @@ SCHEMA = [
 ]
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM etlsync_runs"
+_INSERT_RUN = (f"INSERT INTO etlsync_runs ({', '.join(COLUMNS)}) VALUES "
+               f"({', '.join('?' * len(COLUMNS))}) ON CONFLICT DO NOTHING RETURNING id")
 _ACTIVE = ("queued", "running")
 
 
@@ -105,18 +115,13 @@ class StateStore:
     async def create_run(self, run: RunRecord) -> bool:
         """Insert ``run``; ``False`` when a run with its ``dedupe`` key exists already (another
         instance, or an earlier delivery, created it)."""
-        marks = ", ".join("?" * len(COLUMNS))
-        rows = await self.db.fetch(
-            f"INSERT INTO etlsync_runs ({', '.join(COLUMNS)}) VALUES ({marks}) "
-            "ON CONFLICT DO NOTHING RETURNING id", *to_row(run))
-        return bool(rows)
+        return bool(await self.db.fetch(_INSERT_RUN, *to_row(run)))
 
     async def update_run(self, run: RunRecord, *fields: str, fenced: bool = True) -> bool:
         """Write ``fields`` of ``run``. With ``fenced`` (a run holding a lease), only while its
         fencing token is still the job lease's: ``False`` means another instance took over."""
-        values = dict(zip(COLUMNS, to_row(run), strict=True))
         sets = ", ".join(f"{f} = ?" for f in fields)
-        args: list[Any] = [values[f] for f in fields]
+        args: list[Any] = [column_value(run, f) for f in fields]
         sql = f"UPDATE etlsync_runs SET {sets} WHERE id = ?"
         args.append(run.id)
         if fenced and run.fence is not None:
@@ -168,10 +173,12 @@ class StateStore:
         return from_row(rows[0]) if rows else None
 
     async def add_logs(self, lines: Sequence[LogLine]) -> None:
-        for line in lines:
-            await self.db.execute("INSERT INTO etlsync_run_logs (run_id, at, level, message) "
-                                  "VALUES (?, ?, ?, ?)", line.run_id, line.at, line.level,
-                                  line.message)
+        for i in range(0, len(lines), 200):
+            chunk = lines[i:i + 200]
+            await self.db.execute(
+                "INSERT INTO etlsync_run_logs (run_id, at, level, message) VALUES "
+                f"{', '.join(['(?, ?, ?, ?)'] * len(chunk))}",
+                *[v for x in chunk for v in (x.run_id, x.at, x.level, x.message)])
 
     async def logs(self, run_id: str) -> list[LogLine]:
         rows = await self.db.fetch("SELECT run_id, at, level, message FROM etlsync_run_logs "
@@ -194,11 +201,16 @@ class StateStore:
         rows = await self.db.fetch("SELECT last_fire FROM etlsync_schedules WHERE job = ?", job)
         return float(rows[0][0]) if rows else None
 
-    async def set_last_fire(self, job: str, when: float) -> None:
-        await self.db.execute(
-            "INSERT INTO etlsync_schedules (job, last_fire) VALUES (?, ?) ON CONFLICT (job) DO "
-            "UPDATE SET last_fire = excluded.last_fire WHERE etlsync_schedules.last_fire < "
-            "excluded.last_fire", job, when)
+    async def set_last_fires(self, fires: Mapping[str, float]) -> None:
+        """Record the last schedule fire handled, per job (never moving backwards)."""
+        items = list(fires.items())
+        for i in range(0, len(items), 200):
+            chunk = items[i:i + 200]
+            await self.db.execute(
+                "INSERT INTO etlsync_schedules (job, last_fire) VALUES "
+                f"{', '.join(['(?, ?)'] * len(chunk))} ON CONFLICT (job) DO UPDATE SET "
+                "last_fire = excluded.last_fire WHERE etlsync_schedules.last_fire < "
+                "excluded.last_fire", *[v for pair in chunk for v in pair])
 
     # -- instances and leases ------------------------------------------------------------
     async def register_instance(self, instance: str, host: str, pid: int, started: float,
