@@ -101,7 +101,7 @@ async def test_writes_of_other_sessions_are_not_recorded_and_later_runs_block(
     journal = await conn.fetch(f'SELECT run_id, op FROM "{schema}"._etlsync_journal')
     assert [(r["run_id"], r["op"]) for r in journal] == [("r1", "U")]
     await run(sink(pg_dsn, schema), [Batch([{"id": 1, "v": "r2", "n": 0.0}])], "q", "r2")
-    with pytest.raises(RevertError, match="run r2 changed .* after run r1"):
+    with pytest.raises(RevertError, match=r"run r2 changed .* after run r1"):
         await target.revert("r1")
     await target.revert("r2")
     await target.revert("r1")

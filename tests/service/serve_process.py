@@ -64,3 +64,15 @@ async def wait_for(predicate: Any, timeout: float = 60.0, what: str = "") -> Any
             return value
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def history(root: Path) -> list[Any]:
+    """The project's runs, oldest first, read from its state database."""
+    from etlsync.service import load_project
+
+    store = load_project(root, validate_jobs=False).state_store()
+    await store.open()
+    try:
+        return list(reversed(await store.runs()))
+    finally:
+        await store.close()

@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 import yaml
 
-from etlsync.service import RunStatus, load_project
-from tests.service.serve_process import ServeProcess, wait_for
+from etlsync.service import RunStatus
+from tests.service.serve_process import ServeProcess, history, wait_for
 
 pytestmark = pytest.mark.integration
 ROWS = 60
@@ -44,15 +44,6 @@ def write_project(root: Path, dsn: str, schema: str) -> None:
            "sinks": [{"type": "postgres", "connection": dsn, "schema": schema, "table": "t"},
                      {"type": "collect", "delay": 0.15}]}
     (root / "jobs" / "load.yaml").write_text(yaml.safe_dump(job))
-
-
-async def history(root: Path) -> list[Any]:
-    store = load_project(root, validate_jobs=False).state_store()
-    await store.open()
-    try:
-        return list(reversed(await store.runs()))
-    finally:
-        await store.close()
 
 
 async def target(dsn: str, schema: str) -> list[tuple[Any, ...]]:

@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 
 from etlsync.cli import main
-from etlsync.service import RunStatus, load_project
-from tests.service.serve_process import ServeProcess, wait_for
+from etlsync.service import RunStatus
+from tests.service.serve_process import ServeProcess, history, wait_for
 
 ROWS = 60
 
@@ -35,15 +35,6 @@ def write_project(root: Path, extra: dict[str, Any] | None = None) -> None:
            "sinks": [{"type": "sqlite", "path": "../out/target.db", "table": "t"},
                      {"type": "collect", "delay": 0.15}]}
     (root / "jobs" / "load.yaml").write_text(yaml.safe_dump(job))
-
-
-async def history(root: Path) -> list[Any]:
-    store = load_project(root, validate_jobs=False).state_store()
-    await store.open()
-    try:
-        return list(reversed(await store.runs()))
-    finally:
-        await store.close()
 
 
 def target_rows(root: Path) -> list[tuple[Any, ...]]:

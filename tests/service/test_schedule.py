@@ -3,7 +3,8 @@ transitions, misfire policies after downtime."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,7 +19,7 @@ NEW_YORK = ZoneInfo("America/New_York")
 
 
 def local(ts: float, tz: ZoneInfo) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).astimezone(tz).strftime("%m-%d %H:%M%z")
+    return datetime.fromtimestamp(ts, UTC).astimezone(tz).strftime("%m-%d %H:%M%z")
 
 
 def fires(schedule: Cron | Interval, start: datetime, n: int) -> list[float]:
@@ -48,7 +49,7 @@ def test_hourly_cron_fires_in_both_occurrences_of_the_repeated_hour() -> None:
     got = fires(cron, datetime(2026, 11, 1, 0, 30, tzinfo=NEW_YORK), 4)
     assert [local(t, NEW_YORK) for t in got] == ["11-01 01:00-0400", "11-01 01:00-0500",
                                                  "11-01 02:00-0500", "11-01 03:00-0500"]
-    assert all(b - a == 3600 for a, b in zip(got, got[1:], strict=False))
+    assert all(b - a == 3600 for a, b in pairwise(got))
 
 
 def test_hourly_cron_skips_the_missing_hour_without_firing_twice() -> None:
@@ -69,11 +70,11 @@ def test_fires_strictly_increase_and_match_the_expression_locally(expr: str, tz:
     zone = ZoneInfo(tz)
     start = datetime(2026, 1, 1, tzinfo=zone) + timedelta(days=day)
     got = fires(cron, start, 40)
-    assert all(b > a for a, b in zip(got, got[1:], strict=False))
+    assert all(b > a for a, b in pairwise(got))
     minute = expr.split()[0]
     for t in got:
-        at = datetime.fromtimestamp(t, timezone.utc).astimezone(zone)
-        hour_before = datetime.fromtimestamp(t - 3600, timezone.utc).astimezone(zone)
+        at = datetime.fromtimestamp(t, UTC).astimezone(zone)
+        hour_before = datetime.fromtimestamp(t - 3600, UTC).astimezone(zone)
         if minute.isdigit() and at.utcoffset() == hour_before.utcoffset():
             assert at.minute == int(minute)  # (a time in the spring gap fires right after it)
 

@@ -88,6 +88,17 @@ class Reversible(Protocol):
         ...
 
 
+class Journaled:
+    """The ``journal`` switch of a :class:`Reversible` sink (a mixin): ``_journal_run`` is
+    the run being recorded, ``None`` outside journaled runs."""
+
+    _journal_run: str | None = None
+
+    def journal(self, run_id: str | None) -> None:
+        """Record what the next run (``open`` .. ``close``) changes under ``run_id``."""
+        self._journal_run = run_id
+
+
 def reversible(sink: object) -> Reversible | None:
     """``sink`` as a :class:`Reversible` if it declares ``REVERSIBLE``, else ``None``."""
     if has(sink, Capability.REVERSIBLE) and isinstance(sink, Reversible):

@@ -103,7 +103,7 @@ class WebhookChannel:
                     last = RuntimeError(f"HTTP {resp.status}: {(await resp.text())[:200]}")
                     if resp.status < 500 and resp.status != 429:
                         break
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 last = exc
             await asyncio.sleep(0.5 * 2 ** attempt)
         raise RuntimeError(f"{self.name} alert not delivered: {last}")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from etlsync.core.batch import Batch
 from etlsync.core.capabilities import Capability, capabilities_of
-from etlsync.core.checkpoint import Checkpoint, CheckpointStore
+from etlsync.core.checkpoint import CheckpointStore
 from etlsync.core.errors import EtlsyncError, StageError
 from etlsync.core.observe import Event, EventKind
 from etlsync.core.pipeline import Pipeline
@@ -235,7 +235,6 @@ class Execution:
 
     async def _run_pipeline(self, built: BuiltJob, pipeline: Pipeline,
                             store: CheckpointStore) -> RunRecord:
-        svc = self.service
         timer = None
         if self.entry.max_run_time is not None:
             timer = asyncio.create_task(self._time_limit(self.entry.max_run_time))

@@ -2,16 +2,10 @@
 
 Every endpoint but ``GET /healthz`` needs ``Authorization: Bearer <token>``, the token read
 from ``http.token_env`` (default ``ETLSYNC_SERVE_TOKEN``) or ``http.token_file``; without a
-token configured the API does not start.
-
-| method and path | does |
-|---|---|
-| ``POST /jobs/{name}/runs`` | queue a run; JSON body ``{"params": {...}, "priority": n}`` (both optional); ``Idempotency-Key`` header: one run per key. 202 with the run, 200 with the existing run for a repeated key |
-| ``GET /jobs`` | the jobs, their schedules and next fires |
-| ``GET /runs?job=&status=&limit=`` | runs, newest first |
-| ``GET /runs/{id}`` | one run with its log lines |
-| ``POST /runs/{id}/cancel`` | cancel a queued or running run |
-| ``GET /healthz`` | ``ok`` (no token needed) |
+token the API does not start. Endpoints: ``POST /jobs/{name}/runs`` (``{"params": {...},
+"priority": n}``; an ``Idempotency-Key`` header makes one run per key), ``GET /jobs``,
+``GET /runs``, ``GET /runs/{id}``, ``POST /runs/{id}/cancel``, ``GET /healthz``
+(docs/serve.md).
 """
 
 from __future__ import annotations
@@ -65,7 +59,7 @@ class HttpApi:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001 - the bound port
+        sockets = getattr(site._server, "sockets", None) or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
 

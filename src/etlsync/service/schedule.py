@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -81,7 +81,7 @@ class Cron(Schedule):
             raise ConfigError(f"invalid cron expression {expression!r}: {exc}") from None
 
     def _at(self, t: float) -> datetime:
-        return datetime.fromtimestamp(t, timezone.utc).astimezone(self.zone)
+        return datetime.fromtimestamp(t, UTC).astimezone(self.zone)
 
     def next_after(self, t: float) -> float:
         # cronsim works at minute resolution: start from the minute containing t

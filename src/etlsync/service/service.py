@@ -158,7 +158,7 @@ class Service:
             ex.stop(RunStatus.STOPPED, "shutdown: stopping gracefully")
         running = [t for t in self._tasks if not t.done()]
         if running:
-            done, pending = await asyncio.wait(running, timeout=drain_seconds)
+            _, pending = await asyncio.wait(running, timeout=drain_seconds)
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

@@ -46,28 +46,43 @@ class FileTrigger:
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
         await self.scan()
         if self.service.watch:
             self._task = asyncio.create_task(self._watch(), name=f"etlsync-files-{self.entry.name}")
 
     async def scan(self) -> None:
         """Queue a run for every matching file not seen before."""
-        files = self.directory.rglob("*") if self.spec.recursive else self.directory.iterdir()
-        for p in sorted(files):
+        def listing() -> list[Path]:
+            found = self.directory.rglob("*") if self.spec.recursive else \
+                self.directory.iterdir()
+            return sorted(found)
+        for p in await asyncio.to_thread(listing):
             await self.offer(p)
 
-    async def offer(self, path: Path) -> None:
-        if not path.is_file() or not fnmatch.fnmatch(path.name, self.spec.pattern):
-            return
+    def _identity(self, path: Path) -> tuple[str, int, str] | None:
+        """The file's absolute path, size and dedupe key, or ``None`` if it is not one to
+        load (not a file, not matching, gone)."""
+        if not fnmatch.fnmatch(path.name, self.spec.pattern):
+            return None
         try:
             st = path.stat()
+            full = str(path.resolve())
         except FileNotFoundError:
+            return None
+        if not path.is_file():
+            return None
+        return full, st.st_size, hashlib.sha1(
+            f"{full}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+
+    async def offer(self, path: Path) -> None:
+        found = await asyncio.to_thread(self._identity, path)
+        if found is None:
             return
-        key = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+        full, size, key = found
         await self.service.enqueue(
-            self.entry, "files", context={"trigger": {"path": str(path.resolve()),
-                                                      "name": path.name, "size": st.st_size}},
+            self.entry, "files", context={"trigger": {"path": full, "name": path.name,
+                                                      "size": size}},
             dedupe=f"files:{self.entry.name}:{key}")
 
     async def _watch(self) -> None:

@@ -27,7 +27,7 @@ import asyncpg
 
 from etlsync.connectors.postgres.checkpoint import write_checkpoint
 from etlsync.connectors.postgres.connection import PgConnectionConfig, qualified, quote_ident
-from etlsync.core.revert import RevertError, RevertReport, Rewind
+from etlsync.core.revert import Journaled, RevertError, RevertReport, Rewind
 
 SETTING = "etlsync.journal_run"
 JOURNAL = "_etlsync_journal"
@@ -270,7 +270,7 @@ async def _drop_records(conn: asyncpg.Connection, state_schema: str, run_ids: Se
     return dropped + int(done.split()[-1])
 
 
-class PgJournaled:
+class PgJournaled(Journaled):
     """The :class:`~etlsync.core.revert.Reversible` side of ``PostgresSink`` (a mixin: the
     sink calls :func:`start` when it opens and :func:`retire` instead of dropping the table an
     overwrite replaces)."""
@@ -280,12 +280,6 @@ class PgJournaled:
     table: str
     state_schema: str
     state_table: str
-    _journal_run: str | None = None
-
-    def journal(self, run_id: str | None) -> None:
-        """Record what the next run (``open`` .. ``close``) changes under ``run_id``."""
-        self._journal_run = run_id
-
     async def revert(self, run_id: str, rewind: Rewind | None = None,
                      *, force: bool = False) -> RevertReport:
         conn = await self.config.connect()

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from etlsync.connectors.postgres import journal
 from etlsync.connectors.postgres.arrowcopy import column_type
 from etlsync.connectors.postgres.changes import (
     group_upserts,
@@ -25,7 +26,6 @@ from etlsync.connectors.postgres.checkpoint import (
     ensure_state_table,
     write_checkpoint,
 )
-from etlsync.connectors.postgres import journal
 from etlsync.connectors.postgres.connection import PgConnectionConfig, qualified, quote_ident
 from etlsync.connectors.postgres.payload import Rows, copy_rows
 from etlsync.connectors.postgres.types import (

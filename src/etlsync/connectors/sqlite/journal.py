@@ -24,7 +24,7 @@ from typing import Any
 
 from etlsync.connectors.sqlite.checkpoint import connect, quote, write_state
 from etlsync.core.errors import ConfigError
-from etlsync.core.revert import RevertError, RevertReport, Rewind
+from etlsync.core.revert import Journaled, RevertError, RevertReport, Rewind
 from etlsync.core.serial import SerialThread
 
 MARKERS = "_etlsync_journal_runs"
@@ -266,7 +266,7 @@ def _drop_records(conn: sqlite3.Connection, run_ids: Sequence[str], table: str,
     return dropped
 
 
-class SqliteJournaled:
+class SqliteJournaled(Journaled):
     """The :class:`~etlsync.core.revert.Reversible` side of ``SqliteSink`` (a mixin: the
     sink calls :func:`start` when it opens and :func:`retire` instead of dropping a table it
     replaces)."""
@@ -276,12 +276,6 @@ class SqliteJournaled:
     state_table: str
     timeout: float
     synchronous: str
-    _journal_run: str | None = None
-
-    def journal(self, run_id: str | None) -> None:
-        """Record what the next run (``open`` .. ``close``) changes under ``run_id``."""
-        self._journal_run = run_id
-
     async def revert(self, run_id: str, rewind: Rewind | None = None,
                      *, force: bool = False) -> RevertReport:
         report: RevertReport = await self._offline(
@@ -289,7 +283,7 @@ class SqliteJournaled:
         return report
 
     async def forget(self, run_ids: Sequence[str]) -> int:
-        if not run_ids or not os.path.exists(self.path):
+        if not run_ids:
             return 0
 
         def run(conn: sqlite3.Connection) -> int:
@@ -310,6 +304,8 @@ class SqliteJournaled:
         serial = SerialThread("etlsync-sqlite-journal")
 
         def run() -> Any:
+            if not os.path.exists(self.path):
+                raise RevertError(f"{self.path} does not exist: nothing to revert or forget")
             conn = connect(self.path, timeout=self.timeout, synchronous=self.synchronous)
             try:
                 return fn(conn)
