@@ -183,3 +183,40 @@ async def test_the_service_alerts_on_failure_and_recovery(hook: Hook, make_proje
                                                             ("flaky", "recovery")]
     assert "cannot convert 'x' to integer" in hook.bodies[0]["message"]
     await asyncio.sleep(0)
+
+
+async def _running(service: Service, job: str) -> None:
+    async with asyncio.timeout(10):
+        while not [r for r in await service.runs(job=job, status=["running"])] or \
+                not service.executions:
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # the first batches go through
+
+
+async def test_cdc_lag_and_dead_letter_rates_over_their_thresholds_alert(
+        hook: Hook, make_project: MakeProject, clock: ManualClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_HOOK_URL", hook.url)
+    lagging = {"source": {"type": "tests.service.helpers:LaggingSource", "lag_seconds": 900},
+               "sink": {"type": "collect"}, "checkpoint": {"type": "memory"}}
+    bad = {"source": {"type": "memory", "follow": True,
+                      "rows": [{"id": "x" if i % 4 == 0 else str(i)} for i in range(40)]},
+           "operators": [{"cast": {"types": {"id": "integer"}}}],
+           "errors": {"on_bad_data": "dead_letter", "dead_letter": {"type": "memory"}},
+           "sink": {"type": "collect"}, "checkpoint": {"type": "memory"}}
+    root = make_project({"alerts": {"fold": "0s", "lag": "5m", "dead_letter_rate": 0.1,
+                                    "channels": [{"type": "webhook", "url_env": "TEST_HOOK_URL"}]},
+                         "jobs": {"cdc": {"schedule": {"continuous": True}}, "dirty": {}}},
+                        {"cdc": lagging, "dirty": bad})
+    service = Service(load_project(root), clock=clock)
+    await service.start()
+    try:
+        await service.trigger("dirty")
+        await _running(service, "cdc")
+        await _running(service, "dirty")
+        await service.beat()
+    finally:
+        await service.stop()
+    kinds = {(b["job"], b["kind"]): b["message"] for b in hook.bodies}
+    assert kinds[("cdc", "lag")] == "lag 900s over 300s"
+    assert kinds[("dirty", "dead_letters")].startswith("10 of 40 rows dead-lettered (25.0%")
