@@ -27,15 +27,13 @@ from etlsync.service.alerts import Alert, Alerts, build_channels
 from etlsync.service.clock import Clock, SystemClock
 from etlsync.service.events import EventBus, ServiceEvent
 from etlsync.service.execution import Execution, run_context
+from etlsync.service.followups import after_run, check_running, window_of
 from etlsync.service.project import JobEntry, Project, seconds
 from etlsync.service.queue import QueuedRun, RunQueue
 from etlsync.service.schedule import Fire, due_fires
 from etlsync.service.state import LogLine, RunRecord, RunStatus, StateStore, iso, process_alive
 
 log = get_logger(component="serve")
-_DEP_STATUSES = {"succeeded": {RunStatus.SUCCEEDED}, "failed": {RunStatus.FAILED,
-                 RunStatus.TIMED_OUT}, "any": set(RunStatus) - {RunStatus.QUEUED,
-                                                                 RunStatus.RUNNING}}
 
 
 @dataclass(frozen=True)
@@ -375,64 +373,10 @@ class Service:
             finished = await ex.execute()
             self.queue.done(run.id)
             self.publish("run_finished", finished)
-            await self._after(entry, finished)
+            await after_run(self, entry, finished)
         finally:
             self.executions.pop(run.id, None)
             self.queue.done(run.id)
-
-    async def _after(self, entry: JobEntry, run: RunRecord) -> None:
-        """Alerts, retries and restarts, dependents."""
-        status = run.status
-        if status is RunStatus.FAILED:
-            await self.alerts.emit(Alert("failure", run.job, run.error or "failed", run.id))
-        elif status is RunStatus.TIMED_OUT:
-            await self.alerts.emit(Alert("timeout", run.job, run.note or "over its time limit",
-                                         run.id))
-        elif status is RunStatus.SUCCEEDED:
-            await self.alerts.emit(Alert("recovery", run.job, "succeeded again", run.id))
-        if self._stopping or status is RunStatus.LOST:
-            return
-        retries = entry.spec.retries
-        if status in (RunStatus.FAILED, RunStatus.TIMED_OUT) and (
-                entry.continuous or run.attempt <= retries.max_attempts):
-            base = seconds(retries.backoff, "backoff") or 0.0
-            cap = seconds(retries.max_backoff, "max_backoff") or 0.0
-            attempt = run.attempt
-            if entry.continuous and (run.ended_at or 0) - (run.started_at or 0) > cap:
-                attempt = 1  # it ran a good while: start the backoff over
-            delay = min(base * 2 ** (attempt - 1), cap)
-            await self.enqueue(entry, "retry", context=run.context, retry_of=run.id,
-                               attempt=attempt + 1, not_before=self.clock.now() + delay,
-                               dedupe=f"retry:{run.id}", window=_window(run))
-        elif entry.continuous and status is RunStatus.SUCCEEDED:
-            await self.enqueue(entry, "continuous", dedupe=f"restart:{run.id}")
-        await self._downstream(run)
-
-    async def _downstream(self, run: RunRecord) -> None:
-        for other, t in self._completion.get(run.job, ()):
-            if any(run.status in _DEP_STATUSES[s] for s in t.on):
-                await self.enqueue(other, "job", context={"upstream": {run.job: _ref(run)}},
-                                   dedupe=f"job:{other.name}:{run.id}", window=_window(run))
-        if run.status is not RunStatus.SUCCEEDED:
-            return
-        for name in self.project.graph.dependents(run.job):
-            other = self.project.jobs[name]
-            mine = await self.store.runs(job=name, limit=1)
-            since = mine[0].queued_at if mine else None
-            ups: dict[str, RunRecord] = {}
-            for dep in other.spec.depends_on:
-                found = await self.store.runs(job=dep, status=["succeeded"], limit=1)
-                if not found or (since is not None and (found[0].ended_at or 0) < since):
-                    break
-                ups[dep] = found[0]
-            else:
-                starts = [r.window_start for r in ups.values() if r.window_start is not None]
-                ends = [r.window_end for r in ups.values() if r.window_end is not None]
-                window = (min(starts), max(ends)) if starts and ends else None
-                key = ",".join(sorted(r.id for r in ups.values()))
-                await self.enqueue(other, "depends_on",
-                                   context={"upstream": {j: _ref(r) for j, r in ups.items()}},
-                                   dedupe=f"deps:{name}:{key}", window=window)
 
     async def _scheduler(self) -> None:
         """Fire schedules. A fire on time takes the fast path (its window is the previous
@@ -522,25 +466,8 @@ class Service:
         await self._recover()
         for ex in list(self.executions.values()):
             await ex.flush_logs()
-            await self._check_running(ex)
+            await check_running(self, ex)
         await self.alerts.flush_due()
-
-    async def _check_running(self, ex: Execution) -> None:
-        now = self.clock.now()
-        a = self.alerts
-        if a.lag is not None and a.enabled("lag"):
-            lag = ex.observer.lag(_wall(), ex.pipeline)
-            if lag > a.lag:
-                await a.emit(Alert("lag", ex.run.job, f"lag {lag:.0f}s over {a.lag:g}s",
-                                   ex.run.id, now))
-        if a.dead_letter_rate is not None and ex.pipeline is not None:
-            bad = sum(int(m.extra.get("bad_rows", 0)) for m in ex.pipeline.metrics.values())
-            rows = max(ex.observer.rows_read, 1)
-            if bad > ex.dead_letters_seen and bad / rows > a.dead_letter_rate:
-                ex.dead_letters_seen = bad
-                await a.emit(Alert("dead_letters", ex.run.job,
-                                   f"{bad} of {rows} rows dead-lettered ({bad / rows:.1%} over "
-                                   f"{a.dead_letter_rate:.1%})", ex.run.id, now))
 
     async def _recover(self) -> None:
         """Runs a dead instance left: ``running`` ones are marked lost and run again (once:
@@ -558,7 +485,7 @@ class Service:
             if entry is not None:
                 await self.enqueue(entry, "recovery", context=lost.context, retry_of=lost.id,
                                    attempt=lost.attempt + 1, dedupe=f"recovery:{lost.id}",
-                                   window=_window(lost))
+                                   window=window_of(lost))
         for run in await self.store.adopt_queued(self.instance_id):
             entry = self.project.jobs.get(run.job)
             if entry is not None and run.id not in self._records and \
@@ -573,7 +500,7 @@ class Service:
             if last is not None and last.status is RunStatus.STOPPED and \
                     not self.queue.has_job(name):
                 await self.enqueue(entry, "resume", context=last.context, retry_of=last.id,
-                                   dedupe=f"resume:{last.id}", window=_window(last))
+                                   dedupe=f"resume:{last.id}", window=window_of(last))
 
     async def _retention(self) -> None:
         from etlsync.service.rollback import forget_journals
@@ -600,19 +527,3 @@ def new_run_id() -> str:
 
 
 _last_id_ms = 0
-
-
-def _window(run: RunRecord) -> tuple[float, float] | None:
-    if run.window_start is None or run.window_end is None:
-        return None
-    return run.window_start, run.window_end
-
-
-def _ref(run: RunRecord) -> dict[str, Any]:
-    return {"run_id": run.id, "status": run.status.value, "ended_at": iso(run.ended_at),
-            "window_start": iso(run.window_start) or "", "window_end": iso(run.window_end) or ""}
-
-
-def _wall() -> float:
-    import time
-    return time.time()
