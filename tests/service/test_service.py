@@ -264,3 +264,55 @@ async def test_a_second_instance_on_the_same_sqlite_state_is_refused(
             await Service(project, clock=clock).start()
     finally:
         await first.stop()
+
+
+async def test_a_daily_cron_runs_once_per_local_day_across_both_dst_changes(
+        make_project: MakeProject) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    root = make_project({"jobs": {"nightly": {"schedule": {"cron": "30 2 * * *",
+                                                           "timezone": "Europe/Berlin"},
+                                              "misfire_grace": "2h"}}},  # hour-long steps
+                        {"nightly": memory_job()})
+    project = load_project(root)
+    seen: list[str] = []
+    for day in ((2027, 3, 27), (2027, 10, 30)):  # the nights before the two changes
+        clock = ManualClock(datetime(*day, 12, 0, tzinfo=berlin).timestamp())
+        service = Service(project, clock=clock)
+        await service.start()
+        try:
+            for _ in range(3 * 24):  # three days, an hour at a time
+                await clock.advance(3600)
+                await service.wait_idle()
+            runs = sorted(await service.runs(), key=lambda r: r.scheduled_for or 0)
+            seen += [datetime.fromtimestamp(r.scheduled_for or 0, berlin).strftime("%m-%d %H:%M")
+                     for r in runs[-3:]]
+            assert all(r.status is RunStatus.SUCCEEDED and r.note is None for r in runs[-3:])
+        finally:
+            await service.stop()
+    # spring: 02:30 does not exist on 03-28 and runs at 03:00; autumn: 02:30 twice, runs once
+    assert seen == ["03-28 03:00", "03-29 02:30", "03-30 02:30",
+                    "10-31 02:30", "11-01 02:30", "11-02 02:30"]
+
+
+async def test_warnings_and_errors_the_stages_log_become_the_runs_log_lines(
+        make_project: MakeProject, clock: ManualClock) -> None:
+    import structlog
+
+    root = make_project({"jobs": {"bad": {}}}, {"bad": FAILING})
+    service = Service(load_project(root), clock=clock)
+    service.capture_logs()
+    await service.start()
+    try:
+        run = await service.trigger("bad")
+        assert run is not None
+        await service.wait_idle()
+        lines = [(x.level, x.message) for x in await service.logs(run.id)]
+    finally:
+        await service.stop()
+        structlog.reset_defaults()
+    assert any(level == "error" and message.startswith("pipeline failed") and
+               "cannot convert 'x' to integer" in message for level, message in lines), lines
+    assert lines[0][1].startswith("started on ") and lines[-1][1].startswith("failed: ")

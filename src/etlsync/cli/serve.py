@@ -28,6 +28,7 @@ def _serve(args: argparse.Namespace, redact: Redactor) -> int:
     redact.secrets |= project.redact.secrets
     service = Service(project, instance_id=args.instance, http=not args.no_http)
     redact.secrets |= service.redact.secrets
+    service.capture_logs()  # the stages' warnings and errors go into their runs' log lines
 
     async def main() -> None:
         stop = asyncio.Event()

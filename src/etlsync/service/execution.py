@@ -310,6 +310,28 @@ class Execution:
         return run
 
 
+class LogCapture:
+    """A structlog processor: warnings and errors logged by a running job's stages (events
+    bound to ``pipeline=<job>``) become that run's log lines. ``Service.capture_logs()``
+    installs it (``etlsync serve`` does); an application embedding the service may too."""
+
+    levels = frozenset({"warning", "warn", "error", "critical", "exception"})
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def __call__(self, logger: Any, method: str, event: Any) -> Any:
+        job = event.get("pipeline") if isinstance(event, dict) else None
+        if job and method in self.levels:
+            for ex in self.service.executions.values():
+                if ex.run.job == job:
+                    extra = " ".join(f"{k}={v}" for k, v in event.items()
+                                     if k not in ("event", "pipeline", "timestamp", "level"))
+                    ex.log("error" if method in ("error", "critical", "exception") else
+                           "warning", f"{event.get('event', '')} {extra}".strip())
+        return event
+
+
 def run_context(run: RunRecord) -> dict[str, Any]:
     """What ``${run.x}``, ``${trigger.x}`` and ``${upstream.job.x}`` read for ``run``."""
     ctx = dict(run.context)

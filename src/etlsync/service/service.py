@@ -248,6 +248,17 @@ class Service:
         self.publish("rollback", result.run, reports=[str(r) for r in result.reports])
         return result
 
+    def capture_logs(self) -> None:
+        """Make the warnings and errors that running jobs log (structlog) part of their runs'
+        log lines (added in front of structlog's configured processors)."""
+        import structlog
+
+        from etlsync.service.execution import LogCapture
+
+        config = structlog.get_config()
+        processors = [p for p in config["processors"] if not isinstance(p, LogCapture)]
+        structlog.configure(processors=[LogCapture(self), *processors])
+
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until nothing is queued or running here (tests; finite jobs only)."""
         async with asyncio.timeout(timeout):
