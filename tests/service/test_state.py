@@ -72,7 +72,7 @@ async def test_a_lost_run_is_claimed_exactly_once(store: StateStore) -> None:
     await asyncio.sleep(0.2)
     claims = await asyncio.gather(store.mark_lost(time.time()), store.mark_lost(time.time()))
     assert sorted(len(c) for c in claims) == [0, 1]
-    (lost,) = [c for c in claims if c][0]
+    (lost,) = next(c for c in claims if c)
     assert lost.status is RunStatus.LOST and "instance dead stopped renewing" in (lost.error or "")
 
 
