@@ -152,3 +152,13 @@ async def test_messages_from_an_etlsync_source_trigger_runs_once_each(
     assert len(runs) == 3
     assert sorted(r.context["trigger"]["order_id"] for r in runs) == [101, 102, 103]
     assert all(r.trigger == "message" and r.status is RunStatus.SUCCEEDED for r in runs)
+
+
+def test_the_api_binds_loopback_unless_told_otherwise() -> None:
+    from etlsync.service.http import parse_listen
+    from etlsync.service.project import HttpSpec
+
+    assert parse_listen(HttpSpec().listen) == ("127.0.0.1", 8765)
+    assert parse_listen("[::1]:9000") == ("::1", 9000)
+    with pytest.raises(ConfigError, match="expected HOST:PORT"):
+        parse_listen("8765")

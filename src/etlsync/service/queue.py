@@ -105,15 +105,6 @@ class RunQueue:
         if not item.continuous:
             self._counted -= 1
 
-    def requeue(self, run_id: str, not_before: float) -> None:
-        """An admitted run that could not start (its lease is held elsewhere) waits again."""
-        item = self._active.get(run_id)
-        if item is None:
-            return
-        self.done(run_id)
-        item.not_before = not_before
-        bisect.insort(self._waiting, item, key=_key)
-
     def next_wakeup(self) -> float | None:
         """The earliest ``not_before`` in the future among waiting runs."""
         times = [i.not_before for i in self._waiting if i.not_before]

@@ -99,6 +99,8 @@ class Service:
         self._triggers: list[Any] = []
         self._records: dict[str, RunRecord] = {}
         self._busy = 0
+        self._deferred = 0
+        """Runs waiting for a lease held elsewhere, out of the queue until they ask again."""
         self._completion: dict[str, list[tuple[JobEntry, Any]]] = {}
         """Job -> the (job, trigger) pairs that run when it completes."""
         for entry in project.jobs.values():
@@ -262,7 +264,7 @@ class Service:
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until nothing is queued or running here (tests; finite jobs only)."""
         async with asyncio.timeout(timeout):
-            while self._busy or self.queue.waiting or self.executions or any(
+            while self._busy or self._deferred or self.queue.waiting or self.executions or any(
                     not t.done() for t in self._tasks):
                 self._idle.clear()
                 await self._idle.wait()
@@ -316,6 +318,11 @@ class Service:
         self._records[run.id] = run
         self._kick()
 
+    def _put_back(self, run: RunRecord, entry: JobEntry) -> None:
+        self._deferred -= 1
+        if not self._stopping:
+            self._put(run, entry)
+
     def _kick(self) -> None:
         self._dispatch_wake.set()
 
@@ -357,7 +364,7 @@ class Service:
         self._signal_idle()
 
     def _signal_idle(self) -> None:
-        if not self._busy and not self.queue.waiting and not self.executions and \
+        if not self._busy and not self._deferred and not self.queue.waiting and not self.executions and \
                 all(t.done() for t in self._tasks):
             self._idle.set()
 
@@ -374,11 +381,12 @@ class Service:
             except Exception as exc:  # noqa: BLE001 - the state database is away: retry soon
                 log.error("cannot take the job's lease", job=run.job, error=str(exc))
                 got = False
-            if not got:
+            if not got:  # another instance (or a rollback) has the job: ask again later
                 holder = await self.store.lease_holder(run.job)
                 wait = min(max(holder[2], 0.2), 5.0) if holder else 0.2
-                self._records[run.id] = run
-                self.queue.requeue(run.id, self.clock.now() + wait)
+                self.queue.done(run.id)
+                self._deferred += 1  # lease times are the database's: real seconds
+                asyncio.get_running_loop().call_later(wait, self._put_back, run, entry)
                 return
             ex.task = asyncio.current_task()
             finished = await ex.execute()
