@@ -316,3 +316,28 @@ async def test_warnings_and_errors_the_stages_log_become_the_runs_log_lines(
     assert any(level == "error" and message.startswith("pipeline failed") and
                "cannot convert 'x' to integer" in message for level, message in lines), lines
     assert lines[0][1].startswith("started on ") and lines[-1][1].startswith("failed: ")
+
+
+async def test_live_events_stream_a_runs_life(make_project: MakeProject,
+                                              clock: ManualClock) -> None:
+    root = make_project({"jobs": {"a": {}}}, {"a": memory_job()})
+    service = Service(load_project(root), clock=clock)
+    await service.start()
+    kinds: list[tuple[str, str]] = []
+
+    async def read() -> None:
+        async for event in service.events.stream():
+            kinds.append((event.kind, event.run.status.value if event.run else ""))
+            if event.kind == "run_finished":
+                return
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0)
+    try:
+        await service.trigger("a")
+        await asyncio.wait_for(reader, 10)
+    finally:
+        await service.stop()
+    assert kinds[:2] == [("run_queued", "queued"), ("run_started", "running")]
+    assert kinds[-1] == ("run_finished", "succeeded")
+    assert {k for k, _ in kinds[2:-1]} <= {"run_progress"}
+    assert service.events.subscribe(lambda e: None)  # an unsubscribe function
