@@ -180,13 +180,16 @@ class Execution:
             self.pipeline.stop()
 
     async def acquire(self) -> bool:
-        """Take the job's lease; ``False`` when another instance (or a rollback) holds it."""
-        svc = self.service
-        token = await svc.store.acquire_lease(self.run.job, svc.instance_id, svc.lease_ttl)
+        """Take the job's lease and record the run as started; ``False`` (nothing changed)
+        when another instance (or a rollback) holds the lease."""
+        svc, run = self.service, self.run
+        started = svc.clock.now()
+        token = await svc.store.start_run(run, svc.instance_id, svc.lease_ttl, started)
         if token is None:
             return False
-        self.lease = Lease(self.run.job, token, svc.lease_ttl, svc.lease_margin)
-        self.run.fence, self.run.instance = token, svc.instance_id
+        self.lease = Lease(run.job, token, svc.lease_ttl, svc.lease_margin)
+        run.fence, run.instance = token, svc.instance_id
+        run.status, run.started_at = RunStatus.RUNNING, started
         return True
 
     async def execute(self) -> RunRecord:
@@ -195,10 +198,6 @@ class Execution:
         built is a failed run.)"""
         svc, run = self.service, self.run
         assert self.lease is not None, "acquire() first"
-        run.status, run.started_at = RunStatus.RUNNING, svc.clock.now()
-        if not await svc.store.update_run(run, "status", "started_at", "fence", "instance",
-                                          fenced=False):
-            raise RuntimeError(f"run {run.id} vanished from the history")
         svc.publish("run_started", run)
         self.log("info", f"started on {svc.instance_id} (lease token {self.lease.token})")
         await asyncio.sleep(0)  # runs that started together all say so before any builds

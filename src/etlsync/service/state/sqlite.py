@@ -24,6 +24,7 @@ class SqliteDatabase(Database):
     """
 
     shared = False
+    ordered = True
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
         self.path = os.fspath(path)

@@ -12,6 +12,7 @@ finish nor overwrite a run another instance took over. Lease times are the datab
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -69,6 +70,8 @@ class Database(ABC):
     """Where the database is, without credentials."""
     shared: bool
     """Several instances may use it at once (PostgreSQL)."""
+    ordered: bool = False
+    """Statements submitted together run in submission order (one connection)."""
 
     @abstractmethod
     async def open(self) -> None: ...
@@ -254,6 +257,27 @@ class StateStore:
             "token = etlsync_leases.token + 1, expires_at = excluded.expires_at "
             "WHERE etlsync_leases.expires_at < {now} RETURNING token", job, holder, ttl)
         return int(rows[0][0]) if rows else None
+
+    async def start_run(self, run: RunRecord, holder: str, ttl: float,
+                        started_at: float) -> int | None:
+        """Take the run's job lease and mark the run ``running`` under it; the fencing token,
+        or ``None`` (nothing changed) when another holder has the lease. On a database that
+        runs statements in order both go in one round trip."""
+        held = ("EXISTS (SELECT 1 FROM etlsync_leases WHERE job = ? AND holder = ? AND "
+                "expires_at >= {now})")
+        mark = ("UPDATE etlsync_runs SET status = 'running', started_at = ?, instance = ?, "
+                "fence = (SELECT token FROM etlsync_leases WHERE job = ? AND holder = ?) "
+                f"WHERE id = ? AND {held} RETURNING fence")
+        args = (started_at, holder, run.job, holder, run.id, run.job, holder)
+        if self.db.ordered:
+            token, marked = await asyncio.gather(self.acquire_lease(run.job, holder, ttl),
+                                                 self.db.fetch(mark, *args))
+        else:
+            token = await self.acquire_lease(run.job, holder, ttl)
+            marked = [] if token is None else await self.db.fetch(mark, *args)
+        if token is None or not marked:
+            return None
+        return int(marked[0][0])
 
     async def release_lease(self, job: str, holder: str, token: int) -> None:
         await self.db.execute("UPDATE etlsync_leases SET expires_at = 0 WHERE job = ? AND "
