@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +43,16 @@ def memory_job(rows: int = 3, **extra: Any) -> dict[str, Any]:
                            "sink": {"type": "collect"}, "checkpoint": {"type": "memory"}}
     job.update(extra)
     return job
+
+
+@pytest.fixture
+async def schema(pg_dsn: str, unique_name: str) -> AsyncIterator[str]:
+    """A PostgreSQL schema name for one test (state tables, targets); dropped after it."""
+    import asyncpg
+
+    yield unique_name
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{unique_name}" CASCADE')
+    finally:
+        await conn.close()

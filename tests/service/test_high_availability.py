@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,6 @@ from tests.service.serve_process import ServeProcess, history, wait_for
 
 pytestmark = pytest.mark.integration
 ROWS = 60
-
-
-@pytest.fixture
-async def schema(pg_dsn: str, unique_name: str) -> AsyncIterator[str]:
-    yield unique_name
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{unique_name}" CASCADE')
-    finally:
-        await conn.close()
 
 
 def write_project(root: Path, dsn: str, schema: str) -> None:

@@ -4,9 +4,7 @@ on the instance running it; the other instance never runs the job meanwhile."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 
 from etlsync.service import ManualClock, RunStatus, Service, load_project
@@ -15,16 +13,6 @@ from tests.service.conftest import MakeProject
 pytestmark = pytest.mark.integration
 FOREVER = {"source": {"type": "memory", "rows": [{"id": 1}], "follow": True},
            "sink": {"type": "collect"}, "checkpoint": {"type": "memory"}}
-
-
-@pytest.fixture
-async def schema(pg_dsn: str, unique_name: str) -> AsyncIterator[str]:
-    yield unique_name
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{unique_name}" CASCADE')
-    finally:
-        await conn.close()
 
 
 async def test_cancel_through_another_instance(make_project: MakeProject, clock: ManualClock,

@@ -4,7 +4,6 @@ columns and checkpoint) equal to its state before the run."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -15,16 +14,6 @@ from etlsync.service import ManualClock, RunStatus, Service, load_project
 from tests.service.conftest import MakeProject
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def schema(pg_dsn: str, unique_name: str) -> AsyncIterator[str]:
-    yield unique_name
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{unique_name}" CASCADE')
-    finally:
-        await conn.close()
 
 
 async def state(dsn: str, schema: str) -> tuple[Any, ...]:
