@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from etlsync.catalog import CATALOG
 from etlsync.core.batch import Batch, Row
 from etlsync.core.capabilities import Capability, has
 from etlsync.core.checkpoint import CheckpointStore, MemoryCheckpointStore
@@ -18,7 +19,7 @@ from etlsync.core.pipeline import Pipeline
 from etlsync.core.stages import Sink, Source
 from etlsync.jobs.build import build_job, build_sink
 from etlsync.jobs.spec import parse_job
-from etlsync.manifest import REGISTRY, StageType
+from etlsync.manifest import StageType
 from tests.contracts.connectors import SinkFactory, SinkTarget, SourceFactory, SourceOrigin
 
 WRITE_MODES = ("append", "overwrite", "upsert")
@@ -27,7 +28,7 @@ POLICIES = ("evolve", "freeze", "discard")
 
 
 def stage_type(kind: str, name: str) -> StageType:
-    return REGISTRY.find(kind, name, f"{kind} {name}")
+    return CATALOG.find(kind, name, f"{kind} {name}")
 
 
 def choices(kind: str, name: str, option: str) -> tuple[str, ...]:
