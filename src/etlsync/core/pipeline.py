@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -73,6 +74,37 @@ def _unique_names(prefix: str, stages: Sequence[object]) -> list[str]:
     return names
 
 
+@dataclass(frozen=True, slots=True)
+class StateInterval:
+    """How often the runner snapshots stateful operators (docs/concepts/checkpoints.md).
+
+    The default snapshots after every source batch: every batch is a resume point. Large
+    state (many groups, a big dedupe set) costs a copy and an encoding per snapshot, so a
+    pipeline may snapshot only every ``batches`` source batches or ``seconds`` seconds; the
+    tickets in between carry no state and are not resume points (a restart replays them from
+    the last snapshot, which the restored state has not seen: nothing lost, nothing counted
+    twice). A snapshot is always taken at the end of a pass, while stopping, and, with
+    ``on_output`` (the default), after any batch whose operators emitted rows, so a sink
+    never holds output the committed state does not account for (exactly-once into any
+    sink). ``on_output=False`` also skips those: their output is replayed after a crash,
+    which a keyed (upsert) sink applies idempotently.
+    """
+
+    batches: int = 1
+    seconds: float | None = None
+    on_output: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batches < 1:
+            raise ValueError(f"StateInterval.batches must be at least 1, not {self.batches}")
+        if self.seconds is not None and self.seconds < 0:
+            raise ValueError(f"StateInterval.seconds must not be negative, not {self.seconds}")
+
+    @property
+    def every_batch(self) -> bool:
+        return self.batches == 1 and self.seconds is None
+
+
 class _Run:
     """The mutable state of one run (so a Pipeline object can be run again)."""
 
@@ -89,9 +121,14 @@ class _Run:
         self.lock = asyncio.Lock()
         self.contexts: list[StageContext] = []
         self.last_position: Any = None
+        self.last_positioned = False
+        """The last source batch had a position (it ended outside an upstream transaction)."""
         self.last_end_of_pass = False
         self.gates: dict[int, _Gate] = {}
         """With an owning sink and others: per batch, the others' writes the owner waits for."""
+        self.unsnapshotted = 0
+        """Source batches since the last state snapshot (:class:`StateInterval`)."""
+        self.snapshot_at = time.monotonic()
 
 
 class _Gate:
@@ -129,6 +166,8 @@ class Pipeline:
     :param gc_threshold: generation-0 threshold of Python's cyclic GC while running (``None``
         leaves the GC alone); see :func:`_gc_tuned`.
     :param observers: callables receiving every :class:`~etlsync.core.observe.Event`.
+    :param state_interval: how often stateful operators are snapshotted (default: after
+        every source batch); see :class:`StateInterval`.
 
     ``await pipeline.run()`` returns a :class:`RunSummary`; :meth:`stop` (or SIGINT/SIGTERM
     in the main thread) drains in-flight batches, commits the last checkpoint and returns.
@@ -147,6 +186,7 @@ class Pipeline:
         channel_rows: int = 20_000,
         gc_threshold: int | None = 100_000,
         observers: Sequence[Observer] = (),
+        state_interval: StateInterval | None = None,
     ) -> None:
         sink_list = [sinks] if isinstance(sinks, Sink) else list(sinks)
         if not sink_list:
@@ -159,6 +199,7 @@ class Pipeline:
         self.channel_batches = channel_batches
         self.channel_rows = channel_rows
         self.gc_threshold = gc_threshold
+        self.state_interval = state_interval or StateInterval()
         self._source_name = _unique_names("source", [source])[0]
         self._op_names = _unique_names("op", self.operators)
         self._sink_names = _unique_names("sink", self.sinks)
@@ -284,10 +325,11 @@ class Pipeline:
             resume = await self._guard("checkpoint", store.load(self.name))
             run = self._run = _Run(store, owner, resume)
             position = self.start_position(resume)
-            if resume is not None and resume.state:
-                for key, op in self._stateful:
-                    if key in resume.state:
-                        op.restore_state(resume.state[key])
+            # every run starts from the committed state (None: empty), also when the same
+            # operator objects ran before in this process and got further than the checkpoint
+            saved = (resume.state if resume is not None else None) or {}
+            for key, op in self._stateful:
+                op.restore_state(saved.get(key))
             self.log.info("pipeline starting", resume_from=position)
             self._emit(EventKind.STARTED, position=position)
             with _gc_tuned(self.gc_threshold):
@@ -322,7 +364,13 @@ class Pipeline:
         if self.operators:
             self._channels[self._op_names[0]] = self._channels.pop("transform")
         opened: list[Sink] = []
+        ops_opened: list[tuple[str, Operator]] = []
         try:
+            for name, op in zip(self._op_names, self.operators, strict=True):
+                ctx = StageContext(self.name, name, self.log.bind(stage=name), None,
+                                   resume=resume)
+                await self._guard(name, op.open(ctx))
+                ops_opened.append((name, op))
             for i, (name, sink) in enumerate(zip(self._sink_names, self.sinks, strict=True)):
                 ctx = StageContext(self.name, name, self.log.bind(stage=name), run.tracker,
                                    resume=resume, owns_checkpoint=i == run.owner)
@@ -363,6 +411,9 @@ class Pipeline:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await sink.close()
                 self._emit(EventKind.STAGE, name, state="closed")
+            for name, op in reversed(ops_opened):
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await op.close()
 
     async def _guard(self, stage: str, awaitable: Any) -> Any:
         try:
@@ -414,6 +465,9 @@ class Pipeline:
         run.last_end_of_pass = batch.end_of_pass
         if batch.position is not None:
             run.last_position = batch.position
+            run.last_positioned = True
+        elif not batch.end_of_pass:
+            run.last_positioned = False
         self._emit(EventKind.BATCH_READ, self._source_name, rows=len(batch),
                    seconds=now() - t0, position=batch.position)
         try:
@@ -441,7 +495,7 @@ class Pipeline:
                     if batch.end_of_pass:
                         produced = self._carry_end_of_pass(batch, produced)
                     if self._stateful:
-                        ticket.state = self._snapshot()
+                        self._snapshot_onto(ticket, batch, produced, run)
                 finally:
                     ticket.release()
                 for out_batch in produced:
@@ -472,14 +526,41 @@ class Pipeline:
     def _snapshot(self) -> dict[str, Any]:
         return {key: op.snapshot_state() for key, op in self._stateful}
 
+    def _snapshot_onto(self, ticket: Ticket, batch: Batch, produced: list[Batch],
+                       run: _Run) -> None:
+        """Put the operators' state on ``ticket``, or mark it as no resume point
+        (:class:`StateInterval`)."""
+        policy = self.state_interval
+        run.unsnapshotted += 1
+        due = (policy.every_batch or batch.end_of_pass or self._stop_requested
+               or run.unsnapshotted >= policy.batches
+               or (policy.seconds is not None
+                   and time.monotonic() - run.snapshot_at >= policy.seconds)
+               or (policy.on_output and any(len(b) for b in produced)))
+        if not due:
+            ticket.resume = False
+            return
+        if (ticket.position is None and batch.end_of_pass and run.unsnapshotted > 1
+                and run.last_positioned):
+            # the kernel's end-of-pass marker after batches without a snapshot: the pass
+            # ends where the last batch did, with the state this snapshot takes
+            ticket.position = run.last_position
+        ticket.state = self._snapshot()
+        run.unsnapshotted, run.snapshot_at = 0, time.monotonic()
+
     async def _flush_operators(self, outs: list[Channel[Batch]], fan: int, run: _Run) -> None:
         ticket: Ticket | None = None
-        if self._stateful and not self._stop_requested:
+        stopping = self._stop_requested
+        if self._stateful and (not stopping or (run.unsnapshotted and run.last_positioned)):
+            # end of the stream: flush() output gets a ticket of its own; on a stop, one
+            # carrying the state of batches that got no snapshot (StateInterval)
             ticket = run.tracker.issue(run.last_position, run.last_end_of_pass)
             ticket.retain()
         try:
             for i in range(len(self.operators)):
                 name, op = self._op_names[i], self.operators[i]
+                if stopping and has(op, Capability.STATEFUL):
+                    continue  # its state is in the checkpoint: the next run goes on from it
                 with run.tracker.deferred():
                     flushed = _as_list(await self._guard(name, op.flush()))
                     for out in flushed:
@@ -490,6 +571,7 @@ class Pipeline:
                     await self._fan_out(out_batch, outs, fan, run)
             if ticket is not None:
                 ticket.state = self._snapshot()
+                run.unsnapshotted = 0
         finally:
             if ticket is not None:
                 ticket.release()
