@@ -174,3 +174,29 @@ def cap_error(stage: str, size: int, cap: int, what: str) -> StateLimitExceeded:
     return StateLimitExceeded(
         f"{stage}: state holds {size:,} {what}, over its cap max_state={cap:,}: raise "
         "max_state, shorten the window or the lateness, or narrow the key")
+
+
+def keep_rows(batch: Batch, keep: list[int]) -> Batch:
+    """``batch`` with only the rows at ``keep`` (in order), in the batch's own form; change
+    kinds and old images follow their rows."""
+    if len(keep) == len(batch):
+        return batch.with_rows(batch.rows) if batch.form == "rows" else _same(batch)
+    ops = None if batch.ops is None else [batch.ops[i] for i in keep]
+    before = None if batch.before is None else [batch.before[i] for i in keep]
+    if batch.form == "arrow":
+        import pyarrow as pa
+
+        return batch.with_arrow(batch.arrow.take(pa.array(keep, pa.int64())), ops, before)
+    if batch.form == "records":
+        records = batch.records
+        assert records is not None and batch.columns is not None
+        return batch.with_records(batch.columns, [records[i] for i in keep], ops, before)
+    rows = batch.rows
+    return batch.with_rows([rows[i] for i in keep], ops, before)
+
+
+def _same(batch: Batch) -> Batch:
+    if batch.form == "arrow":
+        return batch.with_arrow(batch.arrow)
+    assert batch.columns is not None and batch.records is not None
+    return batch.with_records(batch.columns, batch.records)

@@ -60,8 +60,8 @@ class Aggregate(Operator):
 
     capabilities = frozenset({Capability.STATEFUL})
 
-    def __init__(self, group_by: Sequence[str] | str = (), aggregates: dict[str, Any] | None = None,
-                 *, window: Window | dict[str, Any] | None = None, time_column: str | None = None,
+    def __init__(self, group_by: Sequence[str] | str, aggregates: dict[str, Any], *,
+                 window: Window | dict[str, Any] | None = None, time_column: str | None = None,
                  allowed_lateness: Any = 0, late: str = "drop", emit: str = "close",
                  max_state: int = 1_000_000, dead_letter: Any = None,
                  window_columns: Sequence[str] = ("window_start", "window_end"),
