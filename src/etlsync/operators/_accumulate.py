@@ -226,7 +226,7 @@ def arrow_aggregations(specs: Sequence[AggSpec]) -> list[tuple[Any, str]]:
     out: list[tuple[Any, str]] = []
     for spec in specs:
         if spec.column is None:
-            wanted = [([], "count_all")]
+            wanted: list[tuple[Any, str]] = [(None, "count_all")]
         elif spec.function == "avg":
             wanted = [(spec.column, "sum"), (spec.column, "count")]
         else:
@@ -242,10 +242,11 @@ def arrow_partials(table: Any, keys: Sequence[str], specs: Sequence[AggSpec]
     """Group ``table`` by ``keys`` in arrow: the group keys and each aggregation's values."""
     wanted = arrow_aggregations(specs)
     ordered = any(f in ("first", "last") for _, f in wanted)
-    grouped = table.group_by(list(keys), use_threads=not ordered).aggregate(wanted)
-    names = grouped.column_names
+    grouped = table.group_by(list(keys), use_threads=not ordered).aggregate(
+        [([] if c is None else c, f) for c, f in wanted])
     key_cols = [grouped.column(k).to_pylist() for k in keys]
-    values = {w: grouped.column(names[i]).to_pylist() for i, w in enumerate(wanted)}
+    values = {(c, f): grouped.column("count_all" if c is None else f"{c}_{f}").to_pylist()
+              for c, f in wanted}
     group_keys = list(zip(*key_cols, strict=True)) if key_cols else [()] * grouped.num_rows
     return group_keys, values
 
@@ -256,7 +257,7 @@ def merge_partials(specs: Sequence[AggSpec], accs: Sequence[list[Any]],
     for spec in specs:
         i, fn, col = spec.slot, spec.function, spec.column
         if col is None:
-            for a, n in zip(accs, values[([], "count_all")], strict=True):
+            for a, n in zip(accs, values[(None, "count_all")], strict=True):
                 a[i] += n
         elif fn == "count":
             for a, n in zip(accs, values[(col, "count")], strict=True):
