@@ -114,6 +114,7 @@ class LookupJoin(Operator):
         for i, (k, rec) in enumerate(zip(keys, records, strict=True)):
             row = found[k]
             if row is None:
+                self.unmatched += 1
                 if self.miss != "null":
                     missed.append(i)
                     continue
@@ -121,7 +122,6 @@ class LookupJoin(Operator):
             else:
                 out.append(rec + tuple(row.get(c) for c in added))
             keep.append(i)
-        self.unmatched += len(missed)
         result: list[Batch] = []
         if missed and self.miss not in ("null", "drop"):
             rows = batch.rows

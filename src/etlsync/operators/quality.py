@@ -66,7 +66,7 @@ class Rule:
         if self.kind == "expression":
             if not self.expression:
                 raise ConfigError(f"{where}: an expression rule needs an expression")
-            self._expr = compile_expr(self.expression)
+            self._expr = compile_expr(self.expression)[0]
         if not self.name:
             target = self.expression if self.kind == "expression" else ", ".join(self.columns)
             self.name = f"{self.kind}({target})"
