@@ -369,6 +369,7 @@ class Pipeline:
             for name, op in zip(self._op_names, self.operators, strict=True):
                 ctx = StageContext(self.name, name, self.log.bind(stage=name), None,
                                    resume=resume)
+                ctx.preview = self._preview_rows is not None
                 await self._guard(name, op.open(ctx))
                 ops_opened.append((name, op))
             for i, (name, sink) in enumerate(zip(self._sink_names, self.sinks, strict=True)):

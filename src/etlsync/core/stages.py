@@ -40,6 +40,9 @@ class StageContext:
         self.dead_letter: Any = None
         """Operators: the pipeline's :class:`~etlsync.resilience.DeadLetterSink`, when an
         error policy set one (rows an operator rejects may go there)."""
+        self.preview = False
+        """A dry run (:meth:`Pipeline.preview`): write nothing anywhere (dead letters
+        included)."""
 
     @property
     def resuming_pass(self) -> bool:

@@ -79,6 +79,8 @@ class EventTime:
     def value(self, us: int) -> Any:
         if self.kind == "aware":
             return _EPOCH_UTC + dt.timedelta(microseconds=us)
+        if self.kind == "date" and us % 86_400_000_000 == 0:
+            return (_EPOCH + dt.timedelta(microseconds=us)).date()
         if self.kind == "number":
             return us / 1_000_000 if us % 1_000_000 else us // 1_000_000
         return _EPOCH + dt.timedelta(microseconds=us)
@@ -125,13 +127,15 @@ class Rejects:
         self.suffix = suffix
         self.pipeline = ""
         self.count = 0
+        self.preview = False
         self._opened = False
 
     async def open(self, context: StageContext) -> None:
         self.pipeline = context.pipeline
+        self.preview = context.preview
         if self.dead_letter is None and self.policy == "dead_letter":
             self.dead_letter = context.dead_letter
-        if self.policy == "dead_letter":
+        if self.policy == "dead_letter" and not self.preview:
             if self.dead_letter is None:
                 raise ConfigError(f"{self.stage}: rows go to the dead-letter sink, but there is "
                                   "none: pass dead_letter=... or give the job an "
@@ -155,6 +159,8 @@ class Rejects:
             raise RowsRejected(f"{self.stage}: stream {batch.stream!r}: {reasons[0]} "
                                f"(row {rows[0]!r}; {len(rows)} row(s) in this batch)")
         if self.policy == "dead_letter":
+            if self.preview:
+                return None  # a dry run writes nothing
             from etlsync.resilience.deadletter import DeadLetter
 
             letters = [DeadLetter(row=dict(r), stage=self.stage, error_type=error_type,

@@ -116,6 +116,10 @@ class LookupSpec(Options, kw_only=True, forbid_unknown_fields=False):
 
 
 class JoinOptions(Options, kw_only=True):
+    # YAML 1.1 reads a bare ``on:`` key as the boolean true; :meth:`migrate` takes it back
+    # (listed here so a ``- join: {on: ...}`` entry is recognised as options)
+    renamed: ClassVar[dict[Any, str]] = {True: "on"}
+
     kind: Annotated[Literal["lookup", "interval", "cdc"], Meta(
         description="lookup: enrich from a table or snapshot; interval: two streams within a "
                     "time window; cdc: maintain the join of two tables' change streams")] = \
@@ -152,6 +156,14 @@ class JoinOptions(Options, kw_only=True):
         description="cdc: the right table's key (default: its schema's)")] = []
     max_state: Annotated[int, Meta(ge=1, description="interval/cdc: rows held at most")] = \
         1_000_000
+
+    @classmethod
+    def migrate(cls, values: dict[Any, Any], where: str) -> dict[str, Any]:
+        if True in values:  # YAML 1.1 reads a bare ``on:`` key as the boolean true
+            if "on" in values:
+                raise ConfigError(f"{where}.on: given twice")
+            values["on"] = values.pop(True)
+        return super().migrate(values, where)
 
     def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return (), {"options": self}

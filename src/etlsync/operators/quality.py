@@ -165,6 +165,11 @@ class Quality(Operator):
         self.unique = {k: {tuple(x) if isinstance(x, list) else x for x in saved.get(k, ())}
                        for k in self.unique}
 
+    @property
+    def rejected(self) -> int:
+        """Rows quarantined (the job summary's "rejected")."""
+        return self.rejects.count
+
     def extra_metrics(self) -> dict[str, Any]:
         return {"rules": {k: dict(v) for k, v in self.counts.items()},
                 "quarantined": self.rejects.count, "warned": self.warned}
