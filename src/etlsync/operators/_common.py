@@ -76,6 +76,21 @@ class EventTime:
                         f"holds {v!r}; expected a datetime, a date or epoch seconds",
                         column=self.column, value=v)
 
+    def micros_all(self, values: Sequence[Any], stream: str) -> list[int]:
+        """:meth:`micros` of every value (whole columns of naive datetimes or numbers in one
+        comprehension)."""
+        first = values[0] if values else None
+        try:
+            if type(first) is dt.datetime and first.tzinfo is None and self.kind != "aware":
+                epoch, us = _EPOCH, _US
+                out = [(v - epoch) // us for v in values]  # TypeError on any other kind
+                self.kind = self.kind or "naive"
+                return out
+        except TypeError:
+            pass
+        micros = self.micros
+        return [micros(v, stream, i) for i, v in enumerate(values)]
+
     def value(self, us: int) -> Any:
         if self.kind == "aware":
             return _EPOCH_UTC + dt.timedelta(microseconds=us)

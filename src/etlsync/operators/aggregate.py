@@ -7,12 +7,13 @@ import heapq
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from etlsync.core.batch import Batch, Op, Row
+from etlsync.core.batch import Batch, Op
 from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError, DataError
 from etlsync.core.schema import Column, ColumnType, Schema, infer_type
 from etlsync.core.stages import Operator, OperatorOutput, StageContext
 from etlsync.operators import _accumulate as acc_fns
+from etlsync.operators._state import pack_columns, unpack_columns
 from etlsync.operators._common import (
     EventTime,
     Rejects,
@@ -89,11 +90,16 @@ class Aggregate(Operator):
             raise ConfigError(f"{where}: output column names collide: {sorted(clash) or names}")
         self.rejects = Rejects(f"op:{name}", late, dead_letter, "late")
         self._new = acc_fns.new_accumulator(self.specs)
+        self._slots = len(self._new())
+        self._distinct_slots = [sp.slot for sp in self.specs if sp.function == "count_distinct"]
         self._fixed = FixedWindows(self.window) if isinstance(self.window, Tumbling | Hopping) \
             else None
         self._sessions = Sessions(self.window.micros()) if isinstance(self.window, Session) \
             else None
         self._schema: Schema | None = None
+        self._bounds: dict[int, Any] = {}
+        self.out_columns = (*self.group_by, *(self.window_columns if self.window else ()),
+                            *names)
         self._reset()
 
     # -- state -------------------------------------------------------------------------------
@@ -114,14 +120,23 @@ class Aggregate(Operator):
         return None if self.max_time is None else self.max_time - self.lateness
 
     def snapshot_state(self) -> Any:
-        copy = acc_fns.copy_accumulator
-        state: dict[str, Any] = {"v": 1, "max_time": self.max_time,
+        """The state, its groups packed column by column (:mod:`etlsync.operators._state`):
+        a copy later batches do not change."""
+        state: dict[str, Any] = {"v": 2, "max_time": self.max_time,
                                  "kind": None if self.time is None else self.time.state()}
+        width = self._slots
         if self._sessions is not None:
-            state["sessions"] = [[list(g), [[s[0], s[1], copy(s[2])] for s in ss]]
-                                 for g, ss in self._sessions.by_group.items()]
+            entries = [(*g, s[0], s[1], *s[2]) for g, ss in self._sessions.by_group.items()
+                       for s in ss]
+            kw = len(self.group_by) + 2
         else:
-            state["groups"] = [[list(k), copy(a)] for k, a in self.groups.items()]
+            entries = [(*k, *a) for k, a in self.groups.items()]
+            kw = len(self.group_by) + (1 if self._fixed is not None else 0)
+        columns = [list(c) for c in zip(*entries, strict=True)] if entries else \
+            [[] for _ in range(kw + width)]
+        for i in self._distinct_slots:  # sets are copied: later updates change them
+            columns[kw + i] = [set(v) for v in columns[kw + i]]
+        state["groups"] = pack_columns(columns)
         return state
 
     def restore_state(self, state: Any) -> None:
@@ -131,11 +146,19 @@ class Aggregate(Operator):
         self.max_time = state.get("max_time")
         if self.time is not None:
             self.time.restore(state.get("kind"))
+        columns = unpack_columns(state["groups"])
+        rows = list(zip(*columns, strict=True)) if columns and columns[0] else []
+        width = self._slots
         if self._sessions is not None:
-            self._sessions.by_group = {tuple(g): [list(s) for s in ss]
-                                       for g, ss in state.get("sessions", [])}
+            kw = len(self.group_by)
+            for r in rows:
+                self._sessions.by_group.setdefault(tuple(r[:kw]), []).append(
+                    [r[kw], r[kw + 1], list(r[kw + 2:])])
+            for ss in self._sessions.by_group.values():
+                ss.sort(key=lambda s: s[0])
             return
-        self.groups = {tuple(k): a for k, a in state.get("groups", [])}
+        kw = len(columns) - width
+        self.groups = {tuple(r[:kw]): list(r[kw:]) for r in rows}
         if self._fixed is not None:
             for k in self.groups:
                 self._track(k)
@@ -257,8 +280,8 @@ class Aggregate(Operator):
 
     def _times(self, batch: Batch) -> list[int]:
         assert self.time is not None
-        micros, stream = self.time.micros, batch.stream
-        return [micros(v, stream, i) for i, (v,) in enumerate(batch.view([self.time.column]))]
+        return self.time.micros_all([v for (v,) in batch.view([self.time.column])],
+                                    batch.stream)
 
     def _advance(self, t: int) -> int | None:
         """Per-row watermark: lateness does not depend on where batches were cut."""
@@ -275,10 +298,24 @@ class Aggregate(Operator):
         row_accs: list[list[Any]] = []
         rows_of: list[int] = []
         late: list[int] = []
-        before = self.max_time
+        before = mt = self.max_time
+        lateness, hop, new = self.lateness, self._fixed.hop, self._new
         for i, (t, g) in enumerate(zip(times, groups_of, strict=True)):
-            prior = self.watermark
-            self._advance(t)
+            prior = None if mt is None else mt - lateness  # the watermark before this row
+            if mt is None or t > mt:
+                mt = t
+            if hop == size:  # tumbling: one window
+                s = t - t % size
+                if prior is not None and s + size <= prior:
+                    late.append(i)
+                    continue
+                k = (*g, s)
+                a = staged.get(k)
+                if a is None:
+                    a = staged[k] = new()
+                row_accs.append(a)
+                rows_of.append(i)
+                continue
             live = [s for s in starts(t) if prior is None or s + size > prior]
             if not live:
                 late.append(i)
@@ -287,9 +324,10 @@ class Aggregate(Operator):
                 k = (*g, s)
                 a = staged.get(k)
                 if a is None:
-                    a = staged[k] = self._new()
+                    a = staged[k] = new()
                 row_accs.append(a)
                 rows_of.append(i)
+        self.max_time = mt
         cols = self._columns(batch)
         try:  # values are checked and late rows handled before any state changes
             acc_fns.update(self.specs, row_accs, {c: [v[i] for i in rows_of]
@@ -349,23 +387,31 @@ class Aggregate(Operator):
 
     # -- emission ------------------------------------------------------------------------------
     def _row(self, key: tuple[Any, ...], acc: list[Any], start: int | None = None,
-             end: int | None = None) -> Row:
-        row = dict(zip(self.group_by, key, strict=False))
-        if start is not None and end is not None and self.time is not None:
-            row[self.window_columns[0]] = self.time.value(start)
-            row[self.window_columns[1]] = self.time.value(end)
-        row.update(zip((s.name for s in self.specs), acc_fns.results(self.specs, acc),
-                       strict=True))
-        return row
+             end: int | None = None) -> tuple[Any, ...]:
+        """One output record, in the order of :attr:`out_columns`."""
+        if start is None or end is None:
+            return (*key, *acc_fns.results(self.specs, acc))
+        return (*key, self._bound(start), self._bound(end), *acc_fns.results(self.specs, acc))
 
-    def _fixed_row(self, key: tuple[Any, ...], acc: list[Any]) -> Row:
+    def _bound(self, us: int) -> Any:
+        """A window bound in the event time's own kind (cached: windows share bounds)."""
+        cache = self._bounds
+        found = cache.get(us)
+        if found is None:
+            assert self.time is not None
+            if len(cache) > 4096:
+                cache.clear()
+            found = cache[us] = self.time.value(us)
+        return found
+
+    def _fixed_row(self, key: tuple[Any, ...], acc: list[Any]) -> tuple[Any, ...]:
         if self._fixed is None:
             return self._row(key, acc)
         start = key[-1]
         return self._row(key[:-1], acc, start, start + self._fixed.size)
 
     def _changelog(self, batch: Batch, touched: dict[Any, Any]) -> list[Batch]:
-        rows: list[Row] = []
+        rows: list[tuple[Any, ...]] = []
         ops: list[Op] = []
         if self._sessions is not None:
             gap, by_group = self._sessions.gap, self._sessions.by_group
@@ -387,7 +433,7 @@ class Aggregate(Operator):
 
     def _close(self, batch: Batch, watermark: int | None) -> list[Batch]:
         """Emit (``close``) or forget (``changelog``) the windows the watermark passed."""
-        rows: list[Row] = []
+        rows: list[tuple[Any, ...]] = []
         if self._sessions is not None:
             for g, s in self._sessions.closed(watermark):
                 rows.append(self._row(g, s[2], s[0], s[1] + self._sessions.gap))
@@ -408,20 +454,23 @@ class Aggregate(Operator):
         self._reset()
         return out
 
-    def _batches(self, batch: Batch, rows: list[Row], ops: list[Op] | None) -> list[Batch]:
+    def _batches(self, batch: Batch, rows: list[tuple[Any, ...]], ops: list[Op] | None
+                 ) -> list[Batch]:
         if not rows:
             return []
+        cols = self.out_columns
         if self._schema is None:
             self._schema = self._infer_schema(rows[0])
         out = []
         for i in range(0, len(rows), OUT_BATCH):
-            out.append(Batch(rows[i:i + OUT_BATCH], batch.stream, batch.position,
+            out.append(Batch(None, batch.stream, batch.position,
                              None if ops is None else ops[i:i + OUT_BATCH],
-                             schema=self._schema if ops is not None else None))
+                             schema=self._schema if ops is not None else None,
+                             columns=cols, records=rows[i:i + OUT_BATCH]))
         return out
 
-    def _infer_schema(self, row: Row) -> Schema:
+    def _infer_schema(self, record: tuple[Any, ...]) -> Schema:
         key = [*self.group_by, *(self.window_columns[:1] if self.window is not None else ())]
         cols = tuple(Column(c, infer_type(v) if v is not None else ColumnType.STRING,
-                            c not in key) for c, v in row.items())
+                            c not in key) for c, v in zip(self.out_columns, record, strict=True))
         return Schema(cols, tuple(key))

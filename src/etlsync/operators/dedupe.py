@@ -11,6 +11,7 @@ from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError
 from etlsync.core.schema import Schema
 from etlsync.core.stages import Operator, OperatorOutput
+from etlsync.operators._state import pack_columns, unpack_columns
 from etlsync.operators._common import (
     EventTime,
     cap_error,
@@ -63,21 +64,23 @@ class Dedupe(Operator):
         self.evicted = 0
 
     def snapshot_state(self) -> Any:
-        single = len(self.key) == 1
-        keys = [k[0] if single else list(k) for k in self.seen]
-        state: dict[str, Any] = {"v": 1, "keys": keys, "max_time": self.max_time,
-                                 "kind": None if self.time is None else self.time.state()}
+        """The remembered keys, oldest first, packed column by column (with their times)."""
+        columns = [list(c) for c in zip(*self.seen, strict=True)] if self.seen else \
+            [[] for _ in self.key]
         if self.within is not None:
-            state["times"] = list(self.seen.values())
-        return state
+            columns.append(list(self.seen.values()))
+        return {"v": 2, "keys": pack_columns(columns), "max_time": self.max_time,
+                "kind": None if self.time is None else self.time.state()}
 
     def restore_state(self, state: Any) -> None:
         self.seen, self.max_time = OrderedDict(), None
         if not state:
             return
-        single = len(self.key) == 1
-        keys = [(k,) if single else tuple(k) for k in state["keys"]]
-        times = state.get("times") or [None] * len(keys)
+        columns = unpack_columns(state["keys"])
+        n = len(self.key)
+        keys = list(zip(*columns[:n], strict=True)) if columns and columns[0] else []
+        times = columns[n] if self.within is not None and len(columns) > n else \
+            [None] * len(keys)
         self.seen = OrderedDict(zip(keys, times, strict=True))
         self.max_time = state.get("max_time")
         if self.time is not None:

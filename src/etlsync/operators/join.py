@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 from etlsync.core.batch import Batch, Row
@@ -110,18 +111,31 @@ class LookupJoin(Operator):
                             f"columns of stream {batch.stream!r}; set a prefix")
         records = batch.view(cols)
         none = (None,) * len(added)
-        out, keep, missed = [], [], []
-        for i, (k, rec) in enumerate(zip(keys, records, strict=True)):
-            row = found[k]
-            if row is None:
-                self.unmatched += 1
-                if self.miss != "null":
+        if not added:
+            extra: dict[Any, tuple[Any, ...]] = {k: () for k, r in found.items() if r is not None}
+        else:
+            pick = itemgetter(*added) if all(c in (sample or {}) for c in added) else \
+                (lambda r: tuple(r.get(c) for c in added))
+            if len(added) == 1:
+                extra = {k: (pick(r),) for k, r in found.items() if r is not None}
+            else:
+                extra = {k: pick(r) for k, r in found.items() if r is not None}
+        if self.miss == "null":  # a left join: every row stays
+            out = [rec + extra.get(k, none) for k, rec in zip(keys, records, strict=True)]
+            keep = range(len(out))
+            if len(extra) < len(found) or len(found) < len(set(keys)):
+                self.unmatched += sum(1 for k in keys if k not in extra)
+            missed: list[int] = []
+        else:
+            out, kept, missed = [], [], []
+            for i, (k, rec) in enumerate(zip(keys, records, strict=True)):
+                if k not in extra:
                     missed.append(i)
                     continue
-                out.append(rec + none)
-            else:
-                out.append(rec + tuple(row.get(c) for c in added))
-            keep.append(i)
+                out.append(rec + extra[k])
+                kept.append(i)
+            keep = kept
+            self.unmatched += len(missed)
         result: list[Batch] = []
         if missed and self.miss not in ("null", "drop"):
             rows = batch.rows

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from etlsync.core.batch import Row
+from etlsync.core.batch import Row, dict_maker
 from etlsync.core.errors import ConfigError
 from etlsync.core.stages import Source
 from etlsync.operators._common import cap_error
@@ -145,9 +145,9 @@ class SqliteLookup(Lookup):
                 params = [v for k in part for v in k]
                 sql = (f"SELECT {cols} FROM {quote_identifier(self.table)} "
                        f"WHERE {target} IN (VALUES {_placeholders(len(part), width)})")
+            make = dict_maker(tuple(self._names))
             for rec in conn.execute(sql, params):
-                row = dict(zip(self._names, rec, strict=True))
-                found.setdefault(rec[:width], row)
+                found.setdefault(rec[:width], make(rec))
         return found
 
 
@@ -215,10 +215,10 @@ class PostgresLookup(Lookup):
         args = [[k[0] for k in keys]] if width == 1 else [list(c) for c in zip(*keys, strict=True)]
         records = await self._pool.fetch(self._sql, *args)
         found: dict[Key, Row] = {}
-        names = self._names
+        make = dict_maker(tuple(self._names))
         for rec in records:
             values = tuple(rec)
-            found.setdefault(values[:width], dict(zip(names, values, strict=True)))
+            found.setdefault(values[:width], make(values))
         return found
 
 
@@ -234,24 +234,42 @@ class TtlCache:
 
     def get(self, key: Key) -> Any:
         """The cached row, ``None`` for a cached miss, or ``_MISSING``."""
-        entry = self._data.get(key)
-        if entry is None:
-            self.misses += 1
-            return _MISSING
-        if self.ttl is not None and self.clock() - entry[0] > self.ttl:
-            del self._data[key]
-            self.expired += 1
-            self.misses += 1
-            return _MISSING
-        self._data.move_to_end(key)
-        self.hits += 1
-        return entry[1]
+        found, _ = self.get_many([key])
+        return found.get(key, _MISSING)
+
+    def get_many(self, keys: Iterable[Key]) -> tuple[dict[Key, Row | None], list[Key]]:
+        """The cached entries of ``keys`` (rows or ``None`` for cached misses), and the keys
+        not cached (or expired)."""
+        data, ttl = self._data, self.ttl
+        oldest = None if ttl is None else self.clock() - ttl
+        found: dict[Key, Row | None] = {}
+        wanted: list[Key] = []
+        get, touch = data.get, data.move_to_end
+        for key in keys:
+            entry = get(key)
+            if entry is None:
+                wanted.append(key)
+            elif oldest is not None and entry[0] < oldest:
+                del data[key]
+                self.expired += 1
+                wanted.append(key)
+            else:
+                touch(key)
+                found[key] = entry[1]
+        self.hits += len(found)
+        self.misses += len(wanted)
+        return found, wanted
 
     def put(self, key: Key, row: Row | None) -> None:
-        self._data[key] = (self.clock(), row)
-        self._data.move_to_end(key)
-        while len(self._data) > self.size:
-            self._data.popitem(last=False)
+        self.put_many({key: row})
+
+    def put_many(self, rows: dict[Key, Row | None]) -> None:
+        data, now = self._data, self.clock()
+        for key, row in rows.items():
+            data[key] = (now, row)
+            data.move_to_end(key)
+        while len(data) > self.size:
+            data.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -261,22 +279,16 @@ async def resolve(lookup: Lookup, cache: TtlCache | None, keys: Iterable[Key]
                   ) -> dict[Key, Row | None]:
     """The row of every key (``None``: no such key): cached ones from ``cache``, the rest
     in one batched fetch."""
-    out: dict[Key, Row | None] = {}
-    wanted: list[Key] = []
-    for k in dict.fromkeys(keys):
-        if any(v is None for v in k):
-            out[k] = None  # NULL never matches, as in SQL
-            continue
-        hit = _MISSING if cache is None else cache.get(k)
-        if hit is _MISSING:
-            wanted.append(k)
-        else:
-            out[k] = hit
+    distinct = [k for k in dict.fromkeys(keys) if None not in k]  # NULL never matches
+    if cache is None:
+        out: dict[Key, Row | None] = {}
+        wanted = distinct
+    else:
+        out, wanted = cache.get_many(distinct)
     if wanted:
         found = await lookup.fetch(wanted)
-        for k in wanted:
-            row = found.get(k)
-            out[k] = row
-            if cache is not None:
-                cache.put(k, row)
+        fetched = {k: found.get(k) for k in wanted}
+        out.update(fetched)
+        if cache is not None:
+            cache.put_many(fetched)
     return out
