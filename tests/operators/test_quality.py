@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from etlsync import MemoryCheckpointStore, Pipeline
 from etlsync.core.errors import ConfigError, StageError
-from etlsync.operators import MemoryLookup, Quality, Rule, RowsRejected
+from etlsync.operators import MemoryLookup, Quality, RowsRejected, Rule
 from etlsync.resilience import ErrorPolicy, MemoryDeadLetterSink
 from etlsync.testing import CollectingSink, MemorySource
 

@@ -11,8 +11,8 @@ from etlsync.core.schema import Column, ColumnType, Schema
 from etlsync.testing import CollectingSink, MemorySource
 
 pytest.importorskip("duckdb")
-from etlsync.operators import Sql  # noqa: E402
-from etlsync.operators.sql import position_in  # noqa: E402
+from etlsync.operators import Sql
+from etlsync.operators.sql import position_in
 
 ROWS = [{"id": i, "region": ("eu", "us", "apac")[i % 3], "amount": i * 1.5} for i in range(100)]
 

@@ -412,7 +412,7 @@ class Pipeline:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await sink.close()
                 self._emit(EventKind.STAGE, name, state="closed")
-            for name, op in reversed(ops_opened):
+            for _, op in reversed(ops_opened):
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await op.close()
 

@@ -13,7 +13,6 @@ from etlsync.core.errors import ConfigError, DataError
 from etlsync.core.schema import Column, ColumnType, Schema, infer_type
 from etlsync.core.stages import Operator, OperatorOutput, StageContext
 from etlsync.operators import _accumulate as acc_fns
-from etlsync.operators._state import pack_columns, unpack_columns
 from etlsync.operators._common import (
     EventTime,
     Rejects,
@@ -22,6 +21,7 @@ from etlsync.operators._common import (
     check_reject,
     duration_us,
 )
+from etlsync.operators._state import pack_columns, unpack_columns
 from etlsync.operators.windows import (
     FixedWindows,
     Hopping,
@@ -242,7 +242,7 @@ class Aggregate(Operator):
     async def flush(self) -> OperatorOutput:
         return self._close_all(Batch([]))
 
-    def _whole(self, batch: Batch) -> dict[tuple[Any, ...], tuple[list[Any], list[int]]]:
+    def _whole(self, batch: Batch) -> dict[tuple[Any, ...], None]:
         groups, new = self.groups, self._new
         if batch.form == "arrow":
             keys, values = acc_fns.arrow_partials(batch.arrow, self.group_by, self.specs)
@@ -466,7 +466,7 @@ class Aggregate(Operator):
             out.append(Batch(None, batch.stream, batch.position,
                              None if ops is None else ops[i:i + OUT_BATCH],
                              schema=self._schema if ops is not None else None,
-                             columns=cols, records=rows[i:i + OUT_BATCH]))
+                             columns=cols, records=list(rows[i:i + OUT_BATCH])))
         return out
 
     def _infer_schema(self, record: tuple[Any, ...]) -> Schema:

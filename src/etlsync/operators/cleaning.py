@@ -90,13 +90,11 @@ class Clean(Operator):
                 return None if v in nulls else v
             steps.append(basic)
         for pattern, repl in self.replace.get(col, ()):
-            steps.append(lambda v, p=pattern, r=repl: p.sub(r, v) if type(v) is str else v)
+            steps.append(_regex_step(pattern, repl))
         if col in self.case:
-            fn = self.case[col]
-            steps.append(lambda v, f=fn: f(v) if type(v) is str else v)
+            steps.append(_case_step(self.case[col]))
         if col in self.defaults:
-            d = self.defaults[col]
-            steps.append(lambda v, d=d: d if v is None else v)
+            steps.append(_default_step(self.defaults[col]))
         if not steps:
             return None
         if len(steps) == 1:
@@ -126,6 +124,18 @@ class Clean(Operator):
                 values[j] = new
         self.changed += changed
         return _records_batch(batch, cols, values)
+
+
+def _regex_step(pattern: re.Pattern[str], repl: str) -> Callable[[Any], Any]:
+    return lambda v: pattern.sub(repl, v) if type(v) is str else v
+
+
+def _case_step(fn: Callable[[str], str]) -> Callable[[Any], Any]:
+    return lambda v: fn(v) if type(v) is str else v
+
+
+def _default_step(default: Any) -> Callable[[Any], Any]:
+    return lambda v: default if v is None else v
 
 
 class SplitColumns(Operator):
@@ -186,7 +196,7 @@ class SplitColumns(Operator):
             parts: list[Any] = list(m.groups())
         else:
             assert self.delimiter is not None
-            parts = text.split(self.delimiter, n - 1)
+            parts = [*text.split(self.delimiter, n - 1)]
             parts += [None] * (n - len(parts))
         if self.trim:
             parts = [p.strip() if type(p) is str else p for p in parts]

@@ -11,7 +11,6 @@ from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError
 from etlsync.core.schema import Schema
 from etlsync.core.stages import Operator, OperatorOutput
-from etlsync.operators._state import pack_columns, unpack_columns
 from etlsync.operators._common import (
     EventTime,
     cap_error,
@@ -20,6 +19,7 @@ from etlsync.operators._common import (
     duration_us,
     keep_rows,
 )
+from etlsync.operators._state import pack_columns, unpack_columns
 
 
 class Dedupe(Operator):

@@ -120,14 +120,16 @@ class LookupJoin(Operator):
                 extra = {k: (pick(r),) for k, r in found.items() if r is not None}
             else:
                 extra = {k: pick(r) for k, r in found.items() if r is not None}
+        out: list[Sequence[Any]]
         if self.miss == "null":  # a left join: every row stays
             out = [rec + extra.get(k, none) for k, rec in zip(keys, records, strict=True)]
-            keep = range(len(out))
+            keep: Sequence[int] = range(len(out))
             if len(extra) < len(found) or len(found) < len(set(keys)):
                 self.unmatched += sum(1 for k in keys if k not in extra)
             missed: list[int] = []
         else:
-            out, kept, missed = [], [], []
+            kept: list[int] = []
+            out, missed = [], []
             for i, (k, rec) in enumerate(zip(keys, records, strict=True)):
                 if k not in extra:
                     missed.append(i)

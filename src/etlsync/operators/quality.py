@@ -232,8 +232,8 @@ class Quality(Operator):
             rule = next(r for r in failures[i] if r.action == "fail")
             raise RowsRejected(f"quality {self.name!r}: stream {batch.stream!r}: row "
                                f"{batch.rows[i]!r} fails rule {rule.name!r} (action: fail)")
-        for name, new in staged.items():
-            self.unique[name].update(new)
+        for name, values in staged.items():
+            self.unique[name].update(values)
             if len(self.unique[name]) > self.max_keys:
                 raise cap_error(f"quality {self.name!r} rule {name!r}",
                                 len(self.unique[name]), self.max_keys, "values")

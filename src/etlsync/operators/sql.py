@@ -4,6 +4,7 @@ the arrow form (``pip install 'etlsync[sql]'``)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from etlsync.core.batch import Batch
@@ -57,7 +58,7 @@ def _arrow(batch: Batch) -> Any:
         return batch.arrow
     cols = batch.column_names()
     view = batch.view(cols)
-    columns = list(zip(*view, strict=True)) if view else [[] for _ in cols]
+    columns: list[Sequence[Any]] = list(zip(*view, strict=True)) if view else [[] for _ in cols]
     return pa.table({c: pa.array(list(v)) for c, v in zip(cols, columns, strict=True)})
 
 
