@@ -78,8 +78,22 @@ def events(n: int) -> Iterator[list[tuple[int, int, dt.datetime]]]:
 
 # -- group-by ----------------------------------------------------------------------------------
 
+def _counter(columns: list[str] | None = None) -> Any:
+    """A sink counting the rows it gets (reading ``columns`` of each, as a sink binds them)."""
+    from etlsync import Batch, Sink
+
+    class Count(Sink):
+        name = "count"
+        rows = 0
+
+        async def write(self, batch: Batch) -> None:
+            self.rows += len(batch.view(columns)) if columns else len(batch)
+
+    return Count()
+
+
 async def _etlsync_group(table: Any) -> int:
-    from etlsync import Batch, Pipeline, Sink, Source
+    from etlsync import Batch, Pipeline, Source
     from etlsync.operators import Aggregate
 
     class ArrowSource(Source):
@@ -89,14 +103,7 @@ async def _etlsync_group(table: Any) -> int:
             for i in range(0, table.num_rows, ARROW_BATCH):
                 yield Batch.from_arrow(table.slice(i, ARROW_BATCH), position=i)
 
-    class Count(Sink):
-        name = "count"
-        rows = 0
-
-        async def write(self, batch: Batch) -> None:
-            self.rows += len(batch)
-
-    sink = Count()
+    sink = _counter()
     agg = Aggregate(KEYS, {"revenue": "sum(amount)", "items": "max(quantity)", "orders": "count()"})
     await Pipeline(ArrowSource(), [agg], sink, name="bench").run(handle_signals=False)
     return sink.rows
@@ -152,7 +159,7 @@ def group(variant: str, n: int) -> None:
 # -- tumbling windows ----------------------------------------------------------------------------
 
 async def _etlsync_window(n: int, every: int) -> int:
-    from etlsync import Batch, Pipeline, Sink, Source, StateInterval
+    from etlsync import Batch, Pipeline, Source, StateInterval
     from etlsync.operators import Aggregate, Tumbling
 
     class Events(Source):
@@ -162,14 +169,7 @@ async def _etlsync_window(n: int, every: int) -> int:
             for i, chunk in enumerate(events(n)):
                 yield Batch.from_records(("customer", "amount", "at"), chunk, position=i)
 
-    class Count(Sink):
-        name = "count"
-        rows = 0
-
-        async def write(self, batch: Batch) -> None:
-            self.rows += len(batch)
-
-    sink = Count()
+    sink = _counter()
     agg = Aggregate(["customer"], {"n": "count()", "total": "sum(amount)"},
                     window=Tumbling("1m"), time_column="at", allowed_lateness="5s")
     await Pipeline(Events(), [agg], sink, name="bench",
@@ -245,7 +245,7 @@ def _join_batches(n: int) -> Iterator[list[tuple[Any, ...]]]:
 
 
 async def _etlsync_join(n: int, cache: int) -> int:
-    from etlsync import Batch, Pipeline, Sink, Source
+    from etlsync import Batch, Pipeline, Source
     from etlsync.operators import LookupJoin, PostgresLookup
 
     class Orders(Source):
@@ -255,14 +255,7 @@ async def _etlsync_join(n: int, cache: int) -> int:
             for i, chunk in enumerate(_join_batches(n)):
                 yield Batch.from_records(("id", "customer_id", "amount"), chunk, position=i)
 
-    class Count(Sink):
-        name = "count"
-        rows = 0
-
-        async def write(self, batch: Batch) -> None:
-            self.rows += len(batch.view(["id", "name", "tier"]))
-
-    sink = Count()
+    sink = _counter(["id", "name", "tier"])
     join = LookupJoin(PostgresLookup(PG, PG_TABLE, "id", columns=["name", "tier"]),
                       {"customer_id": "id"}, cache_size=cache, ttl=300)
     await Pipeline(Orders(), [join], sink, name="bench").run(handle_signals=False)

@@ -246,22 +246,11 @@ class Aggregate(Operator):
         groups, new = self.groups, self._new
         if batch.form == "arrow":
             keys, values = acc_fns.arrow_partials(batch.arrow, self.group_by, self.specs)
-            accs = []
-            for k in keys:
-                a = groups.get(k)
-                if a is None:
-                    a = groups[k] = new()
-                accs.append(a)
-            acc_fns.merge_partials(self.specs, accs, values)
+            acc_fns.merge_partials(self.specs, _accumulators(groups, keys, new), values)
             return dict.fromkeys(keys) if self.emit == "changelog" else {}
         keys = batch.view(self.group_by) if self.group_by else [()] * len(batch)
         staged: dict[tuple[Any, ...], list[Any]] = {}
-        row_accs = []
-        for k in keys:
-            a = staged.get(k)
-            if a is None:
-                a = staged[k] = new()
-            row_accs.append(a)
+        row_accs = _accumulators(staged, keys, new)
         acc_fns.update(self.specs, row_accs, self._columns(batch))
         for k, a in staged.items():
             cur = groups.get(k)
@@ -305,18 +294,11 @@ class Aggregate(Operator):
             if mt is None or t > mt:
                 mt = t
             if hop == size:  # tumbling: one window
-                s = t - t % size
-                if prior is not None and s + size <= prior:
-                    late.append(i)
-                    continue
-                k = (*g, s)
-                a = staged.get(k)
-                if a is None:
-                    a = staged[k] = new()
-                row_accs.append(a)
-                rows_of.append(i)
-                continue
-            live = [s for s in starts(t) if prior is None or s + size > prior]
+                first = t - t % size
+                live: Sequence[int] = () if prior is not None and first + size <= prior \
+                    else (first,)
+            else:
+                live = [s for s in starts(t) if prior is None or s + size > prior]
             if not live:
                 late.append(i)
                 continue
@@ -474,3 +456,15 @@ class Aggregate(Operator):
         cols = tuple(Column(c, infer_type(v) if v is not None else ColumnType.STRING,
                             c not in key) for c, v in zip(self.out_columns, record, strict=True))
         return Schema(cols, tuple(key))
+
+
+def _accumulators(groups: dict[tuple[Any, ...], list[Any]], keys: Sequence[tuple[Any, ...]],
+                  new: Any) -> list[list[Any]]:
+    """The accumulator of each key (in order), made where missing."""
+    out = []
+    for k in keys:
+        a = groups.get(k)
+        if a is None:
+            a = groups[k] = new()
+        out.append(a)
+    return out

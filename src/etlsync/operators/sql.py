@@ -65,18 +65,9 @@ def _arrow(batch: Batch) -> Any:
 def _column_type(arrow_type: Any) -> ColumnType:
     import pyarrow as pa
 
-    t = arrow_type
-    checks = ((pa.types.is_boolean, ColumnType.BOOLEAN), (pa.types.is_integer, ColumnType.INTEGER),
-              (pa.types.is_floating, ColumnType.FLOAT), (pa.types.is_decimal, ColumnType.DECIMAL),
-              (pa.types.is_string, ColumnType.STRING), (pa.types.is_large_string, ColumnType.STRING),
-              (pa.types.is_date, ColumnType.DATE), (pa.types.is_time, ColumnType.TIME),
-              (pa.types.is_binary, ColumnType.BYTES), (pa.types.is_duration, ColumnType.INTERVAL))
-    if pa.types.is_timestamp(t):
-        return ColumnType.TIMESTAMP if t.tz else ColumnType.DATETIME
-    for check, ctype in checks:
-        if check(t):
-            return ctype
-    return ColumnType.UNKNOWN
+    from etlsync.connectors.files.parquet import arrow_column_type
+
+    return arrow_column_type(pa, arrow_type)
 
 
 class Sql(Operator):
