@@ -75,6 +75,23 @@ async def test_miss_policies_drop_dead_letter_and_side_output() -> None:
                                                        miss="fail")], CollectingSink()).run()
 
 
+async def test_lookup_join_against_another_sources_snapshot() -> None:
+    from etlsync.operators import SnapshotLookup
+
+    customers = MemorySource([{"id": i, "name": f"c{i}"} for i in range(50)], 7)
+    sink = CollectingSink()
+    join = LookupJoin(SnapshotLookup(customers, "id"), {"cid": "id"}, miss="drop")
+    await Pipeline(MemorySource([{"cid": i % 60} for i in range(120)], 25), [join], sink).run()
+    assert [(r["cid"], r["name"]) for r in sink.rows] == [
+        (i % 60, f"c{i % 60}") for i in range(120) if i % 60 < 50]
+    from etlsync.operators import StateLimitExceeded
+
+    too_small = LookupJoin(SnapshotLookup(customers, "id", max_rows=10), {"cid": "id"})
+    with pytest.raises(StageError) as info:
+        await Pipeline(MemorySource([{"cid": 1}]), [too_small], CollectingSink()).run()
+    assert isinstance(info.value.cause, StateLimitExceeded)
+
+
 def test_the_cache_is_bounded_and_expires() -> None:
     now = [0.0]
     cache = TtlCache(2, ttl=10, clock=lambda: now[0])

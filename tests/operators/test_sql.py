@@ -38,6 +38,17 @@ async def test_over_a_pass_the_statement_sees_the_whole_input() -> None:
         for r in ("apac", "eu", "us")]
 
 
+async def test_over_row_windows() -> None:
+    sink = CollectingSink()
+    op = Sql("SELECT min(id) AS lo, max(id) AS hi, count(*) AS n FROM batch", over="rows",
+             window_rows=40)
+    await Pipeline(MemorySource(ROWS, 16), [op], sink).run()
+    assert sink.rows == [{"lo": 0, "hi": 47, "n": 48}, {"lo": 48, "hi": 95, "n": 48},
+                         {"lo": 96, "hi": 99, "n": 4}]
+    with pytest.raises(ConfigError):
+        Sql("SELECT 1 FROM batch", over="rows")
+
+
 def test_syntax_errors_name_the_statement_and_position() -> None:
     with pytest.raises(ConfigError) as info:
         Sql("SELECT id\nFORM batch")

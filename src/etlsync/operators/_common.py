@@ -146,8 +146,7 @@ class Rejects:
         self._opened = False
 
     async def open(self, context: StageContext) -> None:
-        self.pipeline = context.pipeline
-        self.preview = context.preview
+        self.bind(context)
         if self.dead_letter is None and self.policy == "dead_letter":
             self.dead_letter = context.dead_letter
         if self.policy == "dead_letter" and not self.preview:
@@ -158,6 +157,11 @@ class Rejects:
             if not self._opened:
                 await self.dead_letter.open()
                 self._opened = True
+
+    def bind(self, context: StageContext) -> None:
+        """Take the pipeline's name, the stage's unique name and the dry-run flag."""
+        self.pipeline, self.preview = context.pipeline, context.preview
+        self.stage = context.stage or self.stage
 
     async def close(self) -> None:
         if self._opened and self.dead_letter is not None:

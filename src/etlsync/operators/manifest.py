@@ -297,8 +297,11 @@ class SqlOptions(Options, kw_only=True):
 
     statement: Annotated[str, Meta(description="One SQL query over the table 'batch'")]
     table: Annotated[str, Meta(description="The table name the statement reads")] = "batch"
-    over: Annotated[Literal["batch", "pass"], Meta(
-        description="Run per batch, or once over a whole pass")] = "batch"
+    over: Annotated[Literal["batch", "pass", "rows"], Meta(
+        description="Run per batch, once over a whole pass, or over windows of window_rows "
+                    "rows")] = "batch"
+    window_rows: Annotated[int | None, Meta(
+        description="over: rows: rows per window (whole batches)")] = None
     max_rows: Annotated[int, Meta(ge=1, description="over: pass: rows held at most")] = 5_000_000
     threads: Annotated[int | None, Meta(description="DuckDB threads (default: its own)")] = None
 

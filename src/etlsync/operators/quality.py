@@ -178,6 +178,7 @@ class Quality(Operator):
         return schema
 
     async def open(self, context: StageContext) -> None:
+        self.rejects.bind(context)
         if any(r.action == "quarantine" for r in self.rules):
             await self.rejects.open(context)
         for r in self.rules:

@@ -75,19 +75,25 @@ class Sql(Operator):
 
     ``over="batch"`` runs it on every batch (filters, projections, per-batch aggregates);
     ``over="pass"`` holds the batches of a pass (at most ``max_rows`` rows, else an error)
-    and runs it once at the end of the pass, over all of them (a batch job's whole input).
+    and runs it once at the end of the pass, over all of them (a batch job's whole input);
+    ``over="rows"`` runs it over windows of at least ``window_rows`` rows (whole batches,
+    the last window of a pass may be shorter).
     The result is an arrow-form batch. DuckDB (``pip install 'etlsync[sql]'``) runs it
     in-process, on one connection of its own; the statement is parsed when the operator is
     made, and an error names the statement and the line and column it points at.
     """
 
     def __init__(self, statement: str, *, table: str = "batch", over: str = "batch",
-                 max_rows: int = 5_000_000, threads: int | None = None,
-                 name: str = "sql") -> None:
+                 window_rows: int | None = None, max_rows: int = 5_000_000,
+                 threads: int | None = None, name: str = "sql") -> None:
         self.name = name
         self.where = f"sql {name!r}"
-        if over not in ("batch", "pass"):
-            raise ConfigError(f"{self.where}: over is batch or pass, not {over!r}")
+        if over not in ("batch", "pass", "rows"):
+            raise ConfigError(f"{self.where}: over is batch, pass or rows, not {over!r}")
+        if (over == "rows") != (window_rows is not None) or (window_rows or 1) < 1:
+            raise ConfigError(f"{self.where}: over: rows goes with window_rows (a positive "
+                              "row count), and only with it")
+        self.window_rows = window_rows
         if not table.isidentifier():
             raise ConfigError(f"{self.where}: table {table!r} must be a plain identifier")
         self.statement, self.table, self.over = statement, table, over
@@ -141,7 +147,8 @@ class Sql(Operator):
             if self._held_rows > self.max_rows:
                 raise DataError(f"{self.where}: over='pass' holds {self._held_rows:,} rows, "
                                 f"over max_rows={self.max_rows:,}")
-        if batch.end_of_pass:
+        if batch.end_of_pass or (self.window_rows is not None
+                                 and self._held_rows >= self.window_rows):
             return self._emit(batch)
         return None
 
@@ -159,7 +166,8 @@ class Sql(Operator):
                 b.release()
         if result is None:
             return None
-        return Batch(None, last.stream, last.position, arrow=result, end_of_pass=True)
+        return Batch(None, last.stream, last.position, arrow=result,
+                     end_of_pass=last.end_of_pass)
 
     async def flush(self) -> OperatorOutput:
         if self.over == "pass" and self._held:
