@@ -9,6 +9,11 @@
   of row batches): ``window_etlsync`` vs ``window_bytewax`` (Bytewax's ``fold_window`` with a
   ``TumblingWindower`` and an ``EventClock``, run in-process by ``run_main``).
   ``window_etlsync_interval``: the same with ``StateInterval(batches=50)``.
+- **state snapshots** (``--rows`` is the number of groups; ``--variants state_packed,state_codec``):
+  one snapshot of an ``Aggregate`` holding that many groups (a 2-column key, 5 aggregates)
+  plus the checkpoint's encoding, as the runner does per resume point: ``state_packed``
+  (the operator's column-wise packing) vs ``state_codec`` (the same state as nested lists
+  through the checkpoint codec, as a plain ``snapshot_state`` would return it).
 - **lookup join** of the orders against a 100,000-row PostgreSQL table of customers:
   ``join_etlsync`` (``LookupJoin`` + ``PostgresLookup``, batched lookups behind its cache),
   ``join_etlsync_nocache`` (cache off: one query per batch, like the baseline) vs
@@ -40,7 +45,8 @@ from _harness import child_result, parse_args, report, run_variants
 GROUP = ["group_etlsync", "group_duckdb", "group_duckdb_native", "group_polars", "group_pandas"]
 WINDOW = ["window_etlsync", "window_etlsync_interval", "window_bytewax"]
 JOIN = ["join_etlsync", "join_etlsync_nocache", "join_asyncpg"]
-VARIANTS = GROUP + WINDOW + JOIN
+STATE = ["state_packed", "state_codec"]
+VARIANTS = GROUP + WINDOW + JOIN + STATE
 KEYS = ["region", "status", "channel", "day"]
 ARROW_BATCH = 262_144
 BATCH = 10_000
@@ -294,8 +300,32 @@ def join(variant: str, n: int) -> None:
     child_result(variant, n, time.perf_counter() - t0, rows_joined=rows)
 
 
+def state(variant: str, n: int) -> None:
+    from decimal import Decimal
+
+    from etlsync.core.checkpoint import Checkpoint
+    from etlsync.operators import Aggregate
+
+    agg = Aggregate(["region", "customer"], {"n": "count()", "s": "sum(amount)", "lo": "min(amount)",
+                                              "hi": "max(amount)", "a": "avg(amount)"})
+    agg.groups = {(f"r{i % 7}", i): [i % 13, Decimal(i) / 100, Decimal(i % 50), Decimal(i), Decimal(i),
+                                    i % 13] for i in range(n)}
+    rounds = 5
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        if variant == "state_packed":
+            snap = agg.snapshot_state()
+        else:
+            snap = [[list(k), list(a)] for k, a in agg.groups.items()]
+        size = len(Checkpoint(0, True, {"op:aggregate": snap}).encode())
+    seconds = (time.perf_counter() - t0) / rounds
+    child_result(variant, n, seconds, encoded_mb=round(size / 1e6, 2))
+
+
 def child(variant: str, n: int) -> None:
-    if variant in GROUP:
+    if variant in STATE:
+        state(variant, n)
+    elif variant in GROUP:
         group(variant, n)
     elif variant in WINDOW:
         window(variant, n)
@@ -327,6 +357,7 @@ def main() -> None:
         _ratio(results, ours, "window_bytewax", "ratio_vs_bytewax")
     for ours in ("join_etlsync", "join_etlsync_nocache"):
         _ratio(results, ours, "join_asyncpg", "ratio_vs_asyncpg")
+    _ratio(results, "state_packed", "state_codec", "ratio_vs_codec")
     report(results, args.json)
 
 
