@@ -175,6 +175,37 @@ async def test_interval_join_equals_a_brute_force_join(events: list[tuple[bool, 
     assert got == sorted(want, key=lambda x: (x[0], -1 if x[1] is None else x[1]))
 
 
+async def test_interval_join_buffers_survive_a_restart() -> None:
+    rng = random.Random(11)
+    batches: list[tuple[str, list[dict[str, Any]], Any]] = []
+    t = 0
+    for i in range(200):
+        t += rng.randrange(3)
+        side = rng.choice(["L", "R"])
+        batches.append((side, [{"k": rng.randrange(5), "t": t, "id": i}], None))
+
+    def op() -> IntervalJoin:
+        return IntervalJoin("L", "R", "k", time_column="t", within=4, right_prefix="r_")
+
+    clean = CollectingSink()
+    await Pipeline(TwoStreams(batches), [op()], clean).run()
+    store = MemoryCheckpointStore()
+    calls = {"n": 0}
+
+    def crash(batch: Batch) -> None:
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise OSError("crash")
+
+    sink = CollectingSink(fail_on=crash)
+    with pytest.raises(StageError):
+        await Pipeline(TwoStreams(batches), [op()], sink, name="ij", checkpoint_store=store).run()
+    await Pipeline(TwoStreams(batches), [op()], sink, name="ij", checkpoint_store=store).run()
+    pairs = sorted((r["id"], r["r_id"]) for r in sink.rows)
+    assert pairs == sorted((r["id"], r["r_id"]) for r in clean.rows)  # each match once
+    assert len(pairs) > 50
+
+
 def _random_changes(rng: random.Random, n: int) -> list[tuple[str, list[dict[str, Any]],
                                                             list[Op]]]:
     orders: dict[int, dict[str, Any]] = {}
