@@ -21,8 +21,9 @@ from etlsync.core.errors import (
 from etlsync.core.incremental import Watermark
 from etlsync.core.metrics import RunSummary, StageMetrics
 from etlsync.core.modes import ConflictStrategy, SchemaPolicy, SyncMode, WriteMode
-from etlsync.core.pipeline import Pipeline, StateInterval
+from etlsync.core.pipeline import Pipeline
 from etlsync.core.routing import RoutingSink
+from etlsync.core.run import StateInterval
 from etlsync.core.schema import Column, ColumnType, Schema
 from etlsync.core.stages import Operator, Sink, Source, StageContext
 from etlsync.operators import Filter, Map, MapBatch

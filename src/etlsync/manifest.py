@@ -6,30 +6,25 @@ names, the pip extra they need, their capabilities, a typed :class:`Options` str
 types. A manifest module imports no driver, so job validation, ``etlsync init``, ``etlsync
 list`` and the JSON Schema of job files (``etlsync schema``) work without the extras.
 
-Third-party connectors register the same way: an entry point in the group
-``etlsync.connectors`` naming a :class:`Manifest` (``mypkg.manifest:MANIFEST``), or
-:func:`register` at run time. See docs/concepts/manifests.md.
+Which manifests exist is :mod:`etlsync.registry`'s business (the built-in families and the
+``etlsync.connectors`` entry points). See docs/concepts/manifests.md.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
-import pkgutil
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import msgspec
 
 from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError
-
-ENTRY_POINT_GROUP = "etlsync.connectors"
 
 
 class Kind(StrEnum):
@@ -278,9 +273,10 @@ def _choices(options: type[Options], name: str) -> list[str]:
     return [str(v) for a in arms if isinstance(a, msgspec.inspect.LiteralType) for v in a.values]
 
 
-def import_target(target: str, where: str, what: str, extra: str | None = None
-                  ) -> Callable[..., Any]:
-    """Import ``"module:attribute"``; failures become a ConfigError naming the pip extra."""
+def import_target(target: str, where: str, what: str, extra: str | None = None,
+                  extra_for: Callable[[str], str | None] | None = None) -> Callable[..., Any]:
+    """Import ``"module:attribute"``; failures become a ConfigError naming the pip extra
+    (``extra``, or the one ``extra_for(module)`` names for the module that is missing)."""
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"{where}: {target!r} is not of the form 'package.module:attribute'")
@@ -292,7 +288,8 @@ def import_target(target: str, where: str, what: str, extra: str | None = None
         if ours and (missing == module_name or module_name.startswith(missing + ".")):
             raise ConfigError(f"{where}: {what} is not available in this etlsync installation "
                               f"(module {module_name} not found)") from None
-        extra = extra or REGISTRY.extra_for(missing.split(".")[0])
+        if extra is None and extra_for is not None:
+            extra = extra_for(missing.split(".")[0])
         hint = f"; install it with: pip install 'etlsync[{extra}]'" if extra else ""
         raise ConfigError(f"{where}: {what} needs a package that is not installed "
                           f"({exc}){hint}") from None
@@ -301,113 +298,3 @@ def import_target(target: str, where: str, what: str, extra: str | None = None
     except AttributeError:
         raise ConfigError(f"{where}: module {module_name} has no attribute {attr!r}") from None
     return obj
-
-
-# -- the registry -----------------------------------------------------------------------------
-
-BUILTIN_MANIFESTS = ("etlsync.operators.manifest", "etlsync.testing")
-"""Built-in manifests outside ``etlsync.connectors`` (whose families are found by scanning:
-every ``etlsync.connectors.<family>.manifest`` module)."""
-
-
-def builtin_manifest_modules() -> list[str]:
-    import etlsync.connectors
-
-    families = sorted(info.name for info in pkgutil.iter_modules(etlsync.connectors.__path__)
-                      if info.ispkg)
-    return [f"etlsync.connectors.{f}.manifest" for f in families] + list(BUILTIN_MANIFESTS)
-
-
-@dataclass
-class Registry:
-    """Stage types by kind and name, from the built-in manifests, entry points and
-    :meth:`register`."""
-
-    manifests: dict[str, Manifest] = field(default_factory=dict)
-    _types: dict[tuple[Kind, str], StageType] = field(default_factory=dict)
-    _loaded: bool = False
-
-    def _load(self) -> None:
-        if self._loaded:
-            return
-        self._loaded = True
-        for module in builtin_manifest_modules():
-            try:
-                found = importlib.import_module(module).MANIFEST
-            except ModuleNotFoundError as exc:
-                if exc.name != module:
-                    raise
-                continue  # a family not built yet
-            self.register(found)
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                manifest = ep.load()
-            except Exception as exc:  # noqa: BLE001 - one broken plugin must not stop the rest
-                warnings.warn(f"connector entry point {ep.name!r} ({ep.value}) failed to load: "
-                              f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
-                continue
-            if isinstance(manifest, Manifest):
-                self.register(manifest)
-
-    def register(self, manifest: Manifest) -> None:
-        """Add (or replace) a family's manifest."""
-        old = self.manifests.pop(manifest.family, None)
-        if old is not None:
-            for s in old.stages:
-                self._types.pop((s.kind, s.name), None)
-        self.manifests[manifest.family] = manifest
-        for s in manifest.stages:
-            self._types[(s.kind, s.name)] = s
-
-    def unregister(self, family: str) -> None:
-        old = self.manifests.pop(family, None)
-        for s in old.stages if old is not None else ():
-            self._types.pop((s.kind, s.name), None)
-
-    def types(self, kind: Kind | str) -> list[StageType]:
-        self._load()
-        return sorted((s for (k, _), s in self._types.items() if k == kind), key=lambda s: s.name)
-
-    def names(self, kind: Kind | str) -> list[str]:
-        return [s.name for s in self.types(kind)]
-
-    def find(self, kind: Kind | str, name: str, where: str) -> StageType:
-        """The stage type called ``name``; an unknown name suggests the closest one."""
-        self._load()
-        found = self._types.get((Kind(kind), name))
-        if found is None:
-            known = self.names(kind)
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}: unknown {kind} type {name!r}{hint}; expected one of "
-                              f"{', '.join(known)} or 'package.module:Class'")
-        return found
-
-    def of_target(self, target: object) -> StageType | None:
-        """The stage type whose class ``target`` is (for ``'module:Class'`` job types)."""
-        self._load()
-        qual = f"{getattr(target, '__module__', '')}:{getattr(target, '__qualname__', '')}"
-        for s in self._types.values():
-            if s.target == qual:
-                return s
-        return None
-
-    def extra_for(self, module: str) -> str | None:
-        """The pip extra that installs ``module`` (from the manifests' ``imports``)."""
-        self._load()
-        for m in self.manifests.values():
-            if module in m.imports:
-                return m.extra
-        return None
-
-    def all(self) -> Iterable[StageType]:
-        self._load()
-        return list(self._types.values())
-
-
-REGISTRY = Registry()
-
-
-def register(manifest: Manifest) -> None:
-    """Make a third-party family's stages usable in job files (see :data:`REGISTRY`)."""
-    REGISTRY.register(manifest)

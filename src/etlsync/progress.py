@@ -1,8 +1,9 @@
 """A terminal progress line for running pipelines: rows, rows/s and elapsed time.
 
 Drawn only on a TTY (stderr by default) and only once a run has lasted ``delay`` seconds, so
-short runs and logs piped to files stay clean. It reads :attr:`Pipeline.metrics`; it never
-slows the pipeline beyond one small task waking a few times a second.
+short runs and logs piped to files stay clean. It is an observer of the pipeline's events
+(docs/concepts/observers.md): counting costs an addition per batch, drawing one small task
+waking a few times a second.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from types import TracebackType
 from typing import Any, TextIO
 
+from etlsync.core.observe import Event, EventKind
 from etlsync.core.pipeline import Pipeline
 
 
@@ -24,18 +26,6 @@ def format_line(rows_read: int, rows_written: int, elapsed: float) -> str:
     hours, minutes = divmod(minutes, 60)
     clock = f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
     return (f"{rows_read:,} rows read | {rows_written:,} written | {rate:,.0f} rows/s | {clock}")
-
-
-def counts(pipeline: Pipeline) -> tuple[int, int]:
-    """(rows read by the source, rows written by the first sink) so far."""
-    read = written = 0
-    first_sink = True
-    for key, m in pipeline.metrics.items():
-        if key.startswith("source:"):
-            read += m.rows_out
-        elif key.startswith("sink:") and first_sink:
-            written, first_sink = m.rows_in, False
-    return read, written
 
 
 class Progress:
@@ -55,18 +45,36 @@ class Progress:
         self.interval = interval
         self.delay = delay
         self.drawn = 0
+        self.read = 0
+        self.written = 0
+        self._first_sink: str | None = None
+        self._unsubscribe: Any = None
         self._task: asyncio.Task[None] | None = None
         self._started = 0.0
         self._width = 0
 
+    def __call__(self, event: Event) -> None:
+        """The observer: rows read by the source, rows made durable by the first sink."""
+        if event.kind is EventKind.BATCH_READ:
+            self.read += event.rows
+        elif event.kind is EventKind.BATCH_WRITTEN:
+            if self._first_sink is None:
+                self._first_sink = event.stage
+            if event.stage == self._first_sink:
+                self.written += event.rows
+
     async def __aenter__(self) -> Progress:
         self._started = time.perf_counter()
+        self._unsubscribe = self.pipeline.subscribe(self)
         if self.enabled:
             self._task = asyncio.get_running_loop().create_task(self._loop())
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -79,8 +87,7 @@ class Progress:
 
     def draw(self) -> None:
         """Redraw the line now."""
-        read, written = counts(self.pipeline)
-        line = format_line(read, written, time.perf_counter() - self._started)
+        line = format_line(self.read, self.written, time.perf_counter() - self._started)
         pad = max(self._width - len(line), 0)
         self.stream.write("\r" + line + " " * pad)
         self.stream.flush()

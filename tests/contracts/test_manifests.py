@@ -15,12 +15,13 @@ import msgspec
 import pytest
 import yaml
 
+from etlsync.catalog import CATALOG, register
 from etlsync.core.capabilities import Capability
 from etlsync.jobs.schema import job_schema
-from etlsync.manifest import REGISTRY, Kind, Manifest, Options, StageType, register
+from etlsync.manifest import Kind, Manifest, Options, StageType
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = sorted(REGISTRY.all(), key=lambda s: (s.kind, s.name))
+STAGES = sorted(CATALOG.all(), key=lambda s: (s.kind, s.name))
 
 
 def _default(options: type[Options], name: str) -> Any:
@@ -76,7 +77,7 @@ def test_every_field_has_a_description(stage: StageType) -> None:
 
 
 def test_manifests_import_no_driver() -> None:
-    code = ("import sys; from etlsync.manifest import REGISTRY; REGISTRY.names('source'); "
+    code = ("import sys; from etlsync.catalog import CATALOG; CATALOG.names('source'); "
             "from etlsync.jobs.schema import job_schema; job_schema(); "
             "print([m for m in ('asyncpg', 'aiomysql', 'pymysql', 'pymongo', 'pyarrow') "
             "if m in sys.modules])")
@@ -121,7 +122,7 @@ def test_a_third_party_family_registers_and_builds(tmp_path: Path) -> None:
                   frozenset({Capability.KEYED})),))
     register(manifest)
     try:
-        assert REGISTRY.find("sink", "acme", "x").family == "acme"
+        assert CATALOG.find("sink", "acme", "x").family == "acme"
         from etlsync.jobs import build_job, load_job
 
         p = tmp_path / "job.yaml"
@@ -130,7 +131,7 @@ def test_a_third_party_family_registers_and_builds(tmp_path: Path) -> None:
         built = build_job(load_job(p, {}))
         assert type(built.sinks[0]).__name__ == "CollectingSink"
     finally:
-        REGISTRY.unregister("acme")
+        CATALOG.unregister("acme")
 
 
 class _NoSize(Options, kw_only=True):

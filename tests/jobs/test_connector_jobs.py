@@ -135,3 +135,20 @@ checkpoint: {{type: postgres, connection: "${{ETLSYNC_JOB_TEST_DSN}}"}}
     finally:
         query(pg_dsn, f"DROP TABLE IF EXISTS {table}")
         query(pg_dsn, "DELETE FROM _etlsync_state WHERE pipeline = $1", unique_name)
+
+
+def test_a_top_level_batch_size_reaches_mongo_cdc_and_unknown_options_are_errors(
+        tmp_path: Path) -> None:
+    stages = plan_of(tmp_path, """
+source: {type: mongo_cdc, connection: "mongodb://127.0.0.1:1", database: d}
+sink: {type: collect}
+checkpoint: {type: memory}
+batch_size: 100
+""")
+    assert stages["source"]["batch_size"] == 100
+    p = tmp_path / "bad.yaml"
+    p.write_text("source: {type: mongo_cdc, connection: 'mongodb://127.0.0.1:1', database: d,"
+                 " batchsize: 5}\nsink: {type: collect}\ncheckpoint: {type: memory}\n")
+    with pytest.raises(ConfigError, match=r"source\.batchsize: unknown option; did you mean "
+                                          r"'batch_size'\?"):
+        build_job(load_job(p, {}))

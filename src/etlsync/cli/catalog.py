@@ -6,9 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from etlsync.catalog import CATALOG
 from etlsync.cli._base import EXIT_OK, Command
 from etlsync.jobs.env import Redactor
-from etlsync.manifest import REGISTRY, Kind
+from etlsync.manifest import Kind
 
 
 def _schema_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,7 +36,7 @@ def _list(args: argparse.Namespace, redact: Redactor) -> int:
     kinds = [Kind(args.kind)] if args.kind else list(Kind)
     rows = [{"kind": k.value, "type": s.name, "family": s.family, "extra": s.extra,
              "capabilities": sorted(c.value for c in s.capabilities), "summary": s.summary}
-            for k in kinds for s in REGISTRY.types(k)]
+            for k in kinds for s in CATALOG.types(k)]
     if args.json:
         print(json.dumps(rows))
         return EXIT_OK

@@ -9,11 +9,13 @@ read that value, are delivered exactly once; nothing below the watermark is re-r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from etlsync.core.batch import Row
+from etlsync.core.codec import dumps
+from etlsync.core.errors import DataError
 
 
 def _key(row: Row, primary_key: Sequence[str]) -> Any:
@@ -75,3 +77,69 @@ class Watermark:
             wm.value = state.get("cursor")
             wm.keys_at_value = {tuple(k) if isinstance(k, list) else k for k in state.get("keys", [])}
         return wm
+
+
+def _row_key(row: Row) -> Any:
+    """A row's identity when there is no primary key: its items (as JSON if unhashable)."""
+    items = tuple(sorted(row.items()))
+    try:
+        hash(items)
+    except TypeError:
+        return dumps(items).decode()
+    return items
+
+
+class PassWatermark:
+    """Incremental filtering of sources read in any row order (files re-read on every pass,
+    APIs that list newest first).
+
+    A row passes when its cursor is above the watermark of the *previous* pass (``base``),
+    or equal to it with a primary key not delivered at that value (the
+    :class:`~etlsync.core.incremental.Watermark` rule). ``next`` tracks the highest cursor
+    value seen in this pass and every key seen at it; it becomes the next pass's base.
+    """
+
+    def __init__(self, cursor_field: str, primary_key: Sequence[str],
+                 convert: Callable[[Any], Any] | None, state: dict[str, Any] | None) -> None:
+        self.cursor_field = cursor_field
+        self.primary_key = tuple(primary_key)
+        self.convert = convert
+        state = state or {}
+        self.base = Watermark.from_state(cursor_field, self.primary_key, state.get("base"))
+        nxt = state.get("next", state.get("base"))
+        self.next = Watermark.from_state(cursor_field, self.primary_key, nxt)
+
+    def admit(self, rows: list[Row]) -> list[Row]:
+        out: list[Row] = []
+        cf, pk, conv = self.cursor_field, self.primary_key, self.convert
+        base_v, base_keys = self.base.value, self.base.keys_at_value
+        nxt = self.next
+        for row in rows:
+            v = row.get(cf)
+            if v is None or v == "":
+                continue
+            if conv is not None:
+                try:
+                    v = conv(v)
+                except (ValueError, TypeError, ArithmeticError) as exc:
+                    raise DataError(f"cursor {cf!r}: cannot convert {v!r}: {exc}",
+                                    column=cf, value=v, row=row) from exc
+            k = _key(row, pk) if pk else _row_key(row)
+            if base_v is not None and (v < base_v or (v == base_v and k in base_keys)):
+                if v == nxt.value:
+                    nxt.keys_at_value.add(k)
+                continue
+            if nxt.value is None or v > nxt.value:
+                nxt.value, nxt.keys_at_value = v, {k}
+            elif v == nxt.value:
+                nxt.keys_at_value.add(k)
+            out.append(row)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"base": self.base.to_state(), "next": self.next.to_state()}
+
+    def completed_state(self) -> dict[str, Any]:
+        """The state that starts the next pass: this pass's ``next`` as the new base."""
+        s = self.next.to_state() if self.next.value is not None else self.base.to_state()
+        return {"base": s, "next": s}

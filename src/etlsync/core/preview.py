@@ -1,17 +1,15 @@
-"""Dry runs: a pipeline run in preview mode, writing nothing (``Pipeline.preview``)."""
+"""Dry runs: what ``Pipeline.preview`` learns, and the stages of its preview run."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from etlsync.core.batch import Batch, Row
 from etlsync.core.checkpoint import Checkpoint, CheckpointStore
 from etlsync.core.schema import Schema
-from etlsync.core.stages import Sink, StageContext, stage_name
-
-if TYPE_CHECKING:
-    from etlsync.core.pipeline import Pipeline
+from etlsync.core.stages import Sink, StageContext
 
 
 @dataclass
@@ -27,7 +25,7 @@ class Preview:
     notes: list[str] = field(default_factory=list)
 
 
-class _Fixed(CheckpointStore):
+class FixedCheckpoint(CheckpointStore):
     """The checkpoint a dry run starts from; commits go nowhere."""
 
     def __init__(self, checkpoint: Checkpoint | None) -> None:
@@ -40,7 +38,7 @@ class _Fixed(CheckpointStore):
         return None
 
 
-class _Collect(Sink):
+class PreviewSink(Sink):
     """Keeps the first ``limit`` rows and then stops the preview run."""
 
     name = "preview"
@@ -48,7 +46,7 @@ class _Collect(Sink):
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.rows: list[Row] = []
-        self.pipeline: Pipeline | None = None
+        self.stop: Callable[[], None] | None = None
 
     async def open(self, context: StageContext) -> None:
         return None
@@ -56,8 +54,8 @@ class _Collect(Sink):
     async def write(self, batch: Batch) -> None:
         if len(self.rows) < self.limit and len(batch):
             self.rows.extend(batch.rows[:self.limit - len(self.rows)])
-        if len(self.rows) >= self.limit and self.pipeline is not None:
-            self.pipeline.stop()
+        if len(self.rows) >= self.limit and self.stop is not None:
+            self.stop()
 
 
 def output_schema(operators: list[Any], schema: Schema) -> Schema | None:
@@ -68,45 +66,3 @@ def output_schema(operators: list[Any], schema: Schema) -> Schema | None:
             return None
         schema = out
     return schema
-
-
-async def preview_pipeline(pipeline: Pipeline, limit: int) -> Preview:
-    """Run ``pipeline``'s source and operators in preview mode (see :class:`Preview`)."""
-    from etlsync.core.pipeline import Pipeline
-
-    result = Preview()
-    store, _ = pipeline.resolve_checkpoint_store()
-    try:
-        resume = await store.peek(pipeline.name)
-    except Exception as exc:  # noqa: BLE001 - a dry run reports what it cannot learn
-        resume = None
-        result.notes.append(f"checkpoint unavailable: {type(exc).__name__}: {exc}")
-    finally:
-        await store.close()
-    result.resume_from = pipeline.start_position(resume)
-    try:
-        result.source_schemas = await pipeline.source.discover()
-    except Exception as exc:  # noqa: BLE001
-        result.notes.append(f"source schema unavailable: {type(exc).__name__}: {exc}")
-    for stream, schema in result.source_schemas.items():
-        out = output_schema(pipeline.operators, schema)
-        if out is not None:
-            result.output_schemas[stream] = out
-    for sink in pipeline.sinks:
-        key = stage_name(sink)
-        try:
-            result.target_schemas[key] = await sink.describe()
-        except Exception as exc:  # noqa: BLE001
-            result.target_schemas[key] = None
-            result.notes.append(f"{key}: target schema unavailable: {type(exc).__name__}: {exc}")
-    if limit > 0:
-        collect = _Collect(limit)
-        probe = Pipeline(pipeline.source, pipeline.operators, [collect], name=pipeline.name,
-                         checkpoint_store=_Fixed(resume), gc_threshold=None,
-                         channel_batches=pipeline.channel_batches,
-                         channel_rows=pipeline.channel_rows)
-        collect.pipeline = probe
-        probe._preview_rows = limit
-        await probe.run(handle_signals=False)
-        result.rows = collect.rows
-    return result

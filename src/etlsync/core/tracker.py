@@ -22,7 +22,7 @@ class Ticket:
     ``position`` is ``None`` inside an upstream transaction (not a resume point);
     ``end_of_pass`` marks the last batch of a pass; ``state`` is the stateful operators'
     state right after this batch went through them. ``resume`` is ``False`` for a ticket
-    the runner took no state snapshot at (see :class:`~etlsync.core.pipeline.StateInterval`):
+    the runner took no state snapshot at (see :class:`~etlsync.core.run.StateInterval`):
     like a ``None`` position, it is not a resume point. Users never create tickets.
     """
 

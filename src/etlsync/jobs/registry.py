@@ -15,9 +15,10 @@ from typing import Any, cast
 
 import msgspec
 
+from etlsync.catalog import CATALOG
 from etlsync.core.capabilities import capabilities_of
 from etlsync.core.errors import ConfigError
-from etlsync.manifest import REGISTRY, Kind, Options, StageType, import_target
+from etlsync.manifest import Kind, Options, StageType, import_target
 
 KINDS = tuple(k.value for k in Kind)
 _ADHOC: dict[tuple[Kind, str], str | Callable[..., Any]] = {}
@@ -37,7 +38,7 @@ def unregister(kind: str, name: str) -> None:
 
 def names(kind: str) -> list[str]:
     """Every type name of ``kind`` a job can use."""
-    return sorted({*REGISTRY.names(kind), *(n for k, n in _ADHOC if k == kind)})
+    return sorted({*CATALOG.names(kind), *(n for k, n in _ADHOC if k == kind)})
 
 
 def resolve(kind: str, type_name: str, where: str) -> StageType:
@@ -46,10 +47,11 @@ def resolve(kind: str, type_name: str, where: str) -> StageType:
     if target is None and ":" in type_name:
         target = type_name
     if target is None:
-        return REGISTRY.find(kind, type_name, where)
-    factory = import_target(target, where, f"{kind} type {type_name!r}") \
+        return CATALOG.find(kind, type_name, where)
+    factory = import_target(target, where, f"{kind} type {type_name!r}",
+                            extra_for=CATALOG.extra_for) \
         if isinstance(target, str) else target
-    declared = REGISTRY.of_target(factory)
+    declared = CATALOG.of_target(factory)
     if declared is not None:
         return declared
     options, _ = options_from_signature(factory)

@@ -10,8 +10,9 @@ from typing import Any
 
 import msgspec
 
+from etlsync.catalog import CATALOG
 from etlsync.jobs.spec import ErrorsSpec, JobSpec, SyncSpec, WriteSpec
-from etlsync.manifest import REGISTRY, Kind, StageType
+from etlsync.manifest import Kind, StageType
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -33,7 +34,7 @@ def _stage_schema(stage: StageType, defs: dict[str, Any]) -> dict[str, Any]:
 
 def _one_of(kind: Kind, defs: dict[str, Any]) -> dict[str, Any]:
     arms = []
-    for stage in REGISTRY.types(kind):
+    for stage in CATALOG.types(kind):
         name = f"{kind.value}_{stage.name}"
         defs[name] = _stage_schema(stage, defs)
         arms.append({"$ref": f"#/$defs/{name}"})
@@ -46,7 +47,7 @@ def _one_of(kind: Kind, defs: dict[str, Any]) -> dict[str, Any]:
 
 def _operator(defs: dict[str, Any]) -> dict[str, Any]:
     arms: list[dict[str, Any]] = []
-    for stage in REGISTRY.types(Kind.OPERATOR):
+    for stage in CATALOG.types(Kind.OPERATOR):
         name = f"operator_{stage.name}"
         defs[name] = _stage_schema(stage, defs)
         arms.append({"$ref": f"#/$defs/{name}"})

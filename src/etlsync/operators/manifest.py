@@ -9,7 +9,7 @@ from msgspec import Meta
 
 from etlsync.core.capabilities import Capability
 from etlsync.core.errors import ConfigError
-from etlsync.manifest import REGISTRY, Kind, Manifest, Options, StageType, import_target
+from etlsync.manifest import Kind, Manifest, Options, StageType, import_target
 
 
 class SelectOptions(Options, kw_only=True):
@@ -198,6 +198,7 @@ def make_join(options: JoinOptions, name: str = "join") -> Any:
 
 def build_lookup(spec: dict[str, Any], where: str) -> Any:
     """A :class:`~etlsync.operators.lookup.Lookup` from a job file's mapping."""
+    from etlsync.catalog import CATALOG
     from etlsync.operators import lookup as lk
 
     opts = dict(spec)
@@ -214,7 +215,7 @@ def build_lookup(spec: dict[str, Any], where: str) -> Any:
             return lk.MemoryLookup(opts.pop("rows"), key)
         if kind == "source":
             src = dict(opts.pop("source"))
-            stage = REGISTRY.find(Kind.SOURCE, str(src.pop("type", "")), f"{where}.source.type")
+            stage = CATALOG.find(Kind.SOURCE, str(src.pop("type", "")), f"{where}.source.type")
             args, kwargs = stage.bind(src, f"{where}.source").arguments()
             return lk.SnapshotLookup(stage.load()(*args, **kwargs), key, **opts)
     except KeyError as exc:
