@@ -14,6 +14,8 @@ import pytest
 
 from tests.support.services import ensure_services
 
+pytest_plugins = ["tests.support.mongo"]
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_HOST = os.environ.get("ETLSYNC_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("ETLSYNC_TEST_PG_PORT", "5432"))
@@ -29,8 +31,22 @@ def service_missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session", autouse=True)
+SERVICE_FIXTURES = frozenset({"_services", "pg_dsn", "mysql_params", "_mongo_server",
+                              "_small_oplog_server", "_oplog_server", "mongo_uri"})
+"""Fixtures that reach a service: a test requesting one (directly or through another fixture)
+is an integration test, marked so automatically (``-m "not integration"`` never starts one)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())) and \
+                item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
 def _services() -> Iterator[list[str]]:
+    """Configure the local servers once, when the first test that needs one starts."""
     yield ensure_services()
 
 

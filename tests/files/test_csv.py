@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from etlsync import Batch, ConfigError, DataError, Pipeline, SchemaError, StageError
 from etlsync.connectors.files import CsvSink, CsvSource, csvfile
-from etlsync.core.stages import StageContext
 from etlsync.testing import CollectingSink, MemorySource
 
 
@@ -118,15 +117,6 @@ async def test_discover_gives_header_names_as_strings(tmp_path: Path) -> None:
     assert {c.type.value for c in schema.columns} == {"string"}
 
 
-async def test_after_a_complete_pass_the_next_full_refresh_starts_over(tmp_path: Path) -> None:
-    p = tmp_path / "a.csv"
-    write_csv(p, ["id"], [["1"], ["2"]])
-    src = CsvSource(p)
-    first = await read_all(src)
-    again = await read_all(src, first[-1].position)
-    assert [r for b in again for r in b.rows] == [{"id": "1"}, {"id": "2"}]
-
-
 field = st.text(alphabet=st.sampled_from(list('ab,"\n\r é;x ')), max_size=12)
 
 
@@ -179,49 +169,3 @@ async def test_csv_sink_rejects_a_new_column(tmp_path: Path) -> None:
         await run_sink(CsvSink(tmp_path / "o.csv"), [{"id": 1}, {"id": 2, "w": 3}])
 
 
-async def test_csv_sink_overwrite_keeps_old_file_until_the_pass_is_complete(tmp_path: Path) -> None:
-    p = tmp_path / "out.csv"
-    p.write_text("old\n1\n")
-    src_file = tmp_path / "in.csv"
-    write_csv(src_file, ["id"], [[str(i)] for i in range(10)])
-    sink = CsvSink(p, write_mode="overwrite")
-    seen: list[str] = []
-
-    class Peek(CollectingSink):
-        async def write(self, batch: Batch) -> None:
-            seen.append(p.read_text())
-
-    await Pipeline(CsvSource(src_file, batch_size=3), [], [sink, Peek()]).run()
-    assert all(text == "old\n1\n" for text in seen[:-1])
-    assert p.read_text().splitlines() == ["id", *[str(i) for i in range(10)]]
-    assert not (tmp_path / "out.csv.etlsync-tmp").exists()
-
-
-async def test_csv_sink_overwrite_failure_keeps_old_file_and_commits_nothing(
-        tmp_path: Path) -> None:
-    p = tmp_path / "out.csv"
-    p.write_text("old\n")
-    src_file = tmp_path / "in.csv"
-    write_csv(src_file, ["id"], [[str(i)] for i in range(10)])
-
-    class Boom(CollectingSink):
-        async def write(self, batch: Batch) -> None:
-            if batch.rows and batch.rows[0]["id"] == "6":
-                raise RuntimeError("boom")
-
-    from etlsync import MemoryCheckpointStore
-    store = MemoryCheckpointStore()
-    with pytest.raises(StageError):
-        await Pipeline(CsvSource(src_file, batch_size=3), [], [CsvSink(p, write_mode="overwrite"),
-                                                              Boom()], checkpoint_store=store).run()
-    assert p.read_text() == "old\n"
-    assert store.commits == []  # the overwrite held every ticket: a rerun starts the pass over
-
-
-async def test_csv_sink_refuses_change_rows(tmp_path: Path) -> None:
-    from etlsync import Op
-    sink = CsvSink(tmp_path / "o.csv")
-    await sink.open(StageContext("p", "s", None))
-    with pytest.raises(DataError, match="cannot apply 'delete'"):
-        await sink.write(Batch([{"id": 1}], ops=[Op.DELETE]))
-    await sink.close()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from etlsync import Batch, ConfigError, DataError, MemoryCheckpointStore, Pipeline, StageError
+from etlsync import ConfigError, DataError, Pipeline
 from etlsync.connectors.files import JsonlSink, JsonlSource, ParquetSink, ParquetSource, csvfile
 from etlsync.testing import CollectingSink, MemorySource
 
@@ -81,30 +81,6 @@ async def test_parquet_append_copies_the_old_row_groups(tmp_path: Path) -> None:
     await Pipeline(MemorySource(ROWS[:10]), [], [ParquetSink(p)]).run()
     await Pipeline(MemorySource(ROWS[10:]), [], [ParquetSink(p)]).run()
     assert await read_rows(ParquetSource(p)) == ROWS
-
-
-async def test_parquet_sink_failure_keeps_the_old_file_and_commits_nothing(tmp_path: Path) -> None:
-    p = tmp_path / "t.parquet"
-    await Pipeline(MemorySource(ROWS[:5]), [], [ParquetSink(p)]).run()
-    src_file = tmp_path / "in.jsonl"
-    src_file.write_text("".join(json.dumps({"id": i}) + "\n" for i in range(30)))
-
-    class Boom(CollectingSink):
-        async def write(self, batch: Batch) -> None:
-            if batch.rows and batch.rows[0]["id"] >= 20:
-                raise RuntimeError("boom")
-
-    store = MemoryCheckpointStore()
-    with pytest.raises(StageError):
-        await Pipeline(JsonlSource(src_file, batch_size=5), [],
-                       [ParquetSink(p, write_mode="overwrite"), Boom()], checkpoint_store=store).run()
-    assert await read_rows(ParquetSource(p)) == ROWS[:5]
-    assert store.commits == []
-    await Pipeline(JsonlSource(src_file, batch_size=5), [],
-                   [ParquetSink(p, write_mode="overwrite")], checkpoint_store=store).run()
-    assert [r["id"] for r in await read_rows(ParquetSource(p))] == list(range(30))
-    checkpoint = await store.load("pipeline")
-    assert checkpoint is not None and not checkpoint.pass_open
 
 
 def test_missing_pyarrow_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,94 +1,15 @@
-"""A real MongoDB wire-protocol server (SecantusDB, from PyPI) in its own process, on a free
-port, for the whole session. It outlives pipeline processes killed with SIGKILL."""
+"""Fixtures of the MongoDB tests: the session server (``mongo_uri``, from
+``tests/support/mongo.py``), servers with short oplogs, a client and a fresh database."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import service_missing
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _ping(port: int) -> bool:
-    from pymongo import MongoClient
-    from pymongo.errors import PyMongoError
-
-    try:
-        c: Any = MongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true",
-                             serverSelectionTimeoutMS=300)
-        try:
-            c.admin.command("ping")
-            return True
-        finally:
-            c.close()
-    except PyMongoError:
-        return False
-
-
-def start_server(storage: Path, *extra: str) -> tuple[subprocess.Popen[bytes] | None, str, str]:
-    """Start ``secantusd-py`` on a free port with its data in ``storage`` (a pytest temp
-    dir, so a killed server leaves nothing behind); returns (process, uri, error)."""
-    exe = shutil.which("secantusd-py")
-    cmd = [exe] if exe else [sys.executable, "-m", "secantus.cli"]
-    port = free_port()
-    try:
-        proc = subprocess.Popen(
-            [*cmd, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage),
-             "--log-level", "WARNING", *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    except OSError as exc:
-        return None, "", f"cannot start SecantusDB: {exc}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace")[-500:] if proc.stderr else ""
-            return None, "", f"SecantusDB exited: {err}"
-        if _ping(port):
-            return proc, f"mongodb://127.0.0.1:{port}/?directConnection=true", ""
-        time.sleep(0.1)
-    proc.kill()
-    return None, "", "SecantusDB did not answer within 30 s"
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.kill()  # test data only; a graceful shutdown takes seconds
-    proc.wait(10)
-
-
-@pytest.fixture(scope="session")
-def _mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    try:
-        import pymongo  # noqa: F401
-    except ImportError:
-        yield "", "pymongo not installed (pip install 'etlsync[mongo]')"
-        return
-    proc, uri, err = start_server(tmp_path_factory.mktemp("secantus"))
-    yield uri, err
-    if proc is not None:
-        stop_server(proc)
-
-
-@pytest.fixture
-def mongo_uri(_mongo_server: tuple[str, str]) -> str:
-    """URI of the session's MongoDB wire-protocol server (a one-node replica set)."""
-    uri, err = _mongo_server
-    if not uri:
-        service_missing(err)
-    return uri
+from tests.support.mongo import start_server, stop_server
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,8 @@ from etlsync.core.errors import ServiceNotReady, StageError
 from etlsync.core.pipeline import Pipeline
 from tests.mongo.support import KeyedSink
 
+pytestmark = pytest.mark.integration
+
 FAST: dict[str, Any] = {"idle_timeout": 0.5, "max_await_ms": 100, "heartbeat_seconds": 0.2}
 
 
@@ -243,7 +245,7 @@ async def test_pipeline_surfaces_invalidation_as_stage_error(
 
 async def test_standalone_server_is_a_clear_service_not_ready(
         tmp_path: Any, mongo_uri: str) -> None:
-    from tests.mongo.conftest import start_server, stop_server
+    from tests.support.mongo import start_server, stop_server
 
     proc, uri, err = start_server(tmp_path, "--standalone")
     assert proc is not None, err

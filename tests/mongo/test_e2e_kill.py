@@ -13,7 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from etlsync.connectors.mongo.convert import to_row
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "mongo_to_sqlite.py"

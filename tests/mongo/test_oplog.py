@@ -18,6 +18,8 @@ from etlsync.core.checkpoint import MemoryCheckpointStore
 from etlsync.core.pipeline import Pipeline
 from tests.mongo.support import KeyedSink
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def oplog_client(oplog_uri: str) -> AsyncIterator[Any]:

@@ -19,6 +19,8 @@ from etlsync.core.stages import Operator, StageContext
 from etlsync.log import get_logger
 from etlsync.testing import MemorySource
 
+pytestmark = pytest.mark.integration
+
 
 async def _sink(uri: str, db: Any, **kw: Any) -> MongoSink:
     sink = MongoSink(uri, database=db.name, collection="t", **kw)
@@ -88,6 +90,35 @@ async def test_append_and_overwrite_modes(mongo_uri: str, mongo_db: Any) -> None
     finally:
         await sink.close()
     assert set(await _docs(mongo_db)) == {"a", "b", "c"}
+
+
+async def test_append_of_rows_without_the_key_field_gets_object_ids(mongo_uri: str,
+                                                                    mongo_db: Any) -> None:
+    """Appended rows (a CSV's) need no ``_id``: the server makes one. Before, every row was
+    asked for its key and the append failed with 'row lacks key field _id'."""
+    sink = await _sink(mongo_uri, mongo_db, write_mode="append")
+    try:
+        await sink.write(Batch([{"name": "a"}, {"name": "b"}]))
+    finally:
+        await sink.close()
+    docs = list((await _docs(mongo_db)).values())
+    assert sorted(d["name"] for d in docs) == ["a", "b"]
+    assert all(isinstance(d["_id"], ObjectId) for d in docs)
+
+
+async def test_a_custom_key_is_unique_so_fail_and_append_meet_stored_keys(
+        mongo_uri: str, mongo_db: Any) -> None:
+    """With ``primary_key`` other than ``_id`` the sink keeps a unique index on it: an append
+    or ``conflict: fail`` of a stored key is a ConflictError, not a second document."""
+    sink = await _sink(mongo_uri, mongo_db, write_mode="upsert", conflict="fail",
+                       primary_key=["code"])
+    try:
+        await sink.write(Batch([{"code": "x", "v": 1}]))
+        with pytest.raises(ConflictError, match="x"):
+            await sink.write(Batch([{"code": "x", "v": 2}]))
+    finally:
+        await sink.close()
+    assert [(d["code"], d["v"]) for d in (await _docs(mongo_db)).values()] == [("x", 1)]
 
 
 async def test_unflatten_custom_key_and_object_ids(mongo_uri: str, mongo_db: Any) -> None:

@@ -20,21 +20,7 @@ async def _collect(source: MongoSource, position: Any = None) -> list[Any]:
     return [b async for b in source.read(position)]
 
 
-async def test_full_refresh_reads_in_id_chunks_and_resumes_mid_collection(
-        mongo_uri: str, mongo_db: Any) -> None:
-    await mongo_db.items.insert_many([{"_id": i, "v": i * 2} for i in range(2500)])
-    src = MongoSource(mongo_uri, database=mongo_db.name, collections="items", batch_size=1000)
-    batches = await _collect(src)
-    assert [len(b) for b in batches] == [1000, 1000, 500]
-    assert [r["_id"] for b in batches for r in b.rows] == list(range(2500))
-    # resume from the position after the first chunk: exactly the rest
-    rest = await _collect(src, batches[0].position)
-    assert [r["_id"] for b in rest for r in b.rows] == list(range(1000, 2500))
-    # a finished full refresh starts over on the next run
-    again = await _collect(src, batches[-1].position)
-    assert sum(len(b) for b in again) == 2500
-
-
+@pytest.mark.integration
 async def test_pipeline_commits_snapshot_positions(mongo_uri: str, mongo_db: Any) -> None:
     await mongo_db.a.insert_many([{"_id": i} for i in range(30)])
     await mongo_db.b.insert_many([{"_id": f"k{i:02}"} for i in range(20)])
@@ -50,6 +36,7 @@ async def test_pipeline_commits_snapshot_positions(mongo_uri: str, mongo_db: Any
     assert all(s["done"] for s in last.position["collections"].values()), last
 
 
+@pytest.mark.integration
 async def test_projection_and_dotted_flattening(mongo_uri: str, mongo_db: Any) -> None:
     when = dt.datetime(2024, 1, 2, 3, 4, 5)
     await mongo_db.p.insert_one({"_id": 1, "a": {"b": 1, "c": {"d": "x"}}, "big": "no",
@@ -60,6 +47,7 @@ async def test_projection_and_dotted_flattening(mongo_uri: str, mongo_db: Any) -
     assert rows == [{"_id": 1, "a.b": 1, "a.c.d": "x", "t": when}]
 
 
+@pytest.mark.integration
 async def test_incremental_pushes_down_cursor_and_handles_ties(
         mongo_uri: str, mongo_db: Any) -> None:
     await mongo_db.ev.insert_many([{"_id": i, "ts": i // 3, "x": i} for i in range(9)])
@@ -78,6 +66,7 @@ async def test_incremental_pushes_down_cursor_and_handles_ties(
     assert [r["_id"] for b in third for r in b.rows] == []
 
 
+@pytest.mark.integration
 async def test_incremental_on_datetime_cursor_with_query(mongo_uri: str, mongo_db: Any) -> None:
     base = dt.datetime(2024, 1, 1)
     await mongo_db.o.insert_many([
@@ -90,6 +79,7 @@ async def test_incremental_on_datetime_cursor_with_query(mongo_uri: str, mongo_d
     assert rows[0]["meta.updated"] == base
 
 
+@pytest.mark.integration
 async def test_discover_infers_schema(mongo_uri: str, mongo_db: Any) -> None:
     await mongo_db.s.insert_many([{"_id": 1, "n": 1, "a": {"b": "x"}}, {"_id": 2, "n": 2}])
     schemas = await MongoSource(mongo_uri, database=mongo_db.name, flatten="dotted").discover()

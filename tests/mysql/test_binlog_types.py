@@ -16,6 +16,8 @@ from etlsync.connectors.mysql.config import load_schema
 from etlsync.connectors.mysql.source import _fixer
 from tests.mysql.helpers import binlog_and_select, collect_changes, execute, options
 
+pytestmark = pytest.mark.integration
+
 COLUMNS = """
  id int primary key,
  ti tinyint, tiu tinyint unsigned, si smallint, siu smallint unsigned,

@@ -8,12 +8,16 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from etlsync.connectors.mysql import MysqlCdcSource
 from etlsync.core.batch import Batch, Op
 from etlsync.core.checkpoint import Checkpoint, MemoryCheckpointStore
 from etlsync.core.pipeline import Pipeline
 from etlsync.testing import CollectingSink
 from tests.mysql.helpers import execute, fetch, options
+
+pytestmark = pytest.mark.integration
 
 
 async def run_until(pipeline: Pipeline, done: Callable[[], bool], timeout: float = 30.0) -> None:

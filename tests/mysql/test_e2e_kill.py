@@ -17,6 +17,8 @@ import pytest
 
 from tests.mysql.helpers import execute, fetch, options
 
+pytestmark = pytest.mark.integration
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mysql_cdc_to_sqlite.py"
 
 

@@ -11,11 +11,13 @@ import pytest
 from etlsync.connectors.mysql import MysqlCheckpointStore, MysqlSink
 from etlsync.core.batch import Batch, Op
 from etlsync.core.checkpoint import Checkpoint
-from etlsync.core.errors import ConflictError, SchemaError, StageError
+from etlsync.core.errors import StageError
 from etlsync.core.pipeline import Pipeline
 from etlsync.core.schema import Column, ColumnType, Schema
 from etlsync.testing import MemorySource
 from tests.mysql.helpers import ListSource, execute, fetch, options
+
+pytestmark = pytest.mark.integration
 
 TRICKY = [
     {"id": 1, "s": "tab\there\nnewline \\ back", "n": None, "d": Decimal("-12.500000000"),
@@ -63,38 +65,6 @@ async def test_record_form_append_maps_columns_by_name(mysql_params: dict[str, A
     assert got == [{"id": 1, "s": None, "n": 7}, {"id": 2, "s": None, "n": 8}]
 
 
-@pytest.mark.parametrize(("conflict", "expected"), [
-    ("skip", {1: ("a", 1), 2: ("b", 2), 3: ("new", None)}),
-    ("overwrite", {1: ("A", None), 2: ("b", 2), 3: ("new", None)}),
-    ("merge", {1: ("A", 1), 2: ("b", 2), 3: ("new", None)}),
-])
-async def test_upsert_conflict_strategies(mysql_params: dict[str, Any], unique_name: str,
-                                          conflict: str, expected: dict[int, Any]) -> None:
-    opts = options(mysql_params)
-    await execute(opts, f"CREATE TABLE `{unique_name}` (id int primary key, s varchar(10), n int)",
-                  f"INSERT INTO `{unique_name}` VALUES (1, 'a', 1), (2, 'b', 2)")
-    sink = MysqlSink(opts, table=unique_name, write_mode="upsert", conflict=conflict)
-    await Pipeline(MemorySource([{"id": 1, "s": "A"}, {"id": 3, "s": "new"}]), sinks=[sink],
-                   name=unique_name).run()
-    got = {r["id"]: (r["s"], r["n"]) for r in await fetch(opts, f"SELECT * FROM `{unique_name}`")}
-    assert got == expected
-
-
-async def test_upsert_fail_names_the_key_and_writes_nothing(mysql_params: dict[str, Any],
-                                                            unique_name: str) -> None:
-    opts = options(mysql_params)
-    await execute(opts, f"CREATE TABLE `{unique_name}` (id int primary key, s varchar(10))",
-                  f"INSERT INTO `{unique_name}` VALUES (7, 'old')")
-    sink = MysqlSink(opts, table=unique_name, write_mode="upsert", conflict="fail")
-    store = MysqlCheckpointStore(opts)
-    with pytest.raises(StageError) as info:
-        await Pipeline(MemorySource([{"id": 1, "s": "x"}, {"id": 7, "s": "y"}], 10), sinks=[sink],
-                       name=unique_name, checkpoint_store=store).run()
-    assert isinstance(info.value.cause, ConflictError) and "key 7" in str(info.value.cause)
-    assert await fetch(opts, f"SELECT id FROM `{unique_name}`", dict_rows=False) == [(7,)]
-    assert await store.load(unique_name) is None
-
-
 async def test_changes_apply_in_order_with_key_updates(mysql_params: dict[str, Any],
                                                        unique_name: str) -> None:
     opts = options(mysql_params)
@@ -108,44 +78,6 @@ async def test_changes_apply_in_order_with_key_updates(mysql_params: dict[str, A
     await Pipeline(ListSource([b1, b2]), sinks=[sink], name=unique_name).run()
     rows = await fetch(opts, f"SELECT id, v FROM `{unique_name}` ORDER BY id", dict_rows=False)
     assert rows == [(2, "again"), (10, "a2")]
-
-
-@pytest.mark.parametrize("policy", ["evolve", "freeze", "discard"])
-async def test_schema_policies(mysql_params: dict[str, Any], unique_name: str, policy: str) -> None:
-    opts = options(mysql_params)
-    await execute(opts, f"CREATE TABLE `{unique_name}` (id int primary key, a int)")
-    sink = MysqlSink(opts, table=unique_name, schema_policy=policy)
-    pipeline = Pipeline(MemorySource([{"id": 1, "a": 1, "extra": "x"}]), sinks=[sink],
-                        name=unique_name)
-    if policy == "freeze":
-        with pytest.raises(StageError) as info:
-            await pipeline.run()
-        assert isinstance(info.value.cause, SchemaError) and "extra" in str(info.value.cause)
-        return
-    await pipeline.run()
-    rows = await fetch(opts, f"SELECT * FROM `{unique_name}`")
-    assert rows == ([{"id": 1, "a": 1, "extra": "x"}] if policy == "evolve" else [{"id": 1, "a": 1}])
-
-
-async def test_overwrite_swaps_atomically_at_end_of_pass(mysql_params: dict[str, Any],
-                                                         unique_name: str) -> None:
-    opts = options(mysql_params)
-    await execute(opts, f"CREATE TABLE `{unique_name}` (id int primary key, v int)",
-                  f"INSERT INTO `{unique_name}` VALUES (100, 0)")
-    seen: list[Any] = []
-
-    class Probe(MysqlSink):
-        async def write(self, batch: Batch) -> None:
-            await super().write(batch)
-            seen.append(await fetch(opts, f"SELECT id FROM `{unique_name}`", dict_rows=False))
-
-    batches = [Batch([{"id": i, "v": i}], position={"n": i}) for i in range(3)]
-    batches.append(Batch([], position={"n": 3}, end_of_pass=True))
-    sink = Probe(opts, table=unique_name, write_mode="overwrite")
-    await Pipeline(ListSource(batches), sinks=[sink], name=unique_name).run()
-    assert seen[:3] == [[(100,)]] * 3  # the old table stays visible until the pass ends
-    got = await fetch(opts, f"SELECT id FROM `{unique_name}` ORDER BY id", dict_rows=False)
-    assert got == [(0,), (1,), (2,)]
 
 
 async def test_exactly_once_position_lands_with_the_data(mysql_params: dict[str, Any],

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,8 @@ from etlsync.core.pipeline import Pipeline
 from etlsync.core.schema import ColumnType
 from etlsync.testing import CollectingSink
 from tests.mysql.helpers import execute, options
+
+pytestmark = pytest.mark.integration
 
 
 async def test_snapshot_resumes_mid_table_with_composite_key(mysql_params: dict[str, Any],

@@ -21,6 +21,8 @@ from etlsync.core.batch import Batch, Op
 from tests.mysql.helpers import binlog_and_select, collect_changes, execute, fetch, options
 from tests.mysql.test_value_defects import MinimalMetadata, WithoutMetadata
 
+pytestmark = pytest.mark.integration
+
 COLUMNS = {
     "ti": "tinyint", "tiu": "tinyint unsigned", "si": "smallint", "siu": "smallint unsigned",
     "mi": "mediumint", "miu": "mediumint unsigned", "i": "int", "iu": "int unsigned",

@@ -17,6 +17,8 @@ from etlsync.core.batch import Batch, Op
 from etlsync.core.errors import ServiceNotReady
 from tests.mysql.helpers import binlog_and_select, execute, fetch, options
 
+pytestmark = pytest.mark.integration
+
 
 async def _read(source: MysqlCdcSource, write: Callable[[], Awaitable[None]],
                 until: Callable[[list[Batch]], bool], timeout: float = 20.0) -> list[Batch]:

@@ -89,6 +89,7 @@ async def _load(conn: asyncpg.Connection, table: str, native: str, column: Any,
     return [tuple(r) for r in await conn.fetch(f'SELECT n, v, v::text FROM "{table}" ORDER BY n')]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("native", list(RENDERED))
 async def test_arrow_csv_stores_what_the_record_path_stores(
         conn: asyncpg.Connection, table: str, native: str) -> None:
@@ -120,6 +121,7 @@ def _no_records(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("the sink took the record path")
 
 
+@pytest.mark.integration
 async def test_sink_takes_the_arrow_path_and_creates_typed_columns(
         conn: asyncpg.Connection, pg_dsn: str, table: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,6 +144,7 @@ async def test_sink_takes_the_arrow_path_and_creates_typed_columns(
     assert types["at"] == "timestamp without time zone"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("conflict", ["overwrite", "skip", "merge"])
 async def test_upsert_of_arrow_batches(conn: asyncpg.Connection, pg_dsn: str, table: str,
                                        conflict: str) -> None:

@@ -52,6 +52,7 @@ def test_identifiers_are_quoted() -> None:
         qualified("s", "nul\x00")
 
 
+@pytest.mark.integration
 async def test_checkpoint_store_round_trips_positions(pg_dsn: str, table: str) -> None:
     import datetime as dt
     from decimal import Decimal

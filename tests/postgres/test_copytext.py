@@ -117,6 +117,7 @@ async def load_both(conn: asyncpg.Connection, twin: tuple[str, str], native: str
     return out[0], out[1]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("native", sorted(RENDERED))
 async def test_text_copy_loads_the_same_values_as_binary_copy(
         conn: asyncpg.Connection, twin: tuple[str, str], native: str) -> None:
@@ -127,12 +128,14 @@ async def test_text_copy_loads_the_same_values_as_binary_copy(
     assert [(n, s) for n, _, s in text] == [(n, s) for n, _, s in binary]
 
 
+@pytest.mark.integration
 async def test_null_and_empty_string_stay_apart(conn: asyncpg.Connection,
                                                 twin: tuple[str, str]) -> None:
     binary, text = await load_both(conn, twin, "text", ["", None, "\\N", "NULL"])
     assert [v for _, v, _ in text] == ["", None, "\\N", "NULL"] == [v for _, v, _ in binary]
 
 
+@pytest.mark.integration
 async def test_a_column_of_nulls_and_one_row_and_one_column(conn: asyncpg.Connection,
                                                             twin: tuple[str, str]) -> None:
     binary, text = await load_both(conn, twin, "numeric", [None, None])

@@ -14,6 +14,8 @@ from etlsync.core.errors import ConflictError
 from etlsync.core.stages import StageContext
 from etlsync.log import get_logger
 
+pytestmark = pytest.mark.integration
+
 
 async def open_sink(pg_dsn: str, table: str, **kw: Any) -> PostgresSink:
     sink = PostgresSink(pg_dsn, table=table, write_mode="upsert", **kw)

@@ -10,6 +10,8 @@ import pytest
 from etlsync import ConfigError
 from etlsync.connectors.postgres import copy_csv_file
 
+pytestmark = pytest.mark.integration
+
 
 async def test_passthrough_loads_quoted_fields_nulls_and_resumes_by_offset(
         pg_dsn: str, conn: asyncpg.Connection, table: str, tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from etlsync.core.stages import StageContext
 from etlsync.log import get_logger
 from etlsync.testing import MemorySource
 
+pytestmark = pytest.mark.integration
+
 COLUMNS = ("id", "name", "price", "at", "meta", "ok")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from decimal import Decimal
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from etlsync import Batch, Op, Pipeline, Schema, SchemaError
+from etlsync import Batch, Op, Pipeline, Schema
 from etlsync.connectors.postgres import (
     UNCHANGED,
     PostgresSink,
@@ -24,6 +23,8 @@ from etlsync.core.schema import Column, ColumnType
 from etlsync.core.stages import StageContext
 from etlsync.log import get_logger
 from etlsync.testing import MemorySource
+
+pytestmark = pytest.mark.integration
 
 
 def ctx(name: str = "p") -> StageContext:
@@ -82,25 +83,6 @@ async def test_append_through_pipeline_infers_types_and_commits_position(
     pos = await conn.fetchval("SELECT position::text FROM _etlsync_state WHERE pipeline = $1",
                               table)
     assert Checkpoint.decode(pos) == Checkpoint(10, pass_open=False)
-
-
-@pytest.mark.parametrize(("conflict", "expected"), [
-    ("overwrite", {1: ("new", None), 2: ("b", 20), 3: ("c", 30)}),
-    ("merge", {1: ("new", 10), 2: ("b", 20), 3: ("c", 30)}),
-    ("skip", {1: ("a", 10), 2: ("b", 20), 3: ("c", 30)}),
-])
-async def test_upsert_conflict_strategies(pg_dsn: str, conn: asyncpg.Connection, table: str,
-                                          conflict: str, expected: dict[int, Any]) -> None:
-    await conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY, name text, qty int)')
-    await conn.execute(f'INSERT INTO "{table}" VALUES (1, \'a\', 10), (2, \'b\', 20)')
-    sink = await open_sink(pg_dsn, table, write_mode="upsert", conflict=conflict)
-    try:
-        await sink.write(Batch([{"id": 1, "name": "new"}]))
-        await sink.write(Batch([{"id": 3, "name": "c", "qty": 30}]))
-    finally:
-        await sink.close()
-    got = {r["id"]: (r["name"], r["qty"]) for r in await rows_of(conn, table)}
-    assert got == expected
 
 
 async def test_upsert_fail_names_the_existing_key_and_writes_nothing(
@@ -162,54 +144,6 @@ async def test_overwrite_is_atomic_readers_see_old_rows_until_swap(
     pk = await conn.fetchval("SELECT count(*) FROM pg_index WHERE indrelid = $1::regclass "
                              "AND indisprimary", table)
     assert pk == 1
-
-
-async def test_overwrite_keeps_old_table_when_the_run_is_stopped(
-        pg_dsn: str, conn: asyncpg.Connection, table: str) -> None:
-    await conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY)')
-    await conn.execute(f'INSERT INTO "{table}" VALUES (1)')
-    sink = PostgresSink(pg_dsn, table=table, write_mode="overwrite", exactly_once=False)
-    pipeline = Pipeline(MemorySource([{"id": 2}, {"id": 3}], 1, follow=True), [], [sink],
-                        name=table)
-    task = asyncio.create_task(pipeline.run(handle_signals=False))
-    while pipeline.metrics[f"sink:{sink.name or 'PostgresSink'}"].rows_in < 2:
-        await asyncio.sleep(0.01)
-    pipeline.stop()
-    await task
-    assert await rows_of(conn, table) == [{"id": 1}]
-
-
-async def test_overwrite_keeps_old_table_when_the_pipeline_fails(
-        pg_dsn: str, conn: asyncpg.Connection, table: str) -> None:
-    await conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY)')
-    await conn.execute(f'INSERT INTO "{table}" VALUES (1)')
-
-    class Boom(MemorySource):
-        async def read(self, position: Any):  # type: ignore[no-untyped-def, override]
-            yield Batch([{"id": 2}], position=1)
-            raise RuntimeError("source died")
-
-    with pytest.raises(Exception, match="source died"):
-        await Pipeline(Boom([]), [], [PostgresSink(pg_dsn, table=table, write_mode="overwrite",
-                                                   exactly_once=False)], name=table).run()
-    assert await rows_of(conn, table) == [{"id": 1}]
-
-
-@pytest.mark.parametrize("policy", ["evolve", "freeze", "discard"])
-async def test_schema_policy_for_new_source_columns(pg_dsn: str, conn: asyncpg.Connection,
-                                                    table: str, policy: str) -> None:
-    await conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY)')
-    sink = await open_sink(pg_dsn, table, schema_policy=policy)
-    try:
-        if policy == "freeze":
-            with pytest.raises(SchemaError, match="'extra'"):
-                await sink.write(Batch([{"id": 1, "extra": 2.5}]))
-            return
-        await sink.write(Batch([{"id": 1, "extra": 2.5}]))
-    finally:
-        await sink.close()
-    got = await rows_of(conn, table)
-    assert got == ([{"id": 1, "extra": 2.5}] if policy == "evolve" else [{"id": 1}])
 
 
 async def test_column_map_and_type_map_on_create(pg_dsn: str, conn: asyncpg.Connection,

@@ -9,15 +9,15 @@ from typing import Any
 import asyncpg
 import pytest
 
-from etlsync import Batch, ColumnType, ConfigError, MemoryCheckpointStore, Pipeline
+from etlsync import Batch, ColumnType, ConfigError
 from etlsync.connectors.postgres import PostgresSource
-from etlsync.testing import CollectingSink
 
 
 async def drain(source: PostgresSource, position: Any = None) -> list[Batch]:
     return [b async for b in source.read(position)]
 
 
+@pytest.mark.integration
 async def test_discover_reads_columns_types_nullability_and_composite_key(
         pg_dsn: str, conn: asyncpg.Connection, table: str) -> None:
     await conn.execute(f'CREATE TABLE "{table}" (region text, id bigint, amount numeric(12,2) '
@@ -31,6 +31,7 @@ async def test_discover_reads_columns_types_nullability_and_composite_key(
     assert schema.column("amount").native == "numeric(12,2)"
 
 
+@pytest.mark.integration
 async def test_snapshot_pages_by_composite_key_in_bounded_chunks(
         pg_dsn: str, conn: asyncpg.Connection, table: str) -> None:
     await conn.execute(f'CREATE TABLE "{table}" (a int, b text, v jsonb, PRIMARY KEY (a, b))')
@@ -45,36 +46,7 @@ async def test_snapshot_pages_by_composite_key_in_bounded_chunks(
     assert batches[-1].position["streams"][table]["done"] is True
 
 
-async def test_crash_mid_snapshot_resumes_at_last_committed_chunk(
-        pg_dsn: str, conn: asyncpg.Connection, table: str) -> None:
-    n, size = 5000, 100
-    await conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY, v text)')
-    await conn.execute(f"INSERT INTO \"{table}\" SELECT i, md5(i::text) "
-                       f"FROM generate_series(1, {n}) i")
-    store = MemoryCheckpointStore()
-    written = 0
-
-    def crash(batch: Batch) -> None:
-        nonlocal written
-        written += 1
-        if written == 23:
-            raise RuntimeError("crash")
-
-    first = CollectingSink(fail_on=crash)
-    with pytest.raises(Exception, match="crash"):
-        await Pipeline(PostgresSource(pg_dsn, table=table, batch_size=size), [], [first],
-                       name="p", checkpoint_store=store).run()
-    committed = await store.load("p")
-    assert committed is not None and committed.pass_open
-    assert committed.position["streams"][table]["last"] == [22 * size]
-    second = CollectingSink()
-    await Pipeline(PostgresSource(pg_dsn, table=table, batch_size=size), [], [second],
-                   name="p", checkpoint_store=store).run()
-    ids = [r["id"] for r in second.rows]
-    assert ids[0] == 22 * size + 1          # nothing committed is read again
-    assert sorted({r["id"] for r in first.rows} | set(ids)) == list(range(1, n + 1))
-
-
+@pytest.mark.integration
 async def test_table_without_primary_key_pages_by_ctid(pg_dsn: str, conn: asyncpg.Connection,
                                                        table: str) -> None:
     await conn.execute(f'CREATE TABLE "{table}" (v int)')
@@ -90,6 +62,7 @@ async def test_table_without_primary_key_pages_by_ctid(pg_dsn: str, conn: asyncp
     assert sum(len(b) for b in again) == 250  # a full refresh starts a new pass
 
 
+@pytest.mark.integration
 async def test_incremental_reads_above_watermark_and_handles_ties(
         pg_dsn: str, conn: asyncpg.Connection, table: str) -> None:
     await conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY, ts int)')
@@ -108,6 +81,7 @@ async def test_incremental_reads_above_watermark_and_handles_ties(
     assert [r for b in third for r in b.rows] == []
 
 
+@pytest.mark.integration
 async def test_incremental_query_pushes_predicate_down(pg_dsn: str, conn: asyncpg.Connection,
                                                        table: str) -> None:
     await conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY, ts int)')
@@ -124,6 +98,7 @@ async def test_incremental_query_pushes_predicate_down(pg_dsn: str, conn: asyncp
     assert stats is not None and stats["seq_scan"] in (0, None)
 
 
+@pytest.mark.integration
 async def test_parallel_tables_are_bounded_by_pool_size(pg_dsn: str, conn: asyncpg.Connection,
                                                         table: str) -> None:
     names = [table, f"{table}_b", f"{table}_c"]
@@ -155,6 +130,7 @@ async def test_parallel_tables_are_bounded_by_pool_size(pg_dsn: str, conn: async
     assert 1 <= peak <= 2
 
 
+@pytest.mark.integration
 async def test_query_stream_with_key_is_resumable(pg_dsn: str, conn: asyncpg.Connection,
                                                   table: str) -> None:
     await conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY, v int)')

@@ -10,6 +10,8 @@ from etlsync.connectors.postgres.replication.protocol import PgServerError, Repl
 from etlsync.core.errors import ServiceNotReady
 from tests.conftest import PG_HOST, PG_PORT, TEST_DB
 
+pytestmark = pytest.mark.integration
+
 ROLES = {"etlsync_md5": ("md5", "md5-secret"), "etlsync_scram": ("scram-sha-256", "scram-secret")}
 
 

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import asyncpg
+import pytest
 
 from etlsync.connectors.postgres.cdc import PostgresCdcSource
 from etlsync.connectors.postgres.replication.snapshot import TableReader, prepare_connection
@@ -15,6 +16,8 @@ from etlsync.connectors.postgres.types import UNCHANGED
 from etlsync.core.batch import Op
 from etlsync.core.schema import ColumnType
 from tests.postgres_cdc.conftest import Names, take
+
+pytestmark = pytest.mark.integration
 
 COLUMNS = """
   id int PRIMARY KEY, i2 smallint, i8 bigint, n numeric(14,3), f4 real, f8 double precision,

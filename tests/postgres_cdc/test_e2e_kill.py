@@ -20,6 +20,8 @@ import pytest
 
 from tests.postgres_cdc.conftest import Names
 
+pytestmark = pytest.mark.integration
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "postgres_cdc.py"
 ROWS = 20_000
 KILLS = 8

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import pytest
 
 from etlsync import Pipeline, RoutingSink
 from etlsync.connectors.postgres import PostgresCdcSource, PostgresCheckpointStore, PostgresSink
 from tests.postgres_cdc.conftest import Names
+
+pytestmark = pytest.mark.integration
 
 
 async def test_two_tables_stream_into_their_own_targets(

@@ -8,6 +8,7 @@ import random
 from typing import Any
 
 import asyncpg
+import pytest
 
 from etlsync.connectors.postgres.cdc import PostgresCdcSource
 from etlsync.connectors.postgres.replication.slots import slot_info, wal_retained
@@ -15,6 +16,8 @@ from etlsync.core.batch import Batch, Op
 from etlsync.core.pipeline import Pipeline
 from etlsync.testing import CollectingSink
 from tests.postgres_cdc.conftest import Names, apply, take, wait_streaming
+
+pytestmark = pytest.mark.integration
 
 SENTINEL = -1
 

@@ -11,11 +11,14 @@ import asyncio
 from typing import Any
 
 import asyncpg
+import pytest
 
 from etlsync.connectors.postgres.replication.conninfo import parse_dsn
 from etlsync.connectors.postgres.replication.pgoutput import PgOutputDecoder, Relation
 from etlsync.connectors.postgres.replication.protocol import ReplicationConnection, copydata
 from tests.postgres_cdc.conftest import Names
+
+pytestmark = pytest.mark.integration
 
 HEADER = b"w" + bytes(24)  # decode_chunk reads the pgoutput message from byte 25
 

@@ -17,6 +17,8 @@ from etlsync.core.errors import ConfigError, ServiceNotReady
 from etlsync.core.schema import ColumnType, Schema
 from tests.postgres_cdc.conftest import Names, take, wait_streaming
 
+pytestmark = pytest.mark.integration
+
 
 def _source(dsn: str, names: Names, **kw: object) -> PostgresCdcSource:
     opts: dict[str, object] = {"tables": [names.table], "status_interval": 0.5, **kw}

@@ -22,6 +22,8 @@ from etlsync.connectors.postgres.replication.protocol import ReplicationConnecti
 from etlsync.core.errors import ServiceNotReady
 from tests.postgres_cdc.conftest import take
 
+pytestmark = pytest.mark.integration
+
 BIN = Path("/usr/lib/postgresql/15/bin")
 
 

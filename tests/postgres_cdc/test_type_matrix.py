@@ -19,6 +19,8 @@ from etlsync.core.errors import DataError
 from tests.postgres_cdc import reference
 from tests.postgres_cdc.conftest import Names, take
 
+pytestmark = pytest.mark.integration
+
 TYPES = [
     "CREATE TYPE {t}_mood AS ENUM ('happy', 'sad', 'NULL', 'with space', 'ü,{x}')",
     "CREATE DOMAIN {t}_pos AS int CHECK (VALUE > 0)",

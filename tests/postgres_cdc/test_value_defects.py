@@ -19,6 +19,8 @@ from etlsync.core.errors import ConfigError, DataError
 from tests.postgres_cdc import reference
 from tests.postgres_cdc.conftest import Names, take, wait_streaming
 
+pytestmark = pytest.mark.integration
+
 
 def _source(dsn: str, names: Names, **kw: Any) -> PostgresCdcSource:
     opts: dict[str, Any] = {"tables": [names.table], "status_interval": 0.5, **kw}

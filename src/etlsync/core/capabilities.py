@@ -22,6 +22,9 @@ class Capability(StrEnum):
     """Sink: applies change batches (updates, deletes, truncates), not only inserts."""
     KEYED = "keyed"
     """Sink: upserts on a primary key (replays are harmless)."""
+    REVERSIBLE = "reversible"
+    """Sink: can record what a run changed (prior values, the previous table) and revert it
+    (:class:`etlsync.core.revert.Reversible`: ``journal`` / ``revert`` / ``forget``)."""
     STATEFUL = "stateful"
     """Operator: keeps state across batches and stores it with the checkpoint
     (:meth:`Operator.snapshot_state` / :meth:`Operator.restore_state`)."""

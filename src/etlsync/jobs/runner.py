@@ -11,6 +11,7 @@ import msgspec
 
 from etlsync.core.batch import Row
 from etlsync.core.metrics import RunSummary
+from etlsync.core.pipeline import Pipeline
 from etlsync.core.schema import Schema
 from etlsync.core.stages import Operator
 from etlsync.jobs.build import BuiltJob, StagePlan, build_job
@@ -68,10 +69,16 @@ def _prepare_dirs(built: BuiltJob) -> None:
 
 async def run_built(built: BuiltJob, *, progress: bool = False) -> JobResult:
     """Run a built job; with ``progress`` draw a progress bar on a terminal (stderr)."""
+    return await run_pipeline(built, built.pipeline(), progress=progress)
+
+
+async def run_pipeline(built: BuiltJob, pipeline: Pipeline, *, progress: bool = False,
+                       handle_signals: bool | None = None) -> JobResult:
+    """Run ``pipeline`` (made by ``built.pipeline()``, observers added or stopped by the
+    caller, as ``etlsync serve`` does) and count what the job's operators dropped."""
     _prepare_dirs(built)
-    pipeline = built.pipeline()
     async with Progress(pipeline, enabled=progress):
-        summary = await pipeline.run()
+        summary = await pipeline.run(handle_signals=handle_signals)
     return _result(summary, built.operators)
 
 

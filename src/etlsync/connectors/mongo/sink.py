@@ -85,6 +85,7 @@ class MongoSink(Sink):
         self._context: StageContext | None = None
         self._client: Any = None
         self._cleared: set[str] = set()
+        self._indexed: set[str] = set()
         self.log: Any = None
 
     def checkpoint_store(self) -> MongoCheckpointStore | None:
@@ -156,33 +157,61 @@ class MongoSink(Sink):
         checkpoint = self._context.checkpoint_for(batch) if self.state_collection else None
         if checkpoint is None:
             if len(batch):
-                await self._apply(batch, None)
+                await self._apply(batch, None, self._cleared)
             return
-        async with self._client.start_session() as session, await session.start_transaction():
-            await self._apply(batch, session)
-            assert self.state_collection is not None
-            await write_checkpoint(self._client[self.database][self.state_collection],
-                                   self._context.pipeline, checkpoint, session=session)
+        assert self.state_collection is not None
+        state = self._client[self.database][self.state_collection]
+        pipeline = self._context.pipeline
+        cleared: set[str] = set()
 
-    async def _apply(self, batch: Batch, session: Any) -> None:
+        async def transaction(session: Any) -> None:
+            cleared.clear()
+            await self._apply(batch, session, cleared)
+            await write_checkpoint(state, pipeline, checkpoint, session=session)
+
+        # with_transaction retries a transient conflict (with back-off, up to 2 minutes):
+        # after a kill -9 the dead run's transaction holds its documents until the server
+        # aborts it (transactionLifetimeLimitSeconds, 60 s by default)
+        async with self._client.start_session() as session:
+            await session.with_transaction(transaction)
+        self._cleared |= cleared
+
+    async def _apply(self, batch: Batch, session: Any, cleared: set[str]) -> None:
         if not len(batch):
             return
-        from pymongo import DeleteOne
+        from pymongo import DeleteOne, InsertOne
 
         coll = self._coll(batch.stream)
         cname = coll.full_name
-        if self.write_mode is WriteMode.OVERWRITE and cname not in self._cleared:
+        if self.key != ("_id",) and cname not in self._indexed:
+            # a unique index on the key: upserts find their document without a scan, and
+            # append / conflict='fail' meet an existing key as a duplicate-key error
+            # (outside the transaction: an index is no part of a batch)
+            await coll.create_index([(k, 1) for k in self.key], unique=True)
+            self._indexed.add(cname)
+        if self.write_mode is WriteMode.OVERWRITE and cname not in self._cleared | cleared:
             await coll.delete_many({}, session=session)
-            self._cleared.add(cname)
+            cleared.add(cname)  # the caller keeps it once the write committed
         pending: list[Any] = []
         keys: list[Any] = []
-        for op, row in batch.iter_changes():
+        before = batch.before
+        for i, (op, row) in enumerate(batch.iter_changes()):
+            prior = before[i] if before is not None and op is Op.UPDATE else None
+            if prior:
+                old = self._filter(self._doc(prior))
+                if old != self._filter(self._doc(row)):  # the key moved: drop the old one
+                    pending.append(DeleteOne(old))
+                    keys.append(tuple(old.values()))
             if op is Op.TRUNCATE:
                 await self._flush(coll, pending, keys, session)
                 pending, keys = [], []
                 await coll.delete_many({}, session=session)
                 continue
             doc = self._doc(row)
+            if op is Op.INSERT and self.write_mode is not WriteMode.UPSERT:
+                pending.append(InsertOne(doc))  # appended rows need no key (_id is made)
+                keys.append(tuple(doc.get(k) for k in self.key))
+                continue
             flt = self._filter(doc)
             if op is Op.DELETE:
                 pending.append(DeleteOne(flt))

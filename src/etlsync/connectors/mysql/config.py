@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from etlsync.core.errors import ConfigError
 from etlsync.core.schema import Column, ColumnType, Schema
+from etlsync.sql.identifiers import quote_identifier
 
 
 @dataclass(slots=True)
@@ -126,8 +127,9 @@ async def connect(options: MysqlOptions, *, database: bool = True, **kw: Any) ->
 
 
 def quote(name: str) -> str:
-    """Quote an identifier with backticks."""
-    return "`" + name.replace("`", "``") + "`"
+    """Quote an identifier with backticks (a NUL byte is a ConfigError: the server would cut
+    the statement there)."""
+    return quote_identifier(name, "`")
 
 
 def qualified(database: str | None, table: str) -> str:

@@ -153,6 +153,7 @@ class MysqlSink(Sink):
         self._target = table
         self._use_load = False
         self._held = TicketHold()
+        self._swapped = False
 
     def checkpoint_store(self) -> MysqlCheckpointStore | None:
         """A store reading the checkpoints this sink writes (``exactly_once``)."""
@@ -251,11 +252,14 @@ class MysqlSink(Sink):
         assert ctx is not None
         checkpoint = ctx.checkpoint_for(batch)
         overwrite = self.write_mode == WriteMode.OVERWRITE
+        if overwrite and self._swapped and len(batch):
+            await self._prepare_staging(False)  # the next pass of this run: a fresh staging
+            self._swapped = False
         if len(batch) or checkpoint is not None:
             await self._transaction(batch, checkpoint)
         if overwrite and batch.end_of_pass:
             await self._swap()
-            await self._prepare_staging(False)
+            self._swapped = True  # no staging table is left behind once a pass is installed
             self._held.release()
         elif overwrite and not ctx.owns_checkpoint:
             self._held.add(batch)  # nothing may be committed before the swap

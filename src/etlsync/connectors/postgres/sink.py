@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from etlsync.connectors.postgres import journal
 from etlsync.connectors.postgres.arrowcopy import column_type
 from etlsync.connectors.postgres.changes import (
     group_upserts,
@@ -69,7 +70,7 @@ def _rows_of(batch: Batch) -> Rows:
     return Rows(batch.rows)
 
 
-class PostgresSink(Sink):
+class PostgresSink(journal.PgJournaled, Sink):
     """Writes batches into ``schema.table``.
 
     :param dsn: DSN string or :class:`PgConnectionConfig`; other connection keywords
@@ -120,6 +121,8 @@ class PostgresSink(Sink):
             self.schema_policy = SchemaPolicy(schema_policy)
         except ValueError as exc:
             raise ConfigError(f"PostgresSink({table!r}): {exc}") from None
+        for name_ in (table, schema, state_table, state_schema or schema):
+            quote_ident(name_)  # a NUL byte is refused here, not by the server mid-run
         self.primary_key = tuple(primary_key)
         self.column_map = dict(column_map or {})
         self.type_map = dict(type_map or {})
@@ -130,7 +133,7 @@ class PostgresSink(Sink):
         self.name = name
         self.text_copy = text_copy
         self.capabilities = frozenset(
-            {Capability.CHANGES, Capability.KEYED}
+            {Capability.CHANGES, Capability.KEYED, Capability.REVERSIBLE}
             | ({Capability.TRANSACTIONAL} if exactly_once else set()))
         self.log = get_logger(sink=name, table=table)
         self._conn: asyncpg.Connection | None = None
@@ -167,6 +170,9 @@ class PostgresSink(Sink):
         self._conn = conn = await self.config.connect()
         if self.exactly_once:
             await ensure_state_table(conn, self.state_schema, self.state_table)
+        if self._journal_run is not None:
+            await journal.start(conn, self._journal_run, self.schema, self.table,
+                                self.state_schema)
         self._target = await describe_table(conn, self.schema, self.table)
         self._pk = self.primary_key or (self._target.primary_key if self._target else ())
         if self.write_mode is WriteMode.UPSERT and self._target is not None and not self._pk:
@@ -508,7 +514,8 @@ class PostgresSink(Sink):
 
     async def _swap_in(self, conn: asyncpg.Connection) -> None:
         """Replace the table by the new one (inside the caller's transaction)."""
-        await conn.execute(f"DROP TABLE IF EXISTS {qualified(self.schema, self.table)}")
+        # dropped, or kept to revert
+        await journal.retire(conn, self._journal_run, self.schema, self.table, self.state_schema)
         await conn.execute(f"ALTER TABLE {qualified(self.schema, self._new_table)} "
                            f"RENAME TO {quote_ident(self.table)}")
         self.log.info("overwrite swapped in")

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from etlsync.connectors.sqlite import journal
 from etlsync.connectors.sqlite._values import DECLARED, NATIVE, adapt, type_of_value
 from etlsync.connectors.sqlite.checkpoint import (
     STATE_TABLE,
@@ -79,7 +80,7 @@ def _getter(keys: Sequence[Any]) -> Any:
     return itemgetter(*keys)
 
 
-class SqliteSink(Sink):
+class SqliteSink(journal.SqliteJournaled, Sink):
     """Writes batches into a SQLite table, one transaction per batch, in a worker thread.
 
     ``TRANSACTIONAL``: each transaction also records the pipeline's checkpoint in the state
@@ -109,7 +110,8 @@ class SqliteSink(Sink):
     """
 
     name = "sqlite"
-    capabilities = frozenset({Capability.TRANSACTIONAL, Capability.CHANGES, Capability.KEYED})
+    capabilities = frozenset({Capability.TRANSACTIONAL, Capability.CHANGES, Capability.KEYED,
+                              Capability.REVERSIBLE})
 
     def __init__(self, path: str | os.PathLike[str], *, table: str,
                  write_mode: WriteMode | str = WriteMode.APPEND, primary_key: Sequence[str] = (),
@@ -158,6 +160,8 @@ class SqliteSink(Sink):
         self._conn = conn
         self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         ensure_state_table(conn, self.state_table)
+        if self._journal_run is not None:
+            journal.start(conn, self._journal_run, self.table)
         existing = self._columns(self.table)
         if existing is None and not self.create:
             raise ConfigError(f"SqliteSink: table {self.table!r} does not exist in {self.path} "
@@ -262,7 +266,7 @@ class SqliteSink(Sink):
             indexes = [sql for (sql,) in conn.execute(
                 "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
                 "AND sql IS NOT NULL", (self.table,))]
-            conn.execute(f"DROP TABLE IF EXISTS {q}")
+            journal.retire(conn, self._journal_run, self.table)  # dropped, or kept to revert
             conn.execute(f"ALTER TABLE {quote(self.staging)} RENAME TO {q}")
             for sql in indexes:
                 conn.execute(sql)
