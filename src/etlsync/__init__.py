@@ -23,6 +23,7 @@ from etlsync.core.metrics import RunSummary, StageMetrics
 from etlsync.core.modes import ConflictStrategy, SchemaPolicy, SyncMode, WriteMode
 from etlsync.core.pipeline import Pipeline
 from etlsync.core.routing import RoutingSink
+from etlsync.core.run import StateInterval
 from etlsync.core.schema import Column, ColumnType, Schema
 from etlsync.core.stages import Operator, Sink, Source, StageContext
 from etlsync.operators import Filter, Map, MapBatch
@@ -59,6 +60,7 @@ __all__ = [
     "StageContext",
     "StageError",
     "StageMetrics",
+    "StateInterval",
     "SyncMode",
     "Watermark",
     "WriteMode",

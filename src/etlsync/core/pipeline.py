@@ -21,7 +21,7 @@ from etlsync.core.errors import StageError
 from etlsync.core.metrics import RunSummary, StageMetrics, now
 from etlsync.core.observe import Event, EventKind, MetricsObserver, Observer
 from etlsync.core.preview import FixedCheckpoint, Preview, PreviewSink, output_schema
-from etlsync.core.run import Run
+from etlsync.core.run import Run, StateInterval
 from etlsync.core.stages import Operator, Sink, Source, stage_name
 from etlsync.log import get_logger
 
@@ -82,6 +82,8 @@ class Pipeline:
     :param gc_threshold: generation-0 threshold of Python's cyclic GC while running (``None``
         leaves the GC alone); see :func:`_gc_tuned`.
     :param observers: callables receiving every :class:`~etlsync.core.observe.Event`.
+    :param state_interval: how often stateful operators are snapshotted (default: after
+        every source batch); see :class:`StateInterval`.
 
     ``await pipeline.run()`` returns a :class:`RunSummary`; :meth:`stop` (or SIGINT/SIGTERM
     in the main thread) drains in-flight batches, commits the last checkpoint and returns.
@@ -100,6 +102,7 @@ class Pipeline:
         channel_rows: int = 20_000,
         gc_threshold: int | None = 100_000,
         observers: Sequence[Observer] = (),
+        state_interval: StateInterval | None = None,
     ) -> None:
         sink_list = [sinks] if isinstance(sinks, Sink) else list(sinks)
         if not sink_list:
@@ -112,6 +115,7 @@ class Pipeline:
         self.channel_batches = channel_batches
         self.channel_rows = channel_rows
         self.gc_threshold = gc_threshold
+        self.state_interval = state_interval or StateInterval()
         self.source_name = _unique_names("source", [source])[0]
         self.operator_names = _unique_names("op", self.operators)
         self.sink_names = _unique_names("sink", self.sinks)
@@ -271,10 +275,11 @@ class Pipeline:
             resume = await self.guard("checkpoint", store.load(self.name))
             run = self._run = Run(self, store, owner, resume)
             position = self.start_position(resume)
-            if resume is not None and resume.state:
-                for key, op in self.stateful:
-                    if key in resume.state:
-                        op.restore_state(resume.state[key])
+            # every run starts from the committed state (None: empty), also when the same
+            # operator objects ran before in this process and got further than the checkpoint
+            saved = (resume.state if resume is not None else None) or {}
+            for key, op in self.stateful:
+                op.restore_state(saved.get(key))
             self.log.info("pipeline starting", resume_from=position)
             self.emit(EventKind.STARTED, position=position)
             with _gc_tuned(self.gc_threshold):

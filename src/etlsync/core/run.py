@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
@@ -18,6 +20,37 @@ from etlsync.core.metrics import now
 from etlsync.core.observe import EventKind
 from etlsync.core.stages import Operator, OperatorOutput, Sink, Source, StageContext
 from etlsync.core.tracker import CheckpointTracker, Ticket
+
+
+@dataclass(frozen=True, slots=True)
+class StateInterval:
+    """How often the runner snapshots stateful operators (docs/concepts/checkpoints.md).
+
+    The default snapshots after every source batch: every batch is a resume point. Large
+    state (many groups, a big dedupe set) costs a copy and an encoding per snapshot, so a
+    pipeline may snapshot only every ``batches`` source batches or ``seconds`` seconds; the
+    tickets in between carry no state and are not resume points (a restart replays them from
+    the last snapshot, which the restored state has not seen: nothing lost, nothing counted
+    twice). A snapshot is always taken at the end of a pass, while stopping, and, with
+    ``on_output`` (the default), after any batch whose operators emitted rows, so a sink
+    never holds output the committed state does not account for (exactly-once into any
+    sink). ``on_output=False`` also skips those: their output is replayed after a crash,
+    which a keyed (upsert) sink applies idempotently.
+    """
+
+    batches: int = 1
+    seconds: float | None = None
+    on_output: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batches < 1:
+            raise ValueError(f"StateInterval.batches must be at least 1, not {self.batches}")
+        if self.seconds is not None and self.seconds < 0:
+            raise ValueError(f"StateInterval.seconds must not be negative, not {self.seconds}")
+
+    @property
+    def every_batch(self) -> bool:
+        return self.batches == 1 and self.seconds is None
 
 
 class Host(Protocol):
@@ -35,6 +68,7 @@ class Host(Protocol):
     channel_rows: int
     stop_requested: bool
     preview_rows: int | None
+    state_interval: StateInterval
     log: Any
 
     def emit(self, kind: EventKind, stage: str = "", **fields: Any) -> None: ...
@@ -91,7 +125,12 @@ class Run:
         self.lock = asyncio.Lock()
         self.contexts: list[StageContext] = []
         self.last_position: Any = None
+        self.last_positioned = False
+        """The last source batch had a position (it ended outside an upstream transaction)."""
         self.last_end_of_pass = False
+        self.unsnapshotted = 0
+        """Source batches since the last state snapshot (:class:`StateInterval`)."""
+        self.snapshot_at = time.monotonic()
         self.gates: dict[int, _Gate] = {}
         """With an owning sink and others: per batch, the others' writes the owner waits for."""
         self.channels: dict[str, Channel[Batch]] = {}
@@ -106,7 +145,14 @@ class Run:
         if self.p.operators:
             self.channels[self.p.operator_names[0]] = self.channels.pop("transform")
         opened: list[Sink] = []
+        ops_opened: list[Operator] = []
         try:
+            for name, op in zip(self.p.operator_names, self.p.operators, strict=True):
+                ctx = StageContext(self.p.name, name, self.p.log.bind(stage=name), None,
+                                   resume=resume)
+                ctx.preview = self.p.preview_rows is not None
+                await self.p.guard(name, op.open(ctx))
+                ops_opened.append(op)
             for i, (name, sink) in enumerate(zip(self.p.sink_names, self.p.sinks, strict=True)):
                 ctx = StageContext(self.p.name, name, self.p.log.bind(stage=name), self.tracker,
                                    resume=resume, owns_checkpoint=i == self.owner)
@@ -147,6 +193,9 @@ class Run:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await sink.close()
                 self.p.emit(EventKind.STAGE, name, state="closed")
+            for op in reversed(ops_opened):
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await op.close()
 
     async def _source_stage(self, position: Any, out: Channel[Batch]) -> None:
         name = self.p.source_name
@@ -189,6 +238,9 @@ class Run:
         self.last_end_of_pass = batch.end_of_pass
         if batch.position is not None:
             self.last_position = batch.position
+            self.last_positioned = True
+        elif not batch.end_of_pass:
+            self.last_positioned = False
         self.p.emit(EventKind.BATCH_READ, self.p.source_name, rows=len(batch),
                    seconds=now() - t0, position=batch.position)
         try:
@@ -215,7 +267,7 @@ class Run:
                     if batch.end_of_pass:
                         produced = self._carry_end_of_pass(batch, produced)
                     if self.p.stateful:
-                        ticket.state = self._snapshot()
+                        self._snapshot_onto(ticket, batch, produced)
                 finally:
                     ticket.release()
                 for out_batch in produced:
@@ -246,14 +298,40 @@ class Run:
     def _snapshot(self) -> dict[str, Any]:
         return {key: op.snapshot_state() for key, op in self.p.stateful}
 
+    def _snapshot_onto(self, ticket: Ticket, batch: Batch, produced: list[Batch]) -> None:
+        """Put the operators' state on ``ticket``, or mark it as no resume point
+        (:class:`StateInterval`)."""
+        policy = self.p.state_interval
+        self.unsnapshotted += 1
+        due = (policy.every_batch or batch.end_of_pass or self.p.stop_requested
+               or self.unsnapshotted >= policy.batches
+               or (policy.seconds is not None
+                   and time.monotonic() - self.snapshot_at >= policy.seconds)
+               or (policy.on_output and any(len(b) for b in produced)))
+        if not due:
+            ticket.resume = False
+            return
+        if (ticket.position is None and batch.end_of_pass and self.unsnapshotted > 1
+                and self.last_positioned):
+            # the kernel's end-of-pass marker after batches without a snapshot: the pass
+            # ends where the last batch did, with the state this snapshot takes
+            ticket.position = self.last_position
+        ticket.state = self._snapshot()
+        self.unsnapshotted, self.snapshot_at = 0, time.monotonic()
+
     async def _flush_operators(self, outs: list[Channel[Batch]], fan: int) -> None:
         ticket: Ticket | None = None
-        if self.p.stateful and not self.p.stop_requested:
+        stopping = self.p.stop_requested
+        if self.p.stateful and (not stopping or (self.unsnapshotted and self.last_positioned)):
+            # end of the stream: flush() output gets a ticket of its own; on a stop, one
+            # carrying the state of batches that got no snapshot (StateInterval)
             ticket = self.tracker.issue(self.last_position, self.last_end_of_pass)
             ticket.retain()
         try:
             for i in range(len(self.p.operators)):
                 name, op = self.p.operator_names[i], self.p.operators[i]
+                if stopping and has(op, Capability.STATEFUL):
+                    continue  # its state is in the checkpoint: the next run goes on from it
                 with self.tracker.deferred():
                     flushed = _as_list(await self.p.guard(name, op.flush()))
                     for out in flushed:
@@ -264,6 +342,7 @@ class Run:
                     await self._fan_out(out_batch, outs, fan)
             if ticket is not None:
                 ticket.state = self._snapshot()
+                self.unsnapshotted = 0
         finally:
             if ticket is not None:
                 ticket.release()

@@ -37,6 +37,12 @@ class StageContext:
         """Set by the runner around a checkpoint-only write (an empty batch)."""
         self.offered: Checkpoint | None = None
         """The last checkpoint :meth:`checkpoint_for` handed out (the runner's bookkeeping)."""
+        self.dead_letter: Any = None
+        """Operators: the pipeline's :class:`~etlsync.resilience.DeadLetterSink`, when an
+        error policy set one (rows an operator rejects may go there)."""
+        self.preview = False
+        """A dry run (:meth:`Pipeline.preview`): write nothing anywhere (dead letters
+        included)."""
 
     @property
     def resuming_pass(self) -> bool:
@@ -100,17 +106,27 @@ class Operator(ABC):
     past ``process`` either declares ``STATEFUL`` and keeps it in a state the runner stores
     with each checkpoint (:meth:`snapshot_state`), or ``retain()`` s the batches it holds and
     ``release()`` s them once emitted. ``flush`` emits what is left at the end of the stream.
+    ``open`` and ``close`` bracket a run (connections of lookup joins, dead-letter sinks).
     """
 
     name: str = ""
     capabilities: frozenset[Capability] = frozenset()
+
+    async def open(self, context: StageContext) -> None:
+        """Called once per run before the first batch (``context.tracker`` is ``None`` for
+        operators; ``context.dead_letter`` is the pipeline's dead-letter sink, if any)."""
+
+    async def close(self) -> None:
+        """Called once per run after the last batch, also after errors."""
 
     @abstractmethod
     async def process(self, batch: Batch) -> OperatorOutput:
         """Transform one batch."""
 
     async def flush(self) -> OperatorOutput:
-        """Emit what is held at the end of the stream. The default holds nothing."""
+        """Emit what is held at the end of the stream. The default holds nothing. A
+        ``STATEFUL`` operator is not flushed when the pipeline stops on request (its state is
+        in the checkpoint and the next run continues it)."""
         return None
 
     def transform_schema(self, schema: Schema) -> Schema | None:
@@ -124,7 +140,8 @@ class Operator(ABC):
         return None
 
     def restore_state(self, state: Any) -> None:
-        """``STATEFUL`` operators: continue from a state :meth:`snapshot_state` returned."""
+        """``STATEFUL`` operators: continue from a state :meth:`snapshot_state` returned;
+        ``None``: start empty. Called at the start of every run."""
 
 
 class Sink(ABC):

@@ -21,10 +21,12 @@ class Ticket:
 
     ``position`` is ``None`` inside an upstream transaction (not a resume point);
     ``end_of_pass`` marks the last batch of a pass; ``state`` is the stateful operators'
-    state right after this batch went through them. Users never create tickets.
+    state right after this batch went through them. ``resume`` is ``False`` for a ticket
+    the runner took no state snapshot at (see :class:`~etlsync.core.run.StateInterval`):
+    like a ``None`` position, it is not a resume point. Users never create tickets.
     """
 
-    __slots__ = ("_on_done", "end_of_pass", "position", "refs", "seq", "state")
+    __slots__ = ("_on_done", "end_of_pass", "position", "refs", "resume", "seq", "state")
 
     def __init__(self, seq: int, position: Any, on_done: Callable[[Ticket], None],
                  end_of_pass: bool = False) -> None:
@@ -32,6 +34,7 @@ class Ticket:
         self.position = position
         self.end_of_pass = end_of_pass
         self.state: dict[str, Any] | None = None
+        self.resume = True
         self.refs = 0
         self._on_done = on_done
 
@@ -83,7 +86,7 @@ class TicketHold:
 def _advance(current: Checkpoint | None, t: Ticket) -> Checkpoint | None:
     """The committable checkpoint once ``t`` (the next ticket in order) is done."""
     if t.position is not None:
-        return Checkpoint(t.position, not t.end_of_pass, t.state, t.seq)
+        return Checkpoint(t.position, not t.end_of_pass, t.state, t.seq) if t.resume else current
     if t.end_of_pass and current is not None:  # the runner's marker closing a pass
         return Checkpoint(current.position, False, current.state, t.seq)
     return current

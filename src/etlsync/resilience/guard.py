@@ -475,8 +475,18 @@ class ResilientOperator(Operator, _Isolator):
         return self.stats.to_dict()
 
     def extra_metrics(self) -> dict[str, Any]:
-        """The kernel's hook: these counters appear in ``StageMetrics.extra``."""
-        return self.metrics
+        """The kernel's hook: these counters appear in ``StageMetrics.extra`` (with the
+        wrapped operator's own, if it reports any)."""
+        inner = getattr(self.operator, "extra_metrics", None)
+        return {**(dict(inner()) if callable(inner) else {}), **self.metrics}
+
+    async def open(self, context: StageContext) -> None:
+        if context.dead_letter is None:
+            context.dead_letter = self.dead_letter
+        await self.operator.open(context)
+
+    async def close(self) -> None:
+        await self.operator.close()
 
     async def _call(self, batch: Batch) -> list[Batch]:
         out: OperatorOutput = await self.retry.call(lambda: self.operator.process(batch))
