@@ -136,7 +136,8 @@ async def test_breaker_opens_while_postgres_is_unreachable_and_closes_after(
     await _pg(pg_dsn, f'create table "{table}" (id bigint primary key, v text not null)')
     try:
         async with FaultProxy(5432) as proxy:
-            store = PostgresCheckpointStore(pg_dsn, table=state)
+            # the sink's own state table, reached as the sink reaches it: the sink owns it
+            store = PostgresCheckpointStore(proxy.dsn(pg_dsn), table=state)
             breaker = CircuitBreaker(failure_threshold=3, reset_timeout=0.1, name="pg")
             sink = Resilient(
                 PostgresSink(proxy.dsn(pg_dsn), table=table, state_table=state, create=False),
